@@ -1,0 +1,3 @@
+"""lbtransports: plugs the lbcore decision core into real HTTP backends."""
+
+__all__: tuple[str, ...] = ()
