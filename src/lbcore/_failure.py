@@ -56,6 +56,24 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     retry_after_ms: int | None = None
 
     def __post_init__(self) -> None:
+        # msgspec checks types only when decoding; events built in code get the
+        # same guarantees here, so the core can trust every failure it holds.
+        try:
+            kind = FailureKind(self.kind)
+        except ValueError:
+            raise InvalidEvent(
+                f"Failure.kind must be one of {[k.value for k in FailureKind]}"
+            ) from None
+        msgspec.structs.force_setattr(self, "kind", kind)
+        if not isinstance(self.message, str):
+            raise InvalidEvent("Failure.message must be a string")
+        for name in ("code", "provider_type"):
+            if not isinstance(getattr(self, name), str | None):
+                raise InvalidEvent(f"Failure.{name} must be a string or None")
+        for name in ("status", "retry_after_ms"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidEvent(f"Failure.{name} must be an integer or None")
         if self.status is not None and not 100 <= self.status <= 599:
             raise InvalidEvent(f"Failure.status must be between 100 and 599, got {self.status}")
         if self.retry_after_ms is not None and self.retry_after_ms < 0:

@@ -1,0 +1,760 @@
+"""The Balancer: the one stateful object of the core.
+
+Rules that keep it honest:
+
+1. ``handle`` is the only way to change it. It checks the event completely
+   before touching anything, so a refused event (:class:`InvalidEvent`)
+   leaves the balancer exactly as it was.
+2. Time comes from events. Clock-driven decisions (a retry coming due, a
+   first-chunk deadline passing) happen on :class:`Tick`, never on the side.
+3. No I/O, no randomness, no iteration over unordered collections: equal
+   inputs give equal outputs, which is what makes traces replay.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from ._actions import (
+    Action,
+    CancelAttempt,
+    CancelReason,
+    CloseBreaker,
+    FailOver,
+    FailoverReason,
+    HalfOpenBreaker,
+    RequestAborted,
+    RequestCompleted,
+    RequestFailed,
+    RetryScheduled,
+    SelectionChanged,
+    SkipBackend,
+    SkipReason,
+    StartAttempt,
+    TripBreaker,
+)
+from ._aggregate import all_context_limits_error, context_limit_message, failover_error
+from ._breaker import Breaker, BreakerState
+from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
+from ._config import BackendSpec, BalancerConfig, Strategy
+from ._errors import InvalidEvent, LBError
+from ._events import (
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    ChunkReceived,
+    Event,
+    RequestCancelled,
+    RequestStarted,
+    StatsReset,
+    Tick,
+    TimeoutPhase,
+)
+from ._failure import Failure, FailureKind
+from ._metrics import MetricsCounter, ModelInfo, Stats
+from ._outcomes import (
+    AllBackendsUnhealthy,
+    BackendFailed,
+    BackendFailure,
+    BudgetExhausted,
+    ContextLimitExceeded,
+    RequestError,
+)
+from ._state import ACCEPTED_EVENTS, ATTEMPT_EVENTS, LiveRequest, Phase
+from ._text import clean_text
+from ._tpm import TokenRate
+from ._trace import TRACE_FORMAT, Step, TraceHeader
+
+# Everything in __all__ is re-exported by lbcore.
+__all__ = ("Balancer", "UnsupportedServerTool")
+
+ALL_UNHEALTHY_MESSAGE: Final = (
+    "All backends are currently unhealthy (circuit breakers open). "
+    "Please wait for recovery or check backend configurations."
+)
+BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
+#: How many finished request ids are remembered to report reuse and late events clearly.
+FINISHED_MEMORY: Final = 4096
+
+
+class UnsupportedServerTool(LBError):
+    """The balancer has no server-side tools of its own."""
+
+
+def _show_id(request_id: object) -> str:
+    return repr(clean_text(str(request_id), 64))
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class Balancer:
+    """Decides where each request goes. Feed it events; do what its actions say.
+
+    >>> from lbcore import Balancer, BalancerConfig, BackendSpec, RequestStarted
+    >>> lb = Balancer(BalancerConfig(strategy="failover", backends=(
+    ...     BackendSpec(name="a", provider="openai"), BackendSpec(name="b", provider="openai"))))
+    >>> [type(a).__name__ for a in lb.handle(RequestStarted(at=0, request_id="r1"))]
+    ['SelectionChanged', 'StartAttempt']
+    """
+
+    def __init__(self, config: BalancerConfig, *, record: bool = False) -> None:
+        if not isinstance(config, BalancerConfig):
+            raise TypeError(f"config must be a BalancerConfig, got {type(config).__name__}")
+        self._config = config
+        self._settings = config.settings
+        self._backends: tuple[BackendSpec, ...] = tuple(config.backends)
+        self._failover = config.strategy == Strategy.FAILOVER
+        self._breakers_on = self._failover and self._settings.circuit_breaker_enabled
+        self._now = 0
+        self._seq = 0
+        self._arrivals = 0
+        self._rr_index = 0
+        self._sticky_index = 0
+        self._sticky_owner = 0
+        self._claims = 0
+        self._live: dict[str, LiveRequest] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._breakers: dict[str, Breaker] = {}
+        self._metrics: dict[str, MetricsCounter] = {}
+        self._tpm = TokenRate()
+        self._profile_counts: dict[str, int] = {}
+        self._total_requests = 0
+        self._last_selected: str | None = None
+        self._journal: list[Step] | None = [] if record else None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def config(self) -> BalancerConfig:
+        return self._config
+
+    @property
+    def now(self) -> int:
+        """The latest time seen in an event; the next event may not be earlier."""
+        return self._now
+
+    def trace_header(self) -> TraceHeader:
+        return TraceHeader(format=TRACE_FORMAT, config=self._config)
+
+    def take_steps(self) -> list[Step]:
+        """The steps recorded since the last call (only with ``record=True``)."""
+        if self._journal is None:
+            raise LBError("this balancer does not record: create it with record=True")
+        steps, self._journal = self._journal, []
+        return steps
+
+    def handle(self, event: Event) -> list[Action]:
+        """Apply one event and return the actions it calls for, in order.
+
+        Raises :class:`InvalidEvent` (changing nothing) when the event cannot
+        be accepted: unknown or finished request, reused request id, stale
+        attempt number, time going backwards, malformed fields.
+        """
+        self._check(event)
+        actions: list[Action] = []
+        self._now = event.at
+        if isinstance(event, RequestStarted):
+            self._start(event, actions)
+        elif isinstance(event, Tick):
+            self._tick(actions)
+        elif isinstance(event, StatsReset):
+            self._reset_stats()
+        elif isinstance(event, RequestCancelled):
+            self._cancel(self._live[event.request_id], actions)
+        else:
+            request = self._live[event.request_id]
+            if isinstance(event, ChunkReceived):
+                self._chunk(request)
+            elif isinstance(event, AttemptSucceeded):
+                self._succeed(request, event, actions)
+            elif isinstance(event, AttemptFailed):
+                self._fail(request, event.failure, actions)
+            else:
+                self._fail(request, self._transport_timeout(event), actions)
+        self._seq += 1
+        if self._journal is not None:
+            self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
+        return actions
+
+    def next_deadline(self) -> int | None:
+        """When the core next needs a :class:`Tick`, or None if no timer runs."""
+        soonest: int | None = None
+        for request in self._live.values():
+            for due in (request.deadline, request.retry_due):
+                if due is not None and (soonest is None or due < soonest):
+                    soonest = due
+        return soonest
+
+    def reset_stats(self) -> list[Action]:
+        """Shorthand for ``handle(StatsReset(at=self.now))``."""
+        return self.handle(StatsReset(at=self._now))
+
+    def stats(self) -> Stats:
+        last = self._last_selected
+        return Stats(
+            profile_name=self._config.profile_name,
+            strategy=self._config.strategy,
+            members=tuple(b.name for b in self._backends),
+            total_requests=self._total_requests,
+            last_selected=last,
+            last_selected_model=self._model_of(last) or None,
+            profile_counts=dict(self._profile_counts),
+            backend_metrics={name: m.snapshot() for name, m in self._metrics.items()},
+            circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
+            current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
+            in_flight=len(self._live),
+        )
+
+    def current_failover_index(self) -> int:
+        """Where the next failover request starts its rotation."""
+        return self._sticky_index
+
+    def default_model(self) -> str:
+        return self._backends[0].model
+
+    def current_model(self) -> str:
+        """The model of the last selected backend, else the default model."""
+        model = self._model_of(self._last_selected)
+        return model if model is not None else self.default_model()
+
+    def context_limit(self) -> int | None:
+        return self._config.shared_context_limit()
+
+    def models(self) -> tuple[ModelInfo, ...]:
+        name = self._config.profile_name
+        return (
+            ModelInfo(
+                id=name,
+                name=name,
+                provider="load-balancer",
+                supported_tool_formats=(),
+                context_window=self.context_limit(),
+            ),
+        )
+
+    def server_tools(self) -> tuple[str, ...]:
+        return ()
+
+    def invoke_server_tool(self, name: str) -> None:
+        raise UnsupportedServerTool(f"Server tool '{name}' not supported by load balancer")
+
+    def __repr__(self) -> str:
+        breakers = " ".join(
+            f"{b.name}:{self._breakers[b.name].state}"
+            for b in self._backends
+            if b.name in self._breakers
+        )
+        tail = f" {breakers}" if breakers else ""
+        return (
+            f"<Balancer {self._config.strategy} t={self._now} in_flight={len(self._live)}"
+            f" next={self._sticky_index if self._failover else self._rr_index}{tail}>"
+        )
+
+    # ------------------------------------------------------------- validation
+
+    def _check(self, event: Event) -> None:
+        kind = type(event).__name__
+        if not isinstance(
+            event,
+            RequestStarted
+            | ChunkReceived
+            | AttemptSucceeded
+            | AttemptFailed
+            | AttemptTimedOut
+            | RequestCancelled
+            | Tick
+            | StatsReset,
+        ):
+            raise InvalidEvent(f"not an lbcore event: {kind}")
+        at = event.at
+        if not _is_count(at):
+            raise InvalidEvent(f"{kind}.at must be a non-negative integer of milliseconds")
+        if at < self._now:
+            raise InvalidEvent(f"time went backwards: {kind} at {at} is before {self._now}")
+        if isinstance(event, Tick | StatsReset):
+            return
+        request_id = event.request_id
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidEvent(f"{kind}.request_id must be a non-empty string")
+        if isinstance(event, RequestStarted):
+            if request_id in self._live or request_id in self._finished:
+                raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
+            for field in ("prompt_tokens", "attempt_budget"):
+                value = getattr(event, field)
+                if value is not None and not _is_count(value):
+                    raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
+            return
+        request = self._live.get(request_id)
+        if request is None:
+            state = "has already finished" if request_id in self._finished else "is unknown"
+            raise InvalidEvent(f"can't handle {kind}: request {_show_id(request_id)} {state}")
+        if type(event) not in ACCEPTED_EVENTS[request.phase]:
+            raise InvalidEvent(
+                f"can't handle {kind} for request {_show_id(request_id)} in phase "
+                f"{request.phase}: no attempt is in flight"
+            )
+        if type(event) in ATTEMPT_EVENTS:
+            attempt = getattr(event, "attempt", None)
+            if attempt != request.attempt or isinstance(attempt, bool):
+                raise InvalidEvent(
+                    f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
+                    f"the current attempt is {request.attempt}"
+                )
+        if isinstance(event, AttemptSucceeded):
+            if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):
+                raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
+        elif isinstance(event, AttemptFailed):
+            if not isinstance(event.failure, Failure):
+                raise InvalidEvent("AttemptFailed.failure must be a Failure")
+            if event.failure.kind == FailureKind.CONTEXT_LIMIT:
+                raise InvalidEvent("context_limit failures are decided by the core, not reported")
+        elif isinstance(event, AttemptTimedOut) and event.phase not in tuple(TimeoutPhase):
+            raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(TimeoutPhase)}")
+
+    # ---------------------------------------------------------------- helpers
+
+    def _model_of(self, name: str | None) -> str | None:
+        for backend in self._backends:
+            if backend.name == name:
+                return backend.model
+        return None
+
+    def _metrics_for(self, name: str) -> MetricsCounter:
+        counter = self._metrics.get(name)
+        if counter is None:
+            counter = self._metrics[name] = MetricsCounter()
+        return counter
+
+    def _budget_left(self, request: LiveRequest) -> bool:
+        return request.budget is None or request.used < request.budget
+
+    def _set_sticky(self, request: LiveRequest, index: int) -> None:
+        # Only the newest claimant may move the sticky index: an older request
+        # that overlaps a newer one must not undo what the newer one learned.
+        if request.owner == self._sticky_owner:
+            self._sticky_index = index
+
+    def _advance_sticky_past(self, request: LiveRequest, index: int) -> None:
+        self._set_sticky(request, (index + 1) % len(self._backends))
+
+    def _mark_selection(self, backend: BackendSpec, actions: list[Action]) -> None:
+        if self._last_selected != backend.name:
+            self._last_selected = backend.name
+            actions.append(
+                SelectionChanged(
+                    profile_name=self._config.profile_name,
+                    backend=backend.name,
+                    model=backend.model,
+                )
+            )
+
+    def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
+        del self._live[request.request_id]
+        self._finished[request.request_id] = None
+        if len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+        actions.append(terminal)
+
+    def _fail_request(
+        self, request: LiveRequest, error: RequestError, actions: list[Action]
+    ) -> None:
+        self._finish(request, RequestFailed(request_id=request.request_id, error=error), actions)
+
+    def _hand_back_probe(self, request: LiveRequest) -> None:
+        if request.probe_backend is not None:
+            breaker = self._breakers.get(request.probe_backend)
+            if breaker is not None:
+                breaker.hand_back_probe()
+            request.probe_backend = None
+
+    def _context_rejection(self, request: LiveRequest, backend: BackendSpec) -> int | None:
+        """The limit the prompt exceeds on this backend, or None when it fits."""
+        limit = self._config.target_context_limit(backend)
+        tokens = request.prompt_tokens
+        if limit is not None and tokens is not None and tokens > limit:
+            return limit
+        return None
+
+    def _transport_timeout(self, event: AttemptTimedOut) -> Failure:
+        return Failure(
+            kind=FailureKind.TIMEOUT,
+            message=f"Transport timeout while {'connecting' if event.phase == 'connect' else 'reading'}",
+            code="transport_timeout",
+        )
+
+    # --------------------------------------------------------------- starting
+
+    def _start(self, event: RequestStarted, actions: list[Action]) -> None:
+        self._arrivals += 1
+        request = LiveRequest(
+            event.request_id, self._arrivals, event.prompt_tokens, event.attempt_budget
+        )
+        self._live[request.request_id] = request
+        if self._failover:
+            self._start_failover(request, actions)
+        else:
+            self._start_round_robin(request, actions)
+
+    def _start_round_robin(self, request: LiveRequest, actions: list[Action]) -> None:
+        index = self._rr_index
+        # The index moves before anything can go wrong, as in the reference:
+        # a rejected request still uses up its turn.
+        self._rr_index = (index + 1) % len(self._backends)
+        backend = self._backends[index]
+        limit = self._context_rejection(request, backend)
+        if limit is not None:
+            tokens = request.prompt_tokens or 0
+            message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
+            error = ContextLimitExceeded(
+                profile_name=self._config.profile_name,
+                backend=backend.name,
+                tokens=tokens,
+                limit=limit,
+                message=message,
+            )
+            self._fail_request(request, error, actions)
+            return
+        if not self._budget_left(request):
+            self._fail_request(request, BudgetExhausted(message=BUDGET_EXHAUSTED_MESSAGE), actions)
+            return
+        self._mark_selection(backend, actions)
+        self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
+        self._total_requests += 1
+        self._launch(request, index, actions)
+
+    def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
+        self._claims += 1
+        request.owner = self._sticky_owner = self._claims
+        if self._breakers_on and not any(
+            self._breakers[b.name].can_attempt(self._now, self._settings)
+            if b.name in self._breakers
+            else True
+            for b in self._backends
+        ):
+            self._fail_request(
+                request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
+            )
+            return
+        request.next_index = self._sticky_index
+        self._advance(request, actions)
+
+    def _launch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Start the next attempt of ``request`` on backend ``index``."""
+        backend = self._backends[index]
+        request.backend_index = index
+        request.attempt += 1
+        request.attempts_here += 1
+        request.used += 1
+        request.phase = Phase.CONNECTING
+        request.attempt_started_at = self._now
+        request.chunks = 0
+        request.retry_due = None
+        request.retry_failure = None
+        timeout = self._settings.timeout_ms
+        request.deadline = self._now + timeout if self._failover and timeout is not None else None
+        self._metrics_for(backend.name).requests += 1
+        self._mark_selection(backend, actions)
+        actions.append(
+            StartAttempt(
+                request_id=request.request_id,
+                attempt=request.attempt,
+                backend=backend.name,
+                model=backend.model,
+                first_chunk_deadline=request.deadline,
+                probe=request.probe_backend == backend.name,
+            )
+        )
+
+    def _advance(self, request: LiveRequest, actions: list[Action]) -> None:
+        """Visit the next backends in the rotation until one can be attempted.
+
+        Each backend is visited at most once per request. When the rotation
+        runs out, the request fails with the aggregate of what went wrong.
+        """
+        count = len(self._backends)
+        threshold = self._settings.tpm_threshold
+        while request.visited < count and self._budget_left(request):
+            index = request.next_index
+            backend = self._backends[index]
+            request.visited += 1
+            request.next_index = (index + 1) % count
+            request.attempts_here = 0
+            healthy, probe = True, False
+            breaker = self._breakers.get(backend.name) if self._breakers_on else None
+            if breaker is not None:
+                healthy, became_half_open = breaker.take(self._now, self._settings)
+                if became_half_open:
+                    actions.append(HalfOpenBreaker(backend=backend.name))
+                probe = healthy and breaker.state is BreakerState.HALF_OPEN
+            slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
+            if not healthy or slow_rate is not None:
+                if probe and breaker is not None:
+                    breaker.hand_back_probe()
+                if not healthy:
+                    reason, detail = (
+                        SkipReason.BREAKER_OPEN,
+                        f"circuit breaker is {breaker.state if breaker else 'open'}",
+                    )
+                else:
+                    reason = SkipReason.TPM_BELOW_THRESHOLD
+                    detail = f"{slow_rate:.1f} tokens/min is below the threshold {threshold}"
+                actions.append(
+                    SkipBackend(
+                        request_id=request.request_id,
+                        backend=backend.name,
+                        reason=reason,
+                        detail=detail,
+                    )
+                )
+                continue
+            limit = self._context_rejection(request, backend)
+            if limit is not None:
+                if probe and breaker is not None:
+                    breaker.hand_back_probe()
+                tokens = request.prompt_tokens or 0
+                failure = Failure(
+                    kind=FailureKind.CONTEXT_LIMIT,
+                    message=context_limit_message(
+                        self._config.profile_name, backend.name, tokens, limit
+                    ),
+                )
+                request.context_failures.append((backend.name, failure))
+                self._advance_sticky_past(request, index)
+                actions.append(
+                    SkipBackend(
+                        request_id=request.request_id,
+                        backend=backend.name,
+                        reason=SkipReason.CONTEXT_LIMIT,
+                        detail=f"estimated {tokens} tokens exceeds the limit {limit}",
+                    )
+                )
+                continue
+            if probe:
+                request.probe_backend = backend.name
+            if request.pending_failover is not None:
+                left, why, failure = request.pending_failover
+                request.pending_failover = None
+                actions.append(
+                    FailOver(
+                        request_id=request.request_id,
+                        from_backend=left,
+                        to_backend=backend.name,
+                        reason=why,
+                        failure_kind=failure.kind,
+                        status=failure.status,
+                    )
+                )
+            self._launch(request, index, actions)
+            return
+        # The rotation ended without a success: start the next request from the
+        # preferred first backend rather than stay pinned to a failing one.
+        self._set_sticky(request, 0)
+        ordinary = [BackendFailure(backend=n, failure=f) for n, f in request.failures]
+        by_limit = [BackendFailure(backend=n, failure=f) for n, f in request.context_failures]
+        if by_limit and not ordinary:
+            error: RequestError = all_context_limits_error(self._config.profile_name, by_limit)
+        else:
+            error = failover_error(self._config.profile_name, ordinary + by_limit)
+        self._fail_request(request, error, actions)
+
+    # ------------------------------------------------------------ attempt news
+
+    def _chunk(self, request: LiveRequest) -> None:
+        request.chunks += 1
+        if request.phase is Phase.CONNECTING:
+            request.phase = Phase.STREAMING
+            request.deadline = None
+
+    def _succeed(
+        self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
+    ) -> None:
+        backend = self._backends[request.backend_index]
+        counter = self._metrics_for(backend.name)
+        tokens = event.input_tokens + event.output_tokens
+        counter.successes += 1
+        counter.tokens += tokens
+        counter.total_latency_ms += self._now - request.attempt_started_at
+        if tokens > 0:
+            self._tpm.add(backend.name, tokens, self._now)
+        if self._failover:
+            # Failover counts a request once it succeeded; round-robin did at dispatch.
+            self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
+            self._total_requests += 1
+            breaker = self._breakers.get(backend.name) if self._breakers_on else None
+            if breaker is not None and breaker.record_success():
+                actions.append(CloseBreaker(backend=backend.name))
+            self._set_sticky(request, request.backend_index)
+        request.probe_backend = None
+        self._finish(
+            request,
+            RequestCompleted(
+                request_id=request.request_id,
+                backend=backend.name,
+                attempt=request.attempt,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+            ),
+            actions,
+        )
+
+    def _record_failure(
+        self, request: LiveRequest, failure: Failure, actions: list[Action]
+    ) -> None:
+        """Count a backend visit's final failure in metrics and in its breaker."""
+        backend = self._backends[request.backend_index]
+        counter = self._metrics_for(backend.name)
+        counter.failures += 1
+        counter.total_latency_ms += self._now - request.attempt_started_at
+        if failure.kind == FailureKind.TIMEOUT:
+            counter.timeouts += 1
+        if self._breakers_on:
+            breaker = self._breakers.get(backend.name)
+            if breaker is None:
+                breaker = self._breakers[backend.name] = Breaker()
+            if breaker.record_failure(self._now, failure, self._settings):
+                actions.append(
+                    TripBreaker(
+                        backend=backend.name,
+                        failures_in_window=len(breaker.failures),
+                        half_open_after=self._now
+                        + self._settings.circuit_breaker_recovery_timeout_ms,
+                    )
+                )
+        request.probe_backend = None
+
+    def _leave_backend(
+        self,
+        request: LiveRequest,
+        failure: Failure,
+        reason: FailoverReason,
+        actions: list[Action],
+        *,
+        record: bool = True,
+    ) -> None:
+        """Give up on the current backend and move on through the rotation."""
+        if record:
+            self._record_failure(request, failure, actions)
+        else:
+            self._hand_back_probe(request)
+        name = self._backends[request.backend_index].name
+        request.failures.append((name, failure))
+        request.pending_failover = (name, reason, failure)
+        request.deadline = None
+        self._advance_sticky_past(request, request.backend_index)
+        self._advance(request, actions)
+
+    def _may_retry_here(self, request: LiveRequest) -> bool:
+        """A same-backend retry must not slip past a breaker that opened meanwhile."""
+        if not self._breakers_on:
+            return True
+        name = self._backends[request.backend_index].name
+        breaker = self._breakers.get(name)
+        if breaker is None or breaker.state is BreakerState.CLOSED:
+            return True
+        return breaker.state is BreakerState.HALF_OPEN and request.probe_backend == name
+
+    def _fail(self, request: LiveRequest, failure: Failure, actions: list[Action]) -> None:
+        backend = self._backends[request.backend_index]
+        if request.phase is Phase.STREAMING or not self._failover:
+            # Output already reached the caller (or round-robin, which never
+            # fails over): the raw failure is the answer.
+            self._record_failure(request, failure, actions)
+            error = BackendFailed(
+                backend=backend.name,
+                failure=failure,
+                chunks_delivered=request.chunks,
+                retryable=is_transient(failure),
+            )
+            self._fail_request(request, error, actions)
+            return
+        request.deadline = None
+        if failure.kind == FailureKind.SETUP:
+            # Nothing was sent: undo the attempt's count, as the reference never made it.
+            self._metrics_for(backend.name).requests -= 1
+            self._leave_backend(request, failure, FailoverReason.SETUP, actions, record=False)
+            return
+        if is_immediate_failover(failure):
+            self._leave_backend(request, failure, FailoverReason.IMMEDIATE, actions)
+            return
+        retryable = allows_same_backend_retry(failure, self._settings)
+        if not retryable:
+            self._leave_backend(request, failure, FailoverReason.NOT_RETRYABLE, actions)
+            return
+        if request.attempts_here >= self._settings.attempts_per_backend or not self._budget_left(
+            request
+        ):
+            self._leave_backend(request, failure, FailoverReason.RETRIES_EXHAUSTED, actions)
+            return
+        if not self._may_retry_here(request):
+            self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+            return
+        delay = self._settings.failover_retry_delay_ms
+        if delay > 0:
+            request.phase = Phase.WAITING
+            request.retry_due = self._now + delay
+            request.retry_failure = failure
+            actions.append(
+                RetryScheduled(
+                    request_id=request.request_id, backend=backend.name, due=request.retry_due
+                )
+            )
+            return
+        self._launch(request, request.backend_index, actions)
+
+    # ------------------------------------------------------------------ clock
+
+    def _tick(self, actions: list[Action]) -> None:
+        now = self._now
+        due: list[tuple[int, int, LiveRequest]] = []
+        for request in self._live.values():
+            if request.retry_due is not None and request.retry_due <= now:
+                due.append((request.retry_due, request.order, request))
+            elif request.deadline is not None and request.deadline <= now:
+                due.append((request.deadline, request.order, request))
+        due.sort(key=lambda item: (item[0], item[1]))
+        for _, _, request in due:
+            if request.phase is Phase.WAITING:
+                failure = request.retry_failure
+                assert failure is not None
+                if self._may_retry_here(request):
+                    self._launch(request, request.backend_index, actions)
+                else:
+                    self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+                continue
+            backend = self._backends[request.backend_index]
+            actions.append(
+                CancelAttempt(
+                    request_id=request.request_id,
+                    attempt=request.attempt,
+                    backend=backend.name,
+                    reason=CancelReason.FIRST_CHUNK_TIMEOUT,
+                )
+            )
+            timeout = self._settings.timeout_ms
+            failure = Failure(
+                kind=FailureKind.TIMEOUT,
+                message=f"Request timeout after {timeout}ms",
+                code="first_chunk_timeout",
+            )
+            self._fail(request, failure, actions)
+
+    def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
+        if request.phase is not Phase.WAITING:
+            actions.append(
+                CancelAttempt(
+                    request_id=request.request_id,
+                    attempt=request.attempt,
+                    backend=self._backends[request.backend_index].name,
+                    reason=CancelReason.CANCELLED,
+                )
+            )
+        self._hand_back_probe(request)
+        self._finish(request, RequestAborted(request_id=request.request_id), actions)
+
+    def _reset_stats(self) -> None:
+        self._profile_counts = {}
+        self._total_requests = 0
+        self._last_selected = None

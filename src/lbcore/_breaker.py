@@ -1,0 +1,135 @@
+"""One backend's circuit breaker, with time passed in.
+
+States and signals::
+
+    closed --(failures in window >= threshold)--> open
+    open --(health check after recovery timeout)--> half-open (probe taken)
+    half-open --(probe succeeds)--> closed
+    half-open --(probe fails)--> open
+    half-open --(probe handed back)--> half-open (probe free again)
+
+Only the failover strategy uses breakers. As in the reference, a backend gets
+an entry on its first recorded failure, and the move from open to half-open
+happens lazily, when a request asks whether the backend is healthy.
+
+Two deliberate departures from the reference, both to stop a breaker from
+sticking in half-open with its one probe spent forever:
+
+* a failed probe always re-opens the breaker, even when pruning left fewer
+  failures than the threshold in the window;
+* a probe whose attempt ends with no outcome recorded (cancelled, skipped for
+  TPM, rejected for the context limit, failed before sending) is handed back.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from ._config import Settings
+from ._failure import Failure, FailureKind
+
+# Everything in __all__ is re-exported by lbcore.
+__all__ = ("BreakerFailure", "BreakerSnapshot", "BreakerState")
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class BreakerFailure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    at: int
+    kind: FailureKind
+    status: int | None
+
+
+class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    state: BreakerState
+    failures: tuple[BreakerFailure, ...]
+    opened_at: int | None
+    #: When the half-open probe was handed out; None while it is free.
+    probe_taken_at: int | None
+
+
+class Breaker:
+    """Mutable state of one backend's breaker. Every method gets ``now``."""
+
+    __slots__ = ("failures", "opened_at", "probe_taken_at", "state")
+
+    def __init__(self) -> None:
+        self.state = BreakerState.CLOSED
+        self.failures: list[BreakerFailure] = []
+        self.opened_at: int | None = None
+        self.probe_taken_at: int | None = None
+
+    def _recovered(self, now: int, settings: Settings) -> bool:
+        return (
+            self.opened_at is not None
+            and now - self.opened_at >= settings.circuit_breaker_recovery_timeout_ms
+        )
+
+    def can_attempt(self, now: int, settings: Settings) -> bool:
+        """Side-effect free: would a health check let a request through?"""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.HALF_OPEN:
+            return self.probe_taken_at is None
+        return self._recovered(now, settings)
+
+    def take(self, now: int, settings: Settings) -> tuple[bool, bool]:
+        """The health check: may a request go through now?
+
+        Returns ``(healthy, became_half_open)``. Going through a half-open
+        breaker takes its single probe.
+        """
+        became_half_open = False
+        if self.state is BreakerState.CLOSED:
+            return True, False
+        if self.state is BreakerState.OPEN:
+            if not self._recovered(now, settings):
+                return False, False
+            self.state = BreakerState.HALF_OPEN
+            self.probe_taken_at = None
+            became_half_open = True
+        if self.probe_taken_at is None:
+            self.probe_taken_at = now
+            return True, became_half_open
+        return False, became_half_open
+
+    def hand_back_probe(self) -> None:
+        if self.state is BreakerState.HALF_OPEN:
+            self.probe_taken_at = None
+
+    def record_failure(self, now: int, failure: Failure, settings: Settings) -> bool:
+        """Count a failure; returns True when this trips (or re-trips) the breaker."""
+        self.failures.append(BreakerFailure(at=now, kind=failure.kind, status=failure.status))
+        window = settings.circuit_breaker_failure_window_ms
+        self.failures = [f for f in self.failures if now - f.at < window]
+        probe_failed = self.state is BreakerState.HALF_OPEN
+        if probe_failed or len(self.failures) >= settings.circuit_breaker_failure_threshold:
+            self.state = BreakerState.OPEN
+            self.opened_at = now
+            self.probe_taken_at = None
+            return True
+        return False
+
+    def record_success(self) -> bool:
+        """Returns True when a successful probe closes the breaker."""
+        if self.state is not BreakerState.HALF_OPEN:
+            # A success while closed leaves older failures in the window, as in the reference.
+            return False
+        self.state = BreakerState.CLOSED
+        self.failures = []
+        self.probe_taken_at = None
+        return True
+
+    def snapshot(self) -> BreakerSnapshot:
+        return BreakerSnapshot(
+            state=self.state,
+            failures=tuple(self.failures),
+            opened_at=self.opened_at,
+            probe_taken_at=self.probe_taken_at,
+        )

@@ -1,0 +1,221 @@
+"""The balancer's configuration and its validation.
+
+The reference quietly falls back to a default when a setting has the wrong
+type. We refuse instead: every rule broken raises :class:`ConfigError` naming
+the field and the rule, because a typo in ``failover_retry_count`` should not
+silently turn into "2".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import ConfigError
+from ._text import clean_text, truncate
+
+# Everything in __all__ is re-exported by lbcore.
+__all__ = ("BackendSpec", "BalancerConfig", "Settings", "Strategy")
+
+#: The reference caps attempts per backend at this value rather than rejecting more.
+MAX_ATTEMPTS_PER_BACKEND: Final = 100
+_STRATEGY_ECHO_LIMIT: Final = 50
+
+
+class Strategy(enum.StrEnum):
+    ROUND_ROBIN = "round-robin"
+    FAILOVER = "failover"
+
+
+def _show(value: object) -> str:
+    """A short, one-line rendering of a rejected value for error messages."""
+    return truncate(repr(value), 60)
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but True is never a sensible retry count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require_int(key: str, value: object, minimum: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+        absent = " or null" if optional else ""
+        raise ConfigError(
+            f"settings.{key}: must be an integer >= {minimum}{absent}, got {_show(value)}"
+        )
+
+
+def _require_bool(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"settings.{key}: must be true or false, got {_show(value)}")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The failover knobs, named exactly as the reference's ephemeral settings.
+
+    Only the failover strategy reads them; round-robin ignores them all, as in
+    the reference. Build one from a settings mapping with :meth:`from_mapping`,
+    which ignores keys that are not about routing (``temperature``...).
+    """
+
+    #: Total attempts per backend (not extra retries). Values above 100 act as 100.
+    failover_retry_count: int = 2
+    #: Fixed wait before retrying the same backend. None between backends.
+    failover_retry_delay_ms: int = 0
+    failover_on_network_errors: bool = True
+    #: Statuses that allow a same-backend retry. None means 429 or any 5xx.
+    failover_status_codes: tuple[int, ...] | None = None
+    #: Skip a backend whose tokens per minute are above zero but below this.
+    tpm_threshold: int | None = None
+    #: Deadline for the first chunk of each attempt.
+    timeout_ms: int | None = None
+    circuit_breaker_enabled: bool = False
+    circuit_breaker_failure_threshold: int = 3
+    circuit_breaker_failure_window_ms: int = 60_000
+    circuit_breaker_recovery_timeout_ms: int = 30_000
+
+    def __post_init__(self) -> None:
+        _require_int("failover_retry_count", self.failover_retry_count, 1)
+        _require_int("failover_retry_delay_ms", self.failover_retry_delay_ms, 0)
+        _require_bool("failover_on_network_errors", self.failover_on_network_errors)
+        codes = self.failover_status_codes
+        if codes is not None:
+            if not isinstance(codes, tuple | list):
+                raise ConfigError(
+                    "settings.failover_status_codes: must be a list of HTTP status codes or null, "
+                    f"got {_show(codes)}"
+                )
+            for code in codes:
+                if not _is_int(code) or not 100 <= code <= 599:
+                    raise ConfigError(
+                        "settings.failover_status_codes: every entry must be an integer "
+                        f"between 100 and 599, got {_show(code)}"
+                    )
+            if isinstance(codes, list):
+                msgspec.structs.force_setattr(self, "failover_status_codes", tuple(codes))
+        _require_int("tpm_threshold", self.tpm_threshold, 1, optional=True)
+        _require_int("timeout_ms", self.timeout_ms, 1, optional=True)
+        _require_bool("circuit_breaker_enabled", self.circuit_breaker_enabled)
+        _require_int("circuit_breaker_failure_threshold", self.circuit_breaker_failure_threshold, 1)
+        _require_int("circuit_breaker_failure_window_ms", self.circuit_breaker_failure_window_ms, 1)
+        _require_int(
+            "circuit_breaker_recovery_timeout_ms", self.circuit_breaker_recovery_timeout_ms, 0
+        )
+
+    @property
+    def attempts_per_backend(self) -> int:
+        return min(self.failover_retry_count, MAX_ATTEMPTS_PER_BACKEND)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> Settings:
+        """Pick the routing keys out of a profile's ephemeral settings.
+
+        Keys this class does not know are left alone: the same mapping also
+        carries request settings such as ``temperature`` for the transports.
+        """
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"settings: must be a mapping, got {_show(settings)}")
+        known = {name: settings[name] for name in cls.__struct_fields__ if name in settings}
+        return cls(**known)
+
+
+class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the core knows of a backend. Credentials and URLs belong to the transports."""
+
+    name: str
+    provider: str
+    model: str = ""
+    #: The model's context window in tokens, when known.
+    context_window: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError('Each backend must have a valid "name" field (non-empty string)')
+        if not isinstance(self.provider, str) or not self.provider.strip():
+            raise ConfigError(
+                f'Backend "{clean_text(self.name, 64)}" must have a valid "provider" field '
+                "(non-empty string)"
+            )
+        if not isinstance(self.model, str):
+            raise ConfigError(f'Backend "{clean_text(self.name, 64)}": model must be a string')
+        window = self.context_window
+        if window is not None and (not _is_int(window) or window < 1):
+            raise ConfigError(
+                f'Backend "{clean_text(self.name, 64)}": context_window must be an integer >= 1 '
+                f"or null, got {_show(window)}"
+            )
+
+
+def _strategy_error(strategy: object) -> ConfigError:
+    if isinstance(strategy, str):
+        shown = strategy[:_STRATEGY_ECHO_LIMIT]
+        for control in "\r\n\t":
+            shown = shown.replace(control, " ")
+    else:
+        shown = "<non-string>"
+    return ConfigError(f'Invalid strategy "{shown}". Supported: "round-robin", "failover".')
+
+
+class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the core needs to decide. It holds no credential by design."""
+
+    strategy: str
+    backends: tuple[BackendSpec, ...]
+    profile_name: str = "load-balancer"
+    settings: Settings = msgspec.field(default_factory=Settings)
+    #: The shared context limit, overriding the smallest backend window.
+    context_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked in the reference's order, so the first broken rule is the one reported.
+        backends = self.backends
+        if not isinstance(backends, tuple | list) or not backends:
+            raise ConfigError("Balancer requires at least one backend in configuration")
+        if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
+            raise _strategy_error(self.strategy)
+        if self.strategy == Strategy.FAILOVER and len(backends) < 2:
+            raise ConfigError(
+                "Failover strategy requires at least 2 backends (minimum 2 backends for failover)"
+            )
+        seen: set[str] = set()
+        for backend in backends:
+            if not isinstance(backend, BackendSpec):
+                raise ConfigError(
+                    f"backends: every entry must be a BackendSpec, got {_show(backend)}"
+                )
+            if backend.name in seen:
+                raise ConfigError(
+                    f'backends: duplicate backend name "{clean_text(backend.name, 64)}"; '
+                    "names must be unique"
+                )
+            seen.add(backend.name)
+        if isinstance(backends, list):
+            msgspec.structs.force_setattr(self, "backends", tuple(backends))
+        if not isinstance(self.profile_name, str) or not self.profile_name.strip():
+            raise ConfigError("profile_name: must be a non-empty string")
+        if not isinstance(self.settings, Settings):
+            raise ConfigError("settings: must be a Settings (see Settings.from_mapping)")
+        limit = self.context_limit
+        if limit is not None and (not _is_int(limit) or limit < 1):
+            raise ConfigError(f"context_limit: must be an integer >= 1 or null, got {_show(limit)}")
+
+    @property
+    def strategy_kind(self) -> Strategy:
+        return Strategy(self.strategy)
+
+    def shared_context_limit(self) -> int | None:
+        """The explicit limit, else the smallest backend window, else none."""
+        if self.context_limit is not None:
+            return self.context_limit
+        windows = [b.context_window for b in self.backends if b.context_window is not None]
+        return min(windows) if windows else None
+
+    def target_context_limit(self, backend: BackendSpec) -> int | None:
+        """The limit a request must fit on this backend: the tighter of shared and own."""
+        limits = [x for x in (self.shared_context_limit(), backend.context_window) if x is not None]
+        return min(limits) if limits else None

@@ -1,0 +1,126 @@
+"""Why a request failed: the error values carried by :class:`RequestFailed`.
+
+These are data. The transports turn them into exceptions for their users; the
+core only reports them, so a trace line shows the exact error a caller got.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import final
+
+import msgspec
+
+from ._failure import Failure
+from ._records import Record
+
+# Everything in __all__ is re-exported by lbcore.
+__all__ = (
+    "AllBackendsUnhealthy",
+    "AllContextLimitsExceeded",
+    "BackendFailed",
+    "BackendFailure",
+    "BudgetExhausted",
+    "Category",
+    "ContextLimitExceeded",
+    "FailoverExhausted",
+    "RequestError",
+)
+
+
+class Category(enum.StrEnum):
+    """A coarse class of failure, for callers deciding whether to retry or alert."""
+
+    RATE_LIMIT = "rate_limit"
+    QUOTA = "quota"
+    AUTHENTICATION = "authentication"
+    SERVER_ERROR = "server_error"
+    CLIENT_ERROR = "client_error"
+    NETWORK = "network"
+
+
+class BackendFailure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One backend's final failure within a request."""
+
+    backend: str
+    failure: Failure
+
+
+@final
+class FailoverExhausted(Record, frozen=True, kw_only=True):
+    """Every backend the rotation visited failed or was skipped."""
+
+    profile_name: str
+    message: str
+    #: Every backend's final failure, ordinary ones first, never truncated.
+    failures: tuple[BackendFailure, ...]
+    #: True when at least one failure is transient: retrying the whole rotation may help.
+    retryable: bool
+    #: Set only when every failure agrees on it.
+    status: int | None
+    category: Category | None
+    reason: str = "retries_exhausted"
+
+
+@final
+class AllContextLimitsExceeded(Record, frozen=True, kw_only=True):
+    """No backend could take a prompt this large. Retrying cannot help."""
+
+    profile_name: str
+    message: str
+    failures: tuple[BackendFailure, ...]
+    retryable: bool = False
+
+
+@final
+class AllBackendsUnhealthy(Record, frozen=True, kw_only=True):
+    """Every breaker was open before anything was tried."""
+
+    message: str
+    retryable: bool = False
+
+
+@final
+class ContextLimitExceeded(Record, frozen=True, kw_only=True):
+    """Round-robin picked a backend that cannot fit the prompt."""
+
+    profile_name: str
+    backend: str
+    tokens: int
+    limit: int
+    message: str
+    retryable: bool = False
+
+
+@final
+class BudgetExhausted(Record, frozen=True, kw_only=True):
+    """The request's attempt budget was spent before it could be dispatched."""
+
+    message: str
+    category: Category = Category.SERVER_ERROR
+    retryable: bool = False
+
+
+@final
+class BackendFailed(Record, frozen=True, kw_only=True):
+    """The raw failure of the one backend that served the request.
+
+    Round-robin reports failures this way, and so does failover once output
+    has reached the caller: failing over then would mix two answers.
+    """
+
+    backend: str
+    failure: Failure
+    #: How many chunks the caller had already received.
+    chunks_delivered: int
+    retryable: bool
+
+
+RequestError = (
+    FailoverExhausted
+    | AllContextLimitsExceeded
+    | AllBackendsUnhealthy
+    | ContextLimitExceeded
+    | BudgetExhausted
+    | BackendFailed
+)

@@ -1,0 +1,117 @@
+"""The per-request state machine: phases and which events each phase accepts.
+
+Theory of operation
+-------------------
+A request lives in one of three phases while it is in flight:
+
+* ``CONNECTING``: an attempt was started and nothing has come back yet. The
+  first-chunk deadline, when set, runs in this phase only.
+* ``STREAMING``: the first chunk arrived. The attempt is committed: whatever
+  happens next, the request stays on this backend (failing over now would
+  splice two different answers together).
+* ``WAITING``: the last attempt failed and a same-backend retry waits for its
+  delay to pass. No attempt is in flight.
+
+A request that ends leaves the table of live requests; any later event that
+names it is misuse. The transitions triggered by events are below, as data;
+the ones triggered by the clock (retry due, first-chunk deadline passed) run on
+:class:`Tick` in :mod:`lbcore._balancer`. The balancer checks an event against
+this table before it changes anything, so a refused event leaves no trace.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ._actions import FailoverReason
+from ._events import (
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    ChunkReceived,
+    RequestCancelled,
+)
+from ._failure import Failure
+
+__all__ = ("ACCEPTED_EVENTS", "ATTEMPT_EVENTS", "LiveRequest", "Phase")
+
+
+class Phase(enum.StrEnum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    WAITING = "waiting"
+
+
+#: Events that name an attempt and must name the current one.
+ATTEMPT_EVENTS: Final = frozenset({ChunkReceived, AttemptSucceeded, AttemptFailed, AttemptTimedOut})
+
+#: phase -> event types a live request accepts in that phase.
+ACCEPTED_EVENTS: Final[dict[Phase, frozenset[type]]] = {
+    Phase.CONNECTING: ATTEMPT_EVENTS | {RequestCancelled},
+    Phase.STREAMING: ATTEMPT_EVENTS | {RequestCancelled},
+    Phase.WAITING: frozenset({RequestCancelled}),
+}
+
+
+class LiveRequest:
+    """Everything the balancer tracks about one request in flight."""
+
+    __slots__ = (
+        "attempt",
+        "attempt_started_at",
+        "attempts_here",
+        "backend_index",
+        "budget",
+        "chunks",
+        "context_failures",
+        "deadline",
+        "failures",
+        "next_index",
+        "order",
+        "owner",
+        "pending_failover",
+        "phase",
+        "probe_backend",
+        "prompt_tokens",
+        "request_id",
+        "retry_due",
+        "retry_failure",
+        "used",
+        "visited",
+    )
+
+    def __init__(
+        self, request_id: str, order: int, prompt_tokens: int | None, budget: int | None
+    ) -> None:
+        self.request_id = request_id
+        #: Arrival order, used to break ties between timers deterministically.
+        self.order = order
+        self.prompt_tokens = prompt_tokens
+        self.budget = budget
+        #: Attempts started so far (the attempt budget counts these).
+        self.used = 0
+        #: Number of the current attempt; 0 before the first.
+        self.attempt = 0
+        #: Attempts made on the current backend.
+        self.attempts_here = 0
+        self.backend_index = -1
+        self.attempt_started_at = 0
+        self.phase = Phase.CONNECTING
+        self.chunks = 0
+        #: First-chunk deadline of the attempt in flight.
+        self.deadline: int | None = None
+        #: When a delayed same-backend retry is due, and the failure that caused it.
+        self.retry_due: int | None = None
+        self.retry_failure: Failure | None = None
+        #: The failover rotation: the claim that owns the sticky index, how far it got.
+        self.owner = 0
+        self.visited = 0
+        self.next_index = 0
+        #: Backend whose half-open probe this request holds, if any.
+        self.probe_backend: str | None = None
+        #: Final failures per backend: ordinary ones, then context-limit rejections.
+        self.failures: list[tuple[str, Failure]] = []
+        self.context_failures: list[tuple[str, Failure]] = []
+        #: The last backend left after a failure, announced when the next attempt starts.
+        self.pending_failover: tuple[str, FailoverReason, Failure] | None = None

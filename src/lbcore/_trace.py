@@ -1,0 +1,92 @@
+"""The trace format: JSON lines, a header with the config, then one line per step.
+
+A step is one accepted event and the actions it produced. Encoding is
+deterministic (struct fields in definition order, dict keys sorted), so the
+same decisions always give the same bytes and a trace can be checked by
+replaying it and comparing byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, final
+
+import msgspec
+
+from ._actions import Action
+from ._config import BalancerConfig
+from ._events import Event
+from ._records import Record
+
+# Everything in __all__ is re-exported by lbcore.
+__all__ = (
+    "TRACE_FORMAT",
+    "Step",
+    "TraceError",
+    "TraceHeader",
+    "decode_trace",
+    "encode_line",
+    "encode_trace",
+)
+
+TRACE_FORMAT: Final = 1
+
+
+@final
+class TraceHeader(Record, frozen=True, kw_only=True):
+    format: int
+    config: BalancerConfig
+
+
+@final
+class Step(Record, frozen=True, kw_only=True):
+    #: 1 for the first accepted event, counting up with no gaps.
+    seq: int
+    event: Event
+    actions: tuple[Action, ...]
+
+
+class TraceError(ValueError):
+    """The bytes are not a trace this version can read."""
+
+
+_ENCODER: Final = msgspec.json.Encoder(order="deterministic")
+_LINE_DECODER: Final = msgspec.json.Decoder(TraceHeader | Step)
+
+
+def encode_line(record: TraceHeader | Step) -> bytes:
+    """One trace line, without its newline."""
+    return _ENCODER.encode(record)
+
+
+def encode_trace(header: TraceHeader, steps: Iterable[Step]) -> bytes:
+    lines = [encode_line(header), *(encode_line(step) for step in steps)]
+    return b"".join(line + b"
+" for line in lines)
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    return [line for line in data.split(b"\n") if line.strip()]
+
+
+def decode_trace(data: bytes) -> tuple[TraceHeader, list[Step]]:
+    lines = split_lines(data)
+    if not lines:
+        raise TraceError("empty trace: expected a header line")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(_LINE_DECODER.decode(line))
+        except msgspec.DecodeError as exc:
+            raise TraceError(f"line {number}: {exc}") from None
+    header, *rest = records
+    if not isinstance(header, TraceHeader):
+        raise TraceError("line 1: expected a TraceHeader")
+    if header.format != TRACE_FORMAT:
+        raise TraceError(f"line 1: trace format {header.format} is not supported")
+    steps: list[Step] = []
+    for number, record in enumerate(rest, start=2):
+        if not isinstance(record, Step):
+            raise TraceError(f"line {number}: expected a Step, found another header")
+        steps.append(record)
+    return header, steps
