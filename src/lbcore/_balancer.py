@@ -76,6 +76,7 @@ ALL_UNHEALTHY_MESSAGE: Final = (
 BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
 #: How many finished request ids are remembered to report reuse and late events clearly.
 FINISHED_MEMORY: Final = 4096
+_PHASE_VERBS: Final = {TimeoutPhase.CONNECT: "connecting", TimeoutPhase.READ: "reading"}
 
 
 class UnsupportedServerTool(LBError):
@@ -381,7 +382,7 @@ class Balancer:
     def _transport_timeout(self, event: AttemptTimedOut) -> Failure:
         return Failure(
             kind=FailureKind.TIMEOUT,
-            message=f"Transport timeout while {'connecting' if event.phase == 'connect' else 'reading'}",
+            message=f"Transport timeout while {_PHASE_VERBS[event.phase]}",
             code="transport_timeout",
         )
 

@@ -50,7 +50,8 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     #: A machine-readable code: the provider's error code (``insufficient_quota``)
     #: or the transport's (``ECONNREFUSED``).
     code: str | None = None
-    #: The provider's error type (``rate_limit_error``, ``overloaded_error``, ``RESOURCE_EXHAUSTED``).
+    #: The provider's error type: ``rate_limit_error``, ``overloaded_error``,
+    #: ``RESOURCE_EXHAUSTED``...
     provider_type: str | None = None
     #: How long the backend asked us to wait, from ``Retry-After`` or ``retry-after-ms``.
     retry_after_ms: int | None = None

@@ -61,8 +61,7 @@ def encode_line(record: TraceHeader | Step) -> bytes:
 
 def encode_trace(header: TraceHeader, steps: Iterable[Step]) -> bytes:
     lines = [encode_line(header), *(encode_line(step) for step in steps)]
-    return b"".join(line + b"
-" for line in lines)
+    return b"".join(line + b"\n" for line in lines)
 
 
 def split_lines(data: bytes) -> list[bytes]:
