@@ -36,6 +36,8 @@ TRACE_FORMAT: Final = 1
 class TraceHeader(Record, frozen=True, kw_only=True):
     format: int
     config: BalancerConfig
+    #: Free text for readers (what the trace shows, who recorded it); never read by replay.
+    about: str = ""
 
 
 @final

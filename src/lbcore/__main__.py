@@ -1,0 +1,68 @@
+"""Command line: ``python -m lbcore replay FILE...`` and ``python -m lbcore show FILE...``.
+
+This is the one module of lbcore that reads files and prints; the purity test
+makes that exception explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._explain import explain
+from ._replay import verify_trace
+from ._trace import TraceError, decode_trace
+
+__all__ = ("main",)
+
+
+def _replay(paths: Sequence[str]) -> int:
+    failed = 0
+    for name in paths:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc.strerror}", file=sys.stderr)
+            failed += 1
+            continue
+        mismatch = verify_trace(data)
+        if mismatch is None:
+            steps = len(data.splitlines()) - 1
+            print(f"{name}: ok ({steps} steps replay identically)")
+            continue
+        failed += 1
+        print(f"{name}: line {mismatch.line} differs", file=sys.stderr)
+        print(f"  recorded: {mismatch.expected}", file=sys.stderr)
+        print(f"  replayed: {mismatch.actual}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _show(paths: Sequence[str], request_id: str | None) -> int:
+    for name in paths:
+        try:
+            header, steps = decode_trace(Path(name).read_bytes())
+        except (OSError, TraceError) as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 1
+        print(f"== {name}: {explain(header, steps, request_id)}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lbcore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay = commands.add_parser("replay", help="check that traces replay byte for byte")
+    replay.add_argument("files", nargs="+")
+    show = commands.add_parser("show", help="print each request's decisions as a table")
+    show.add_argument("files", nargs="+")
+    show.add_argument("--request", help="only this request id")
+    args = parser.parse_args(argv)
+    if args.command == "replay":
+        return _replay(args.files)
+    return _show(args.files, args.request)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Rendering a trace as readable per-request tables ("why did r7 go to c?")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._actions import (
+    Action,
+    CancelAttempt,
+    CloseBreaker,
+    FailOver,
+    HalfOpenBreaker,
+    RequestAborted,
+    RequestCompleted,
+    RequestFailed,
+    RetryScheduled,
+    SelectionChanged,
+    SkipBackend,
+    StartAttempt,
+    TripBreaker,
+)
+from ._events import (
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    ChunkReceived,
+    Event,
+    RequestCancelled,
+    RequestStarted,
+    StatsReset,
+    Tick,
+)
+from ._text import truncate
+from ._trace import Step, TraceHeader
+
+__all__ = ("describe_action", "describe_event", "explain")
+
+
+def describe_event(event: Event) -> str:
+    if isinstance(event, RequestStarted):
+        extras = []
+        if event.prompt_tokens is not None:
+            extras.append(f"prompt {event.prompt_tokens} tokens")
+        if event.attempt_budget is not None:
+            extras.append(f"budget {event.attempt_budget}")
+        return "started" + (f" ({', '.join(extras)})" if extras else "")
+    if isinstance(event, ChunkReceived):
+        return f"chunk on #{event.attempt}"
+    if isinstance(event, AttemptSucceeded):
+        return f"#{event.attempt} ok ({event.input_tokens}+{event.output_tokens} tokens)"
+    if isinstance(event, AttemptFailed):
+        failure = event.failure
+        status = f" {failure.status}" if failure.status is not None else ""
+        return f"#{event.attempt} failed: {failure.kind}{status} {truncate(failure.message, 40)!r}"
+    if isinstance(event, AttemptTimedOut):
+        return f"#{event.attempt} transport timeout ({event.phase})"
+    if isinstance(event, RequestCancelled):
+        return "cancelled by caller"
+    if isinstance(event, StatsReset):
+        return "stats reset"
+    return "tick"
+
+
+def describe_action(action: Action) -> str:
+    if isinstance(action, StartAttempt):
+        deadline = (
+            f", first chunk by {action.first_chunk_deadline}"
+            if action.first_chunk_deadline is not None
+            else ""
+        )
+        probe = ", half-open probe" if action.probe else ""
+        return f"start #{action.attempt} on {action.backend}{deadline}{probe}"
+    if isinstance(action, RetryScheduled):
+        return f"retry {action.backend} at {action.due}"
+    if isinstance(action, FailOver):
+        status = f" {action.status}" if action.status is not None else ""
+        return (
+            f"fail over {action.from_backend} -> {action.to_backend} "
+            f"({action.reason}: {action.failure_kind}{status})"
+        )
+    if isinstance(action, SkipBackend):
+        return f"skip {action.backend} ({action.reason}: {action.detail})"
+    if isinstance(action, CancelAttempt):
+        return f"cancel #{action.attempt} on {action.backend} ({action.reason})"
+    if isinstance(action, TripBreaker):
+        return f"breaker {action.backend} open until {action.half_open_after}"
+    if isinstance(action, HalfOpenBreaker):
+        return f"breaker {action.backend} half-open"
+    if isinstance(action, CloseBreaker):
+        return f"breaker {action.backend} closed"
+    if isinstance(action, SelectionChanged):
+        return f"selected {action.backend}"
+    if isinstance(action, RequestCompleted):
+        return f"COMPLETED on {action.backend}"
+    if isinstance(action, RequestFailed):
+        return f"FAILED: {type(action.error).__name__}: {truncate(action.error.message, 160)}"
+    assert isinstance(action, RequestAborted)
+    return "ABORTED"
+
+
+def _request_of(step: Step) -> str:
+    event = step.event
+    if isinstance(event, Tick | StatsReset):
+        ids = {getattr(a, "request_id", None) for a in step.actions} - {None}
+        return ", ".join(sorted(str(i) for i in ids)) or "-"
+    return event.request_id
+
+
+def explain(header: TraceHeader, steps: Sequence[Step], request_id: str | None = None) -> str:
+    """A table per request: when, what happened, what the balancer decided."""
+    config = header.config
+    backends = ", ".join(b.name for b in config.backends)
+    lines = [f"{config.strategy} over {backends} (profile {config.profile_name!r})"]
+    order: list[str] = []
+    rows: dict[str, list[str]] = {}
+    for step in steps:
+        owner = _request_of(step)
+        if request_id is not None and request_id not in owner.split(", "):
+            continue
+        if owner not in rows:
+            order.append(owner)
+            rows[owner] = []
+        decisions = "; ".join(describe_action(a) for a in step.actions) or "-"
+        rows[owner].append(f"  {step.event.at:>8}  {describe_event(step.event):<46}  {decisions}")
+    for owner in order:
+        lines.append(f"request {owner}:")
+        lines.append(f"  {'at (ms)':>8}  {'event':<46}  decisions")
+        lines.extend(rows[owner])
+    if request_id is not None and not order:
+        lines.append(f"request {request_id!r} does not appear in this trace")
+    return "\n".join(lines)

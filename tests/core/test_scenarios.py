@@ -1,0 +1,45 @@
+"""Golden traces: every named scenario, recorded and reviewed in ``spec/traces/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+from lbcore import TRACE_FORMAT, TraceHeader, encode_trace, run, verify_trace
+
+from .scenarios import SCENARIOS, Scenario
+from .trace_snapshot import GOLDEN_DIR, TraceSnapshotExtension
+
+
+@pytest.fixture
+def golden(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(TraceSnapshotExtension)
+
+
+def record(case: Scenario) -> bytes:
+    header = TraceHeader(
+        format=TRACE_FORMAT, config=case.config, about=f"{case.group}: {case.about}"
+    )
+    return encode_trace(header, run(case.config, case.events))
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=lambda case: case.name)
+def test_golden_trace(case: Scenario, golden: SnapshotAssertion) -> None:
+    assert record(case) == golden
+
+
+def test_scenario_names_are_unique() -> None:
+    names = [case.name for case in SCENARIOS]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.jsonl")), ids=lambda p: p.stem)
+def test_every_golden_trace_replays_byte_for_byte(path: Path) -> None:
+    assert verify_trace(path.read_bytes()) is None
+
+
+def test_every_golden_trace_has_a_scenario() -> None:
+    on_disk = {p.stem for p in GOLDEN_DIR.glob("*.jsonl")}
+    assert on_disk == {case.name for case in SCENARIOS}
