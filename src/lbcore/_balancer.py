@@ -665,6 +665,7 @@ class Balancer:
             self._record_failure(request, failure, actions)
             error = BackendFailed(
                 backend=backend.name,
+                message=failure.message,
                 failure=failure,
                 chunks_delivered=request.chunks,
                 retryable=is_transient(failure),

@@ -110,6 +110,8 @@ class BackendFailed(Record, frozen=True, kw_only=True):
     """
 
     backend: str
+    #: The backend's own message, so every request error has one.
+    message: str
     failure: Failure
     #: How many chunks the caller had already received.
     chunks_delivered: int

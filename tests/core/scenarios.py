@@ -456,7 +456,8 @@ def rate_limit_transient_is_retried() -> list[Event]:
 @scenario("429 rules", config("failover"))
 def rate_limit_everywhere_six_calls() -> list[Event]:
     """Three backends on 429: exactly six attempts, a retryable rate_limit aggregate with status 429."""
-    return [start(0, "r1"), *[fail(t, "r1", t, 429, message="Rate limit") for t in range(1, 7)]]
+    failures = [fail(t, "r1", t, 429, message="Rate limit") for t in range(1, 7)]
+    return [start(0, "r1"), *failures]
 
 
 # ------------------------------------------------------------ circuit breaker
@@ -464,56 +465,49 @@ def rate_limit_everywhere_six_calls() -> list[Event]:
 _BREAKER = {
     "circuit_breaker_enabled": True,
     "circuit_breaker_failure_threshold": 2,
+    "circuit_breaker_failure_window_ms": 100,
     "circuit_breaker_recovery_timeout_ms": 1000,
     "failover_retry_count": 1,
 }
 
 
-@scenario("circuit breaker", config("failover", "ab", **_BREAKER))
-def breaker_opens_and_skips() -> list[Event]:
-    """Two failures on a trip its breaker; the next request skips a."""
+def trip_a() -> list[Event]:
+    """a fails at 1 and 12 (threshold 2, window 100) and trips; b's failures stay apart.
+
+    r2 ends in a failed rotation, so the sticky index is back at a afterwards.
+    """
     return [
         start(0, "r1"),
-        fail(1, "r1", 1, 503),
+        fail(1, "r1", 1, 500),
         *served(2, "r1", 2),
         start(10, "r2"),
-        fail(11, "r2", 1, 503),
-        *served(12, "r2", 2),
-        start(20, "r3"),
-        *served(21, "r3", 1),
+        fail(11, "r2", 1, 400),
+        fail(12, "r2", 2, 500),
     ]
+
+
+@scenario("circuit breaker", config("failover", "ab", **_BREAKER))
+def breaker_opens_and_skips() -> list[Event]:
+    """Two failures on a within the window trip its breaker; the next request skips a."""
+    return [*trip_a(), start(20, "r3"), *served(21, "r3", 1)]
 
 
 @scenario("circuit breaker", config("failover", "ab", **_BREAKER))
 def breaker_probe_closes() -> list[Event]:
     """After the recovery time one probe goes to a, succeeds, and closes the breaker."""
-    return [
-        start(0, "r1"),
-        fail(1, "r1", 1, 500),
-        fail(2, "r1", 2, 400),
-        start(10, "r2"),
-        fail(11, "r2", 1, 500),
-        *served(12, "r2", 2),
-        start(1100, "r3"),
-        *served(1101, "r3", 1),
-    ]
+    return [*trip_a(), start(1100, "r3"), *served(1101, "r3", 1)]
 
 
 @scenario("circuit breaker", config("failover", "ab", **_BREAKER))
 def breaker_probe_fails_reopens() -> list[Event]:
     """A failed probe opens the breaker again with a fresh recovery time."""
     return [
-        start(0, "r1"),
-        fail(1, "r1", 1, 500),
-        *served(2, "r1", 2),
-        start(10, "r2"),
-        fail(11, "r2", 1, 500),
-        *served(12, "r2", 2),
+        *trip_a(),
         start(1100, "r3"),
         fail(1101, "r3", 1, 500),
         *served(1102, "r3", 2),
         start(1200, "r4"),
-        *served(1201, "r4", 1),
+        fail(1201, "r4", 1, 400),
     ]
 
 
@@ -526,19 +520,16 @@ def breaker_all_unhealthy() -> list[Event]:
     return [start(0, "r1"), fail(1, "r1", 1, 503), fail(2, "r1", 2, 503), start(10, "r2")]
 
 
-@scenario(
-    "circuit breaker",
-    config("failover", "ab", **{**_BREAKER, "circuit_breaker_failure_window_ms": 100}),
-)
+@scenario("circuit breaker", config("failover", "ab", **_BREAKER))
 def breaker_window_prunes_old_failures() -> list[Event]:
     """Failures further apart than the window never add up to the threshold."""
     return [
         start(0, "r1"),
         fail(1, "r1", 1, 503),
-        *served(2, "r1", 2),
+        fail(2, "r1", 2, 400),
         start(200, "r2"),
         fail(201, "r2", 1, 503),
-        *served(202, "r2", 2),
+        fail(202, "r2", 2, 400),
         start(400, "r3"),
         *served(401, "r3", 1),
     ]
@@ -548,12 +539,7 @@ def breaker_window_prunes_old_failures() -> list[Event]:
 def breaker_one_probe_at_a_time() -> list[Event]:
     """Two requests during half-open: the first takes the probe, the second skips a."""
     return [
-        start(0, "r1"),
-        fail(1, "r1", 1, 500),
-        *served(2, "r1", 2),
-        start(10, "r2"),
-        fail(11, "r2", 1, 500),
-        *served(12, "r2", 2),
+        *trip_a(),
         start(1100, "r3"),
         start(1101, "r4"),
         *served(1102, "r4", 1),
@@ -565,12 +551,7 @@ def breaker_one_probe_at_a_time() -> list[Event]:
 def breaker_probe_handed_back_on_cancel() -> list[Event]:
     """A probe whose request is cancelled is handed back, so the next request can probe."""
     return [
-        start(0, "r1"),
-        fail(1, "r1", 1, 500),
-        *served(2, "r1", 2),
-        start(10, "r2"),
-        fail(11, "r2", 1, 500),
-        *served(12, "r2", 2),
+        *trip_a(),
         start(1100, "r3"),
         cancel(1101, "r3"),
         start(1102, "r4"),
