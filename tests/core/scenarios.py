@@ -455,7 +455,7 @@ def rate_limit_transient_is_retried() -> list[Event]:
 
 @scenario("429 rules", config("failover"))
 def rate_limit_everywhere_six_calls() -> list[Event]:
-    """Three backends on 429: exactly six attempts, a retryable rate_limit aggregate with status 429."""
+    """Three backends on 429: six attempts, a retryable rate_limit aggregate with status 429."""
     failures = [fail(t, "r1", t, 429, message="Rate limit") for t in range(1, 7)]
     return [start(0, "r1"), *failures]
 
