@@ -61,7 +61,7 @@ from ._outcomes import (
     ContextLimitExceeded,
     RequestError,
 )
-from ._state import ACCEPTED_EVENTS, ATTEMPT_EVENTS, LiveRequest, Phase
+from ._state import ACCEPTED_EVENTS, LiveRequest, Phase
 from ._text import clean_text
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
@@ -76,6 +76,19 @@ ALL_UNHEALTHY_MESSAGE: Final = (
 BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
 #: How many finished request ids are remembered to report reuse and late events clearly.
 FINISHED_MEMORY: Final = 4096
+_EVENT_TYPES: Final = frozenset(
+    {
+        RequestStarted,
+        ChunkReceived,
+        AttemptSucceeded,
+        AttemptFailed,
+        AttemptTimedOut,
+        RequestCancelled,
+        Tick,
+        StatsReset,
+    }
+)
+_TIMEOUT_PHASES: Final = tuple(TimeoutPhase)
 _PHASE_VERBS: Final = {TimeoutPhase.CONNECT: "connecting", TimeoutPhase.READ: "reading"}
 
 
@@ -154,27 +167,29 @@ class Balancer:
         be accepted: unknown or finished request, reused request id, stale
         attempt number, time going backwards, malformed fields.
         """
-        self._check(event)
+        kind = type(event)
+        self._check(kind, event)
         actions: list[Action] = []
         self._now = event.at
-        if isinstance(event, RequestStarted):
-            self._start(event, actions)
-        elif isinstance(event, Tick):
+        # Dispatch on the exact type: events are final, and `is` keeps the
+        # per-chunk path cheap.
+        if kind is ChunkReceived:
+            self._chunk(self._live[event.request_id])  # type: ignore[union-attr]
+        elif kind is RequestStarted:
+            self._start(event, actions)  # type: ignore[arg-type]
+        elif kind is AttemptSucceeded:
+            self._succeed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+        elif kind is AttemptFailed:
+            self._fail(self._live[event.request_id], event.failure, actions)  # type: ignore[union-attr]
+        elif kind is AttemptTimedOut:
+            failure = self._transport_timeout(event)  # type: ignore[arg-type]
+            self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
+        elif kind is RequestCancelled:
+            self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
+        elif kind is Tick:
             self._tick(actions)
-        elif isinstance(event, StatsReset):
-            self._reset_stats()
-        elif isinstance(event, RequestCancelled):
-            self._cancel(self._live[event.request_id], actions)
         else:
-            request = self._live[event.request_id]
-            if isinstance(event, ChunkReceived):
-                self._chunk(request)
-            elif isinstance(event, AttemptSucceeded):
-                self._succeed(request, event, actions)
-            elif isinstance(event, AttemptFailed):
-                self._fail(request, event.failure, actions)
-            else:
-                self._fail(request, self._transport_timeout(event), actions)
+            self._reset_stats()
         self._seq += 1
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
@@ -256,64 +271,65 @@ class Balancer:
 
     # ------------------------------------------------------------- validation
 
-    def _check(self, event: Event) -> None:
-        kind = type(event).__name__
-        if not isinstance(
-            event,
-            RequestStarted
-            | ChunkReceived
-            | AttemptSucceeded
-            | AttemptFailed
-            | AttemptTimedOut
-            | RequestCancelled
-            | Tick
-            | StatsReset,
-        ):
-            raise InvalidEvent(f"not an lbcore event: {kind}")
+    def _check(self, kind: type, event: Event) -> None:
+        if kind not in _EVENT_TYPES:
+            raise InvalidEvent(f"not an lbcore event: {kind.__name__}")
         at = event.at
-        if not _is_count(at):
-            raise InvalidEvent(f"{kind}.at must be a non-negative integer of milliseconds")
+        if type(at) is not int or at < 0:
+            raise InvalidEvent(f"{kind.__name__}.at must be a non-negative integer of milliseconds")
         if at < self._now:
-            raise InvalidEvent(f"time went backwards: {kind} at {at} is before {self._now}")
-        if isinstance(event, Tick | StatsReset):
-            return
-        request_id = event.request_id
-        if not isinstance(request_id, str) or not request_id:
-            raise InvalidEvent(f"{kind}.request_id must be a non-empty string")
-        if isinstance(event, RequestStarted):
-            if request_id in self._live or request_id in self._finished:
-                raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
-            for field in ("prompt_tokens", "attempt_budget"):
-                value = getattr(event, field)
-                if value is not None and not _is_count(value):
-                    raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
-            return
-        request = self._live.get(request_id)
-        if request is None:
-            state = "has already finished" if request_id in self._finished else "is unknown"
-            raise InvalidEvent(f"can't handle {kind}: request {_show_id(request_id)} {state}")
-        if type(event) not in ACCEPTED_EVENTS[request.phase]:
             raise InvalidEvent(
-                f"can't handle {kind} for request {_show_id(request_id)} in phase "
+                f"time went backwards: {kind.__name__} at {at} is before {self._now}"
+            )
+        if kind is Tick or kind is StatsReset:
+            return
+        request_id = event.request_id  # type: ignore[union-attr]
+        if kind is RequestStarted:
+            self._check_start(event)  # type: ignore[arg-type]
+            return
+        request = self._live.get(request_id) if type(request_id) is str else None
+        if request is None:
+            if not isinstance(request_id, str) or not request_id:
+                raise InvalidEvent(f"{kind.__name__}.request_id must be a non-empty string")
+            state = "has already finished" if request_id in self._finished else "is unknown"
+            raise InvalidEvent(
+                f"can't handle {kind.__name__}: request {_show_id(request_id)} {state}"
+            )
+        if kind not in ACCEPTED_EVENTS[request.phase]:
+            raise InvalidEvent(
+                f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
                 f"{request.phase}: no attempt is in flight"
             )
-        if type(event) in ATTEMPT_EVENTS:
-            attempt = getattr(event, "attempt", None)
-            if attempt != request.attempt or isinstance(attempt, bool):
-                raise InvalidEvent(
-                    f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
-                    f"the current attempt is {request.attempt}"
-                )
-        if isinstance(event, AttemptSucceeded):
-            if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):
+        if kind is RequestCancelled:
+            return
+        attempt = event.attempt  # type: ignore[union-attr]
+        if type(attempt) is not int or attempt != request.attempt:
+            raise InvalidEvent(
+                f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
+                f"the current attempt is {request.attempt}"
+            )
+        if kind is AttemptSucceeded:
+            if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):  # type: ignore[union-attr]
                 raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
-        elif isinstance(event, AttemptFailed):
-            if not isinstance(event.failure, Failure):
+        elif kind is AttemptFailed:
+            failure = event.failure  # type: ignore[union-attr]
+            if not isinstance(failure, Failure):
                 raise InvalidEvent("AttemptFailed.failure must be a Failure")
-            if event.failure.kind == FailureKind.CONTEXT_LIMIT:
+            if failure.kind == FailureKind.CONTEXT_LIMIT:
                 raise InvalidEvent("context_limit failures are decided by the core, not reported")
-        elif isinstance(event, AttemptTimedOut) and event.phase not in tuple(TimeoutPhase):
-            raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(TimeoutPhase)}")
+        elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
+            raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
+
+    def _check_start(self, event: RequestStarted) -> None:
+        request_id = event.request_id
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidEvent("RequestStarted.request_id must be a non-empty string")
+        if request_id in self._live or request_id in self._finished:
+            raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
+        for field in ("prompt_tokens", "attempt_budget"):
+            value = getattr(event, field)
+            if value is not None and not _is_count(value):
+                raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
 
     # ---------------------------------------------------------------- helpers
 
