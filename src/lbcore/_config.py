@@ -8,6 +8,7 @@ silently turn into "2".
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections.abc import Mapping
 from typing import Any, Final
@@ -23,6 +24,10 @@ __all__ = ("BackendSpec", "BalancerConfig", "Settings", "Strategy")
 #: The reference caps attempts per backend at this value rather than rejecting more.
 MAX_ATTEMPTS_PER_BACKEND: Final = 100
 _STRATEGY_ECHO_LIMIT: Final = 50
+#: Prefixes of routing settings: an unknown key with one of these is a typo, not a
+#: request setting, and is refused rather than silently ignored. ``lb_`` catches the
+#: names the reference's docs list but its code never reads.
+_ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_")
 
 
 class Strategy(enum.StrEnum):
@@ -120,6 +125,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """
         if not isinstance(settings, Mapping):
             raise ConfigError(f"settings: must be a mapping, got {_show(settings)}")
+        for key in settings:
+            if (
+                isinstance(key, str)
+                and key.startswith(_ROUTING_PREFIXES)
+                and key not in cls.__struct_fields__
+            ):
+                close = difflib.get_close_matches(key, cls.__struct_fields__, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"settings.{key}: unknown routing setting{hint}")
         known = {name: settings[name] for name in cls.__struct_fields__ if name in settings}
         return cls(**known)
 
