@@ -29,7 +29,7 @@ def _replay(paths: Sequence[str]) -> int:
             continue
         mismatch = verify_trace(data)
         if mismatch is None:
-            steps = len(data.splitlines()) - 1
+            steps = sum(1 for line in data.splitlines() if line.strip()) - 1
             print(f"{name}: ok ({steps} steps replay identically)")
             continue
         failed += 1

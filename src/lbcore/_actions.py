@@ -49,8 +49,6 @@ class FailoverReason(enum.StrEnum):
     BREAKER_OPENED = "breaker_opened"
     #: The attempt could not be prepared (credential, provider).
     SETUP = "setup"
-    #: The prompt does not fit this backend.
-    CONTEXT_LIMIT = "context_limit"
 
 
 class SkipReason(enum.StrEnum):

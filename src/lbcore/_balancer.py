@@ -287,7 +287,7 @@ class Balancer:
         if kind is RequestStarted:
             self._check_start(event)  # type: ignore[arg-type]
             return
-        request = self._live.get(request_id) if type(request_id) is str else None
+        request = self._live.get(request_id) if isinstance(request_id, str) else None
         if request is None:
             if not isinstance(request_id, str) or not request_id:
                 raise InvalidEvent(f"{kind.__name__}.request_id must be a non-empty string")
@@ -384,8 +384,12 @@ class Balancer:
         if request.probe_backend is not None:
             breaker = self._breakers.get(request.probe_backend)
             if breaker is not None:
-                breaker.hand_back_probe()
+                breaker.hand_back_probe(request.request_id)
             request.probe_backend = None
+
+    def _holds_probe(self, request: LiveRequest, name: str) -> bool:
+        breaker = self._breakers.get(name)
+        return breaker is not None and breaker.holds_probe(request.request_id)
 
     def _context_rejection(self, request: LiveRequest, backend: BackendSpec) -> int | None:
         """The limit the prompt exceeds on this backend, or None when it fits."""
@@ -481,7 +485,7 @@ class Balancer:
                 backend=backend.name,
                 model=backend.model,
                 first_chunk_deadline=request.deadline,
-                probe=request.probe_backend == backend.name,
+                probe=self._holds_probe(request, backend.name),
             )
         )
 
@@ -502,14 +506,16 @@ class Balancer:
             healthy, probe = True, False
             breaker = self._breakers.get(backend.name) if self._breakers_on else None
             if breaker is not None:
-                healthy, became_half_open = breaker.take(self._now, self._settings)
+                healthy, became_half_open = breaker.take(
+                    self._now, self._settings, request.request_id
+                )
                 if became_half_open:
                     actions.append(HalfOpenBreaker(backend=backend.name))
-                probe = healthy and breaker.state is BreakerState.HALF_OPEN
+                probe = healthy and breaker.holds_probe(request.request_id)
             slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
             if not healthy or slow_rate is not None:
                 if probe and breaker is not None:
-                    breaker.hand_back_probe()
+                    breaker.hand_back_probe(request.request_id)
                 if not healthy:
                     reason, detail = (
                         SkipReason.BREAKER_OPEN,
@@ -530,7 +536,7 @@ class Balancer:
             limit = self._context_rejection(request, backend)
             if limit is not None:
                 if probe and breaker is not None:
-                    breaker.hand_back_probe()
+                    breaker.hand_back_probe(request.request_id)
                 tokens = request.prompt_tokens or 0
                 failure = Failure(
                     kind=FailureKind.CONTEXT_LIMIT,
@@ -624,14 +630,16 @@ class Balancer:
         backend = self._backends[request.backend_index]
         counter = self._metrics_for(backend.name)
         counter.failures += 1
-        counter.total_latency_ms += self._now - request.attempt_started_at
+        # After a retry wait, the failed attempt ended when it failed, not now.
+        ended = request.failed_at if request.phase is Phase.WAITING else self._now
+        counter.total_latency_ms += ended - request.attempt_started_at
         if failure.kind == FailureKind.TIMEOUT:
             counter.timeouts += 1
         if self._breakers_on:
             breaker = self._breakers.get(backend.name)
             if breaker is None:
                 breaker = self._breakers[backend.name] = Breaker()
-            if breaker.record_failure(self._now, failure, self._settings):
+            if breaker.record_failure(self._now, failure, self._settings, request.request_id):
                 actions.append(
                     TripBreaker(
                         backend=backend.name,
@@ -671,10 +679,41 @@ class Balancer:
         breaker = self._breakers.get(name)
         if breaker is None or breaker.state is BreakerState.CLOSED:
             return True
-        return breaker.state is BreakerState.HALF_OPEN and request.probe_backend == name
+        return breaker.holds_probe(request.request_id)
+
+    def _undo_dispatch(self, request: LiveRequest) -> None:
+        """Forget an attempt that failed before anything was sent (a setup failure).
+
+        The reference checks these things before it counts anything, so the
+        attempt must not cost budget, metrics or (round-robin) stats.
+        """
+        name = self._backends[request.backend_index].name
+        request.used -= 1
+        counter = self._metrics[name]
+        counter.requests -= 1
+        if counter.snapshot() == MetricsCounter().snapshot():
+            del self._metrics[name]
+        if not self._failover:
+            self._total_requests -= 1
+            self._profile_counts[name] -= 1
+            if not self._profile_counts[name]:
+                del self._profile_counts[name]
 
     def _fail(self, request: LiveRequest, failure: Failure, actions: list[Action]) -> None:
         backend = self._backends[request.backend_index]
+        setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
+        if setup:
+            self._undo_dispatch(request)
+        if not self._failover and setup:
+            error = BackendFailed(
+                backend=backend.name,
+                message=failure.message,
+                failure=failure,
+                chunks_delivered=0,
+                retryable=False,
+            )
+            self._fail_request(request, error, actions)
+            return
         if request.phase is Phase.STREAMING or not self._failover:
             # Output already reached the caller (or round-robin, which never
             # fails over): the raw failure is the answer.
@@ -689,9 +728,7 @@ class Balancer:
             self._fail_request(request, error, actions)
             return
         request.deadline = None
-        if failure.kind == FailureKind.SETUP:
-            # Nothing was sent: undo the attempt's count, as the reference never made it.
-            self._metrics_for(backend.name).requests -= 1
+        if setup:
             self._leave_backend(request, failure, FailoverReason.SETUP, actions, record=False)
             return
         if is_immediate_failover(failure):
@@ -712,6 +749,7 @@ class Balancer:
         delay = self._settings.failover_retry_delay_ms
         if delay > 0:
             request.phase = Phase.WAITING
+            request.failed_at = self._now
             request.retry_due = self._now + delay
             request.retry_failure = failure
             actions.append(

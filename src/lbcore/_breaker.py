@@ -16,7 +16,8 @@ Two deliberate departures from the reference, both to stop a breaker from
 sticking in half-open with its one probe spent forever:
 
 * a failed probe always re-opens the breaker, even when pruning left fewer
-  failures than the threshold in the window;
+  failures than the threshold in the window (other requests' failures while
+  half-open count towards the threshold as usual);
 * a probe whose attempt ends with no outcome recorded (cancelled, skipped for
   TPM, rejected for the context limit, failed before sending) is handed back.
 """
@@ -52,18 +53,30 @@ class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     opened_at: int | None
     #: When the half-open probe was handed out; None while it is free.
     probe_taken_at: int | None
+    #: The request holding the probe, if any.
+    probe_holder: str | None
 
 
 class Breaker:
     """Mutable state of one backend's breaker. Every method gets ``now``."""
 
-    __slots__ = ("failures", "opened_at", "probe_taken_at", "state")
+    __slots__ = ("failures", "opened_at", "probe_holder", "probe_taken_at", "state")
 
     def __init__(self) -> None:
         self.state = BreakerState.CLOSED
         self.failures: list[BreakerFailure] = []
         self.opened_at: int | None = None
         self.probe_taken_at: int | None = None
+        # Who holds the probe: only that request may hand it back or retry through
+        # it, so a stale holder from an earlier half-open period cannot free a new one.
+        self.probe_holder: str | None = None
+
+    def _free_probe(self) -> None:
+        self.probe_taken_at = None
+        self.probe_holder = None
+
+    def holds_probe(self, holder: str) -> bool:
+        return self.state is BreakerState.HALF_OPEN and self.probe_holder == holder
 
     def _recovered(self, now: int, settings: Settings) -> bool:
         return (
@@ -79,8 +92,8 @@ class Breaker:
             return self.probe_taken_at is None
         return self._recovered(now, settings)
 
-    def take(self, now: int, settings: Settings) -> tuple[bool, bool]:
-        """The health check: may a request go through now?
+    def take(self, now: int, settings: Settings, holder: str) -> tuple[bool, bool]:
+        """The health check: may request ``holder`` go through now?
 
         Returns ``(healthy, became_half_open)``. Going through a half-open
         breaker takes its single probe.
@@ -92,27 +105,32 @@ class Breaker:
             if not self._recovered(now, settings):
                 return False, False
             self.state = BreakerState.HALF_OPEN
-            self.probe_taken_at = None
+            self._free_probe()
             became_half_open = True
         if self.probe_taken_at is None:
             self.probe_taken_at = now
+            self.probe_holder = holder
             return True, became_half_open
         return False, became_half_open
 
-    def hand_back_probe(self) -> None:
-        if self.state is BreakerState.HALF_OPEN:
-            self.probe_taken_at = None
+    def hand_back_probe(self, holder: str) -> None:
+        if self.holds_probe(holder):
+            self._free_probe()
 
-    def record_failure(self, now: int, failure: Failure, settings: Settings) -> bool:
-        """Count a failure; returns True when this trips (or re-trips) the breaker."""
+    def record_failure(self, now: int, failure: Failure, settings: Settings, holder: str) -> bool:
+        """Count ``holder``'s failure; returns True when this trips (or re-trips) the breaker.
+
+        The probe holder's failure always re-opens; anyone else's counts towards
+        the threshold, as in the closed state.
+        """
         self.failures.append(BreakerFailure(at=now, kind=failure.kind, status=failure.status))
         window = settings.circuit_breaker_failure_window_ms
         self.failures = [f for f in self.failures if now - f.at < window]
-        probe_failed = self.state is BreakerState.HALF_OPEN
+        probe_failed = self.holds_probe(holder)
         if probe_failed or len(self.failures) >= settings.circuit_breaker_failure_threshold:
             self.state = BreakerState.OPEN
             self.opened_at = now
-            self.probe_taken_at = None
+            self._free_probe()
             return True
         return False
 
@@ -123,7 +141,7 @@ class Breaker:
             return False
         self.state = BreakerState.CLOSED
         self.failures = []
-        self.probe_taken_at = None
+        self._free_probe()
         return True
 
     def snapshot(self) -> BreakerSnapshot:
@@ -132,4 +150,5 @@ class Breaker:
             failures=tuple(self.failures),
             opened_at=self.opened_at,
             probe_taken_at=self.probe_taken_at,
+            probe_holder=self.probe_holder,
         )

@@ -186,7 +186,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     context_limit: int | None = None
 
     def __post_init__(self) -> None:
-        # Checked in the reference's order, so the first broken rule is the one reported.
+        # Checked in the reference's order (backends, strategy, failover size, then
+        # each backend). Name and provider are checked earlier still, when each
+        # BackendSpec is built.
         backends = self.backends
         if not isinstance(backends, tuple | list) or not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")

@@ -66,6 +66,7 @@ class LiveRequest:
         "chunks",
         "context_failures",
         "deadline",
+        "failed_at",
         "failures",
         "next_index",
         "order",
@@ -104,6 +105,8 @@ class LiveRequest:
         #: When a delayed same-backend retry is due, and the failure that caused it.
         self.retry_due: int | None = None
         self.retry_failure: Failure | None = None
+        #: When the attempt whose retry is waiting failed.
+        self.failed_at = 0
         #: The failover rotation: the claim that owns the sticky index, how far it got.
         self.owner = 0
         self.visited = 0

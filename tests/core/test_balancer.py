@@ -137,9 +137,30 @@ def test_first_chunk_timeout_counts_as_timeout_and_failure() -> None:
 
 def test_setup_failure_is_not_counted_as_an_attempt() -> None:
     lb = Balancer(config("failover", "ab"))
-    feed(lb, [start(0, "r1"), fail(0, "r1", 1, kind="setup", message="no key"), ok(3, "r1", 2)])
-    metrics = lb.stats().backend_metrics["a"]
-    assert (metrics.requests, metrics.failures) == (0, 0)
+    feed(lb, [start(0, "r1", attempt_budget=2)])
+    feed(lb, [fail(0, "r1", 1, kind="setup", message="no key"), ok(3, "r1", 2)])
+    # Nothing was sent to a: no metrics entry, and the budget still allowed b's attempt.
+    assert "a" not in lb.stats().backend_metrics
+    assert lb.stats().backend_metrics["b"].successes == 1
+
+
+def test_setup_failure_budget_is_refunded() -> None:
+    lb = Balancer(config("failover", "ab"))
+    feed(lb, [start(0, "r1", attempt_budget=1)])
+    (*_, started) = lb.handle(fail(0, "r1", 1, kind="setup", message="no key"))
+    assert isinstance(started, StartAttempt)
+    assert started.backend == "b"
+
+
+def test_round_robin_setup_failure_is_not_a_dispatch() -> None:
+    lb = Balancer(config("round-robin", "ab"))
+    feed(lb, [start(0, "r1")])
+    (terminal,) = lb.handle(fail(0, "r1", 1, kind="setup", message="no key"))
+    assert isinstance(terminal, RequestFailed)
+    stats = lb.stats()
+    assert (stats.total_requests, stats.profile_counts, stats.backend_metrics) == (0, {}, {})
+    feed(lb, [start(1, "r2")])
+    assert lb.stats().profile_counts == {"b": 1}
 
 
 # ----------------------------------------------------------------------- TPM
