@@ -25,7 +25,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Until the HTTP clients exist, the main job is the core itself: replay every
+# golden trace byte for byte, then explain each request's decisions.
 demo: $(STAMP)
+	$(BIN)/python -m lbcore replay spec/traces/*.jsonl
 	$(BIN)/python -m lbcore show spec/traces/*.jsonl
 
 bench: $(STAMP)

@@ -27,3 +27,18 @@ class TraceSnapshotExtension(SingleFileSnapshotExtension):
         # "test_golden_trace[rr_order_wraps]" is stored as "rr_order_wraps.jsonl".
         name = str(test_location.snapshot_name)
         return name[name.index("[") + 1 : -1] if "[" in name else name
+
+
+class SchemaSnapshotExtension(SingleFileSnapshotExtension):
+    """Keeps ``spec/trace.schema.json`` equal to the schema the code would emit."""
+
+    file_extension = "schema.json"
+    _write_mode = WriteMode.TEXT
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        return str(GOLDEN_DIR.parent)
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location: Any, index: Any = 0) -> str:
+        return "trace"
