@@ -1,0 +1,59 @@
+"""lbtransports.wire: the providers' wire formats, without I/O.
+
+Turns a provider-neutral :class:`ChatRequest` into the exact
+:class:`HttpRequest` for a backend, and the bytes that come back, in any
+split, into neutral :class:`Chunk` values, token :class:`Usage` and typed
+:class:`lbcore.Failure` values. See ``spec/wire.md``.
+"""
+
+from ._credentials import CredentialSource, resolve_credential
+from ._decoder import StreamDecoder
+from ._errors import Headers, WireError, header_value, redact, retry_after_ms
+from ._settings import ResolvedSettings, merge_settings
+from ._sse import SseEvent, SseParser
+from ._target import BackendTarget, Provider
+from ._types import (
+    AssistantMessage,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    HttpRequest,
+    Message,
+    SystemMessage,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+
+__all__ = (
+    "AssistantMessage",
+    "BackendTarget",
+    "ChatRequest",
+    "ChatResponse",
+    "Chunk",
+    "CredentialSource",
+    "Headers",
+    "HttpRequest",
+    "Message",
+    "Provider",
+    "ResolvedSettings",
+    "SseEvent",
+    "SseParser",
+    "StreamDecoder",
+    "SystemMessage",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolResultMessage",
+    "Usage",
+    "UserMessage",
+    "WireError",
+    "header_value",
+    "merge_settings",
+    "redact",
+    "resolve_credential",
+    "retry_after_ms",
+)

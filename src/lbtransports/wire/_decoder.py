@@ -1,0 +1,151 @@
+"""The stream decoder every provider shares: SSE in, neutral chunks out.
+
+A provider subclass only says what one server-sent event means (a chunk, the
+terminator, an error, nothing). This base class owns the rest: the parser and
+its limits, the running token usage, the sticky failure, and the rule that a
+stream which ends without its terminator failed.
+
+Failures are raised as :class:`WireError`. Chunks that the same piece of input
+produced before the failure ride along in :attr:`WireError.chunks`, so a
+transport loop loses nothing and still needs one ``except`` clause.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final
+
+import msgspec
+
+from lbcore import Failure, FailureKind
+
+from ._common import ShapeError
+from ._errors import WireError, failure
+from ._sse import DEFAULT_MAX_EVENT, DEFAULT_MAX_LINE, SseEvent, SseParser
+from ._target import Provider
+from ._types import Chunk, Usage
+
+# Everything in __all__ is re-exported by lbtransports.wire.
+__all__ = ("StreamDecoder",)
+
+#: The message of the failure for a stream cut before its terminator. "stream
+#: prematurely closed" is what the reference's network-transient test matches.
+ENDED_EARLY: Final = "stream ended early: the connection closed before the {terminator}"
+
+_JSON: Final = msgspec.json.Decoder()
+
+
+class StreamDecoder(abc.ABC):
+    """Decodes one streamed response. Create one per attempt.
+
+    Call :meth:`feed` with each piece of the body as it arrives, then
+    :meth:`end` when the connection closes. Both return the chunks they
+    completed and raise :class:`WireError` on failure; after a failure every
+    later call raises the same failure again.
+    """
+
+    provider: ClassVar[Provider]
+    #: How the terminator is named in the "stream ended early" message.
+    terminator: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        secrets: Sequence[str] = (),
+        max_line: int = DEFAULT_MAX_LINE,
+        max_event: int = DEFAULT_MAX_EVENT,
+    ) -> None:
+        self._parser = SseParser(max_line=max_line, max_event=max_event)
+        self._secrets = tuple(secrets)
+        self._done = False
+        self._failure: Failure | None = None
+        self._input_tokens = 0
+        self._output_tokens = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether the stream's terminator has been seen."""
+        return self._done
+
+    @property
+    def usage(self) -> Usage:
+        """The tokens reported so far; final once the stream is done."""
+        return Usage(input_tokens=self._input_tokens, output_tokens=self._output_tokens)
+
+    def feed(self, data: bytes) -> list[Chunk]:
+        """Decode another piece of the body. Raises :class:`WireError`."""
+        chunks: list[Chunk] = []
+        self._check()
+        try:
+            for event in self._parser.feed(data):
+                self._decode(event, chunks)
+        except WireError as error:
+            raise self._fail(error, chunks) from None
+        return chunks
+
+    def end(self) -> list[Chunk]:
+        """The body is complete. Raises :class:`WireError` if the terminator never came."""
+        chunks: list[Chunk] = []
+        self._check()
+        try:
+            for event in self._parser.end():
+                self._decode(event, chunks)
+            if not self._done:
+                raise WireError(
+                    failure(FailureKind.NETWORK, ENDED_EARLY.format(terminator=self.terminator))
+                )
+        except WireError as error:
+            raise self._fail(error, chunks) from None
+        return chunks
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise WireError(self._failure)
+
+    def _fail(self, error: WireError, chunks: list[Chunk]) -> WireError:
+        self._failure = error.failure
+        return WireError(error.failure, chunks)
+
+    def _decode(self, event: SseEvent, chunks: list[Chunk]) -> None:
+        try:
+            chunk = self.on_event(event)
+        except ShapeError as error:
+            raise self.protocol(f"unexpected shape: {error}") from None
+        if chunk is not None:
+            chunks.append(chunk)
+
+    def json(self, data: str) -> Any:
+        """The JSON value of an event's data; invalid JSON is a protocol failure."""
+        try:
+            return _JSON.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            raise self.protocol("an event's data is not valid JSON") from None
+
+    def protocol(self, message: str) -> WireError:
+        return WireError(
+            failure(FailureKind.PROTOCOL, f"{self.provider.value} stream: {message}", secrets=())
+        )
+
+    def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> Usage:
+        """Record the latest cumulative counts the backend reported and return the total."""
+        if input_tokens is not None:
+            self._input_tokens = input_tokens
+        if output_tokens is not None:
+            self._output_tokens = output_tokens
+        return self.usage
+
+    def finish(self) -> None:
+        """The terminator was seen: ending the stream now is a success."""
+        self._done = True
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
+    @abc.abstractmethod
+    def on_event(self, event: SseEvent) -> Chunk | None:
+        """What one event means: a chunk, or None for keep-alives and headers.
+
+        Raises :class:`WireError` for an error event or malformed data.
+        """
