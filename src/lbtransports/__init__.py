@@ -1,3 +1,41 @@
-"""lbtransports: plugs the lbcore decision core into real HTTP backends."""
+"""lbtransports: plugs the lbcore decision core into real HTTP backends.
 
-__all__: tuple[str, ...] = ()
+Importing it has no side effects: :mod:`lbtransports.wire`, the sans-IO
+provider formats, needs nothing beyond msgspec.
+"""
+
+from .wire import (
+    BackendTarget,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    CredentialSource,
+    HttpRequest,
+    Provider,
+    StreamDecoder,
+    Usage,
+    WireError,
+    build_request,
+    estimate_tokens,
+    parse_error,
+    parse_response,
+    stream_decoder,
+)
+
+__all__ = (
+    "BackendTarget",
+    "ChatRequest",
+    "ChatResponse",
+    "Chunk",
+    "CredentialSource",
+    "HttpRequest",
+    "Provider",
+    "StreamDecoder",
+    "Usage",
+    "WireError",
+    "build_request",
+    "estimate_tokens",
+    "parse_error",
+    "parse_response",
+    "stream_decoder",
+)

@@ -6,12 +6,22 @@ split, into neutral :class:`Chunk` values, token :class:`Usage` and typed
 :class:`lbcore.Failure` values. See ``spec/wire.md``.
 """
 
+from . import anthropic, gemini, openai
 from ._credentials import CredentialSource, resolve_credential
 from ._decoder import StreamDecoder
 from ._errors import Headers, WireError, header_value, redact, retry_after_ms
+from ._providers import (
+    ProviderWire,
+    build_request,
+    parse_error,
+    parse_response,
+    stream_decoder,
+    wire_for,
+)
 from ._settings import ResolvedSettings, merge_settings
 from ._sse import SseEvent, SseParser
 from ._target import BackendTarget, Provider
+from ._tokens import TokenEstimate, TokenMethod, estimate_tokens
 from ._types import (
     AssistantMessage,
     ChatRequest,
@@ -39,11 +49,14 @@ __all__ = (
     "HttpRequest",
     "Message",
     "Provider",
+    "ProviderWire",
     "ResolvedSettings",
     "SseEvent",
     "SseParser",
     "StreamDecoder",
     "SystemMessage",
+    "TokenEstimate",
+    "TokenMethod",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
@@ -51,9 +64,18 @@ __all__ = (
     "Usage",
     "UserMessage",
     "WireError",
+    "anthropic",
+    "build_request",
+    "estimate_tokens",
+    "gemini",
     "header_value",
     "merge_settings",
+    "openai",
+    "parse_error",
+    "parse_response",
     "redact",
     "resolve_credential",
     "retry_after_ms",
+    "stream_decoder",
+    "wire_for",
 )

@@ -1,0 +1,361 @@
+"""Anthropic Messages API.
+
+``POST {base}/v1/messages`` with ``x-api-key`` and ``anthropic-version``. The
+system prompt travels apart from the messages, content is a list of typed
+blocks, tool results are user-turn blocks, and ``max_tokens`` is required.
+A stream is a sequence of named events ending with ``message_stop``; usage is
+split between ``message_start`` (input) and ``message_delta`` (output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from lbcore import Failure, FailureKind
+
+from ._common import (
+    ShapeError,
+    as_obj,
+    decode_body,
+    encode_json,
+    join_url,
+    opt_int,
+    opt_list,
+    opt_obj,
+    opt_str,
+    parse_arguments,
+)
+from ._decoder import StreamDecoder
+from ._errors import Headers, WireError, decode_json, failure, http_failure
+from ._settings import ResolvedSettings, apply_extras, apply_settings
+from ._sse import SseEvent
+from ._target import BackendTarget, Provider
+from ._types import (
+    AssistantMessage,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    HttpRequest,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    UserMessage,
+)
+
+__all__ = (
+    "API_VERSION",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_TOKENS",
+    "PROVIDER",
+    "AnthropicStreamDecoder",
+    "encode_request",
+    "parse_error",
+    "parse_response",
+)
+
+PROVIDER: Final = Provider.ANTHROPIC
+DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+API_VERSION: Final = "2023-06-01"
+#: The Messages API refuses a request without max_tokens; this fills the gap.
+DEFAULT_MAX_TOKENS: Final = 4096
+RESERVED: Final = frozenset({"model", "messages", "system", "tools", "stream"})
+
+_FINISH: Final = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _blocks(message: Message) -> tuple[str, list[dict[str, Any]]]:
+    if isinstance(message, UserMessage):
+        return "user", [{"type": "text", "text": message.content}]
+    if isinstance(message, AssistantMessage):
+        # The API refuses empty text blocks, which a tool-only turn would make.
+        blocks: list[dict[str, Any]] = (
+            [{"type": "text", "text": message.content}] if message.content else []
+        )
+        blocks += [
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": parse_arguments(call)}
+            for call in message.tool_calls
+        ]
+        return "assistant", blocks
+    assert not isinstance(message, SystemMessage)
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": message.tool_call_id,
+        "content": message.content,
+    }
+    if message.is_error:
+        block["is_error"] = True
+    return "user", [block]
+
+
+def _messages(request: ChatRequest) -> list[dict[str, Any]]:
+    # Turns must alternate, and all results of one tool-using turn belong to a
+    # single user turn, so neighbours with the same role are merged.
+    out: list[dict[str, Any]] = []
+    for message in request.messages:
+        if isinstance(message, SystemMessage):
+            continue
+        role, blocks = _blocks(message)
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return out
+
+
+def encode_request(
+    target: BackendTarget, request: ChatRequest, settings: ResolvedSettings, key: str | None
+) -> HttpRequest:
+    """The Messages API request for ``request`` on ``target``."""
+    stream = settings.streaming if settings.streaming is not None else request.stream
+    body: dict[str, Any] = {
+        "model": target.model,
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": _messages(request),
+    }
+    system = "\n\n".join(m.content for m in request.messages if isinstance(m, SystemMessage))
+    if system:
+        body["system"] = system
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": tool.name,
+                **({"description": tool.description} if tool.description else {}),
+                "input_schema": tool.parameters or {"type": "object", "properties": {}},
+            }
+            for tool in request.tools
+        ]
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    apply_settings(body, PROVIDER, settings)
+    apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
+    body["stream"] = stream
+    headers = [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream" if stream else "application/json"),
+        ("anthropic-version", API_VERSION),
+    ]
+    if key:
+        headers.append(("x-api-key", key))
+    return HttpRequest(
+        method="POST",
+        url=join_url(target.base_url or DEFAULT_BASE_URL, "v1/messages"),
+        headers=tuple(headers),
+        body=encode_json(body),
+        stream=stream,
+        secrets=(key,) if key else (),
+    )
+
+
+def error_fields(value: object) -> tuple[str | None, object]:
+    """(message, type) from ``{"type": "error", "error": {"type", "message"}}``."""
+    if not isinstance(value, dict):
+        return None, None
+    error = value.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        return (message if isinstance(message, str) else None), error.get("type")
+    if isinstance(error, str):
+        return error, None
+    message = value.get("message")
+    return (message if isinstance(message, str) else None), None
+
+
+def parse_error(
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+) -> Failure:
+    """The failure for a non-2xx Messages API answer (529 is ``overloaded_error``)."""
+    message, kind = error_fields(decode_json(body))
+    return http_failure(
+        status,
+        headers,
+        body,
+        message=message,
+        code=None,
+        provider_type=kind,
+        secrets=secrets,
+        now=now,
+    )
+
+
+def _input_tokens(usage: dict[str, Any]) -> int | None:
+    # Cached prompt tokens are reported apart from input_tokens but are still
+    # prompt tokens, so the tokens-per-minute count includes them.
+    parts = [
+        opt_int(usage, key)
+        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
+    if all(part is None for part in parts):
+        return None
+    return sum(part or 0 for part in parts)
+
+
+def _finish(reason: str | None) -> str | None:
+    return _FINISH.get(reason, reason) if reason else None
+
+
+class AnthropicStreamDecoder(StreamDecoder):
+    """Messages API stream events; ``message_stop`` is the terminator."""
+
+    provider = PROVIDER
+    terminator = "message_stop event"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Block index -> tool call number: text and thinking blocks share the
+        # provider's numbering, our tool-call indexes count tool calls only.
+        self._tools: dict[int, int] = {}
+
+    def on_event(self, event: SseEvent) -> Chunk | None:
+        value = as_obj(self.json(event.data), "an event")
+        kind = opt_str(value, "type") or event.event
+        if kind == "message_start":
+            header = opt_obj(value, "message") or {}
+            opening = opt_obj(header, "usage") or {}
+            self.set_usage(_input_tokens(opening), opt_int(opening, "output_tokens"))
+            return None  # a header, not content: it must not count as the first chunk
+        if kind == "content_block_start":
+            return self._block_start(value)
+        if kind == "content_block_delta":
+            return self._block_delta(value)
+        if kind == "message_delta":
+            delta = opt_obj(value, "delta") or {}
+            usage = opt_obj(value, "usage")
+            total = None
+            if usage is not None:
+                total = self.set_usage(_input_tokens(usage), opt_int(usage, "output_tokens"))
+            finish = _finish(opt_str(delta, "stop_reason"))
+            if finish is None and total is None:
+                return None
+            return Chunk(finish_reason=finish, usage=total)
+        if kind == "message_stop":
+            self.finish()
+            return None
+        if kind == "error":
+            text, error_type = error_fields(value)
+            raise WireError(
+                failure(
+                    FailureKind.PROVIDER,
+                    text or "the backend reported an error in the stream",
+                    secrets=self.secrets,
+                    provider_type=error_type,
+                )
+            )
+        # ping, content_block_stop, and event types added after this was written.
+        return None
+
+    def _index(self, value: dict[str, Any]) -> int:
+        index = opt_int(value, "index")
+        if index is None:
+            raise ShapeError("index is missing")
+        return index
+
+    def _block_start(self, value: dict[str, Any]) -> Chunk | None:
+        index = self._index(value)
+        block = opt_obj(value, "content_block") or {}
+        kind = opt_str(block, "type")
+        if kind == "tool_use":
+            number = self._tools.setdefault(index, len(self._tools))
+            call = ToolCallDelta(index=number, id=opt_str(block, "id"), name=opt_str(block, "name"))
+            return Chunk(tool_calls=(call,))
+        if kind == "text" and (text := opt_str(block, "text")):
+            return Chunk(text=text)
+        if kind == "thinking" and (thought := opt_str(block, "thinking")):
+            return Chunk(reasoning=thought)
+        return None
+
+    def _block_delta(self, value: dict[str, Any]) -> Chunk | None:
+        index = self._index(value)
+        delta = opt_obj(value, "delta") or {}
+        kind = opt_str(delta, "type")
+        if kind == "text_delta":
+            text = opt_str(delta, "text") or ""
+            return Chunk(text=text) if text else None
+        if kind == "thinking_delta":
+            thought = opt_str(delta, "thinking") or ""
+            return Chunk(reasoning=thought) if thought else None
+        if kind == "input_json_delta":
+            fragment = opt_str(delta, "partial_json") or ""
+            number = self._tools.get(index)
+            if number is None:
+                raise ShapeError("input_json_delta for a block that is not a tool call")
+            if not fragment:
+                return None
+            return Chunk(tool_calls=(ToolCallDelta(index=number, arguments=fragment),))
+        return None  # signature_delta, citations_delta...
+
+
+def parse_response(
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+) -> ChatResponse:
+    """A complete, non-streamed answer. Raises :class:`WireError`."""
+    if not 200 <= status <= 299:
+        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
+    value = decode_body(body, PROVIDER.value)
+    try:
+        if opt_str(value, "type") == "error":
+            message, error_type = error_fields(value)
+            raise WireError(
+                failure(
+                    FailureKind.PROVIDER,
+                    message or "the backend reported an error",
+                    secrets=secrets,
+                    provider_type=error_type,
+                )
+            )
+        text: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCall] = []
+        for item in opt_list(value, "content"):
+            block = as_obj(item, "a content block")
+            kind = opt_str(block, "type")
+            if kind == "text":
+                text.append(opt_str(block, "text") or "")
+            elif kind == "thinking":
+                thoughts.append(opt_str(block, "thinking") or "")
+            elif kind == "tool_use":
+                calls.append(
+                    ToolCall(
+                        id=opt_str(block, "id") or "",
+                        name=opt_str(block, "name") or "",
+                        arguments=encode_json(block.get("input") or {}).decode(),
+                    )
+                )
+        usage = opt_obj(value, "usage") or {}
+        return ChatResponse(
+            text="".join(text),
+            reasoning="".join(thoughts),
+            tool_calls=tuple(calls),
+            finish_reason=_finish(opt_str(value, "stop_reason")),
+            usage=Usage(
+                input_tokens=_input_tokens(usage) or 0,
+                output_tokens=opt_int(usage, "output_tokens") or 0,
+            ),
+        )
+    except ShapeError as error:
+        raise WireError(
+            failure(FailureKind.PROTOCOL, f"anthropic response: unexpected shape: {error}")
+        ) from None

@@ -1,0 +1,370 @@
+"""Google Gemini API (generativelanguage.googleapis.com).
+
+``POST {base}/models/{model}:streamGenerateContent?alt=sse`` (or
+``:generateContent``) with ``x-goog-api-key``. Messages become ``contents``
+of ``parts`` with roles ``user`` and ``model``; the system prompt is the
+``systemInstruction``; generation parameters live in ``generationConfig``.
+A stream is plain ``data:`` events, each a whole response; there is no
+terminator line, so the stream is complete once a candidate carries a
+``finishReason`` (or the prompt was blocked).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any, Final
+
+from lbcore import Failure, FailureKind
+
+from ._common import (
+    ShapeError,
+    as_obj,
+    decode_body,
+    encode_json,
+    join_url,
+    opt_int,
+    opt_list,
+    opt_obj,
+    opt_str,
+    parse_arguments,
+    tool_names,
+    tool_result_name,
+)
+from ._decoder import StreamDecoder
+from ._errors import Headers, WireError, decode_json, failure, google_retry_delay, http_failure
+from ._settings import ResolvedSettings, apply_extras, apply_settings
+from ._sse import SseEvent
+from ._target import BackendTarget, Provider
+from ._types import (
+    AssistantMessage,
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    HttpRequest,
+    SystemMessage,
+    ToolCall,
+    ToolCallDelta,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+
+__all__ = (
+    "DEFAULT_BASE_URL",
+    "PROVIDER",
+    "GeminiStreamDecoder",
+    "encode_request",
+    "parse_error",
+    "parse_response",
+)
+
+PROVIDER: Final = Provider.GEMINI
+DEFAULT_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
+RESERVED: Final = frozenset({"contents", "systemInstruction", "tools", "generationConfig"})
+
+_FILTERED: Final = frozenset(
+    {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+)
+
+
+def _finish(reason: str | None, made_calls: bool) -> str | None:
+    if not reason:
+        return None
+    if reason == "STOP":
+        # Gemini says STOP after function calls too; the neutral reason says why it stopped.
+        return "tool_calls" if made_calls else "stop"
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED:
+        return "content_filter"
+    return reason.lower()
+
+
+def _tool_response(content: str) -> dict[str, Any]:
+    # functionResponse.response must be an object: JSON objects pass as they are.
+    value = decode_json(content.encode())
+    return value if isinstance(value, dict) else {"content": content}
+
+
+def _contents(request: ChatRequest) -> list[dict[str, Any]]:
+    names = tool_names(request)
+    out: list[dict[str, Any]] = []
+    for message in request.messages:
+        parts: list[dict[str, Any]]
+        if isinstance(message, SystemMessage):
+            continue
+        if isinstance(message, UserMessage):
+            role, parts = "user", [{"text": message.content}]
+        elif isinstance(message, AssistantMessage):
+            role = "model"
+            parts = [{"text": message.content}] if message.content else []
+            parts += [
+                {"functionCall": {"name": call.name, "args": parse_arguments(call)}}
+                for call in message.tool_calls
+            ]
+        else:
+            assert isinstance(message, ToolResultMessage)
+            role = "user"
+            response = {
+                "name": tool_result_name(message, names),
+                "response": _tool_response(message.content),
+            }
+            parts = [{"functionResponse": response}]
+        # Adjacent turns of one role are merged: the API wants them alternating.
+        if out and out[-1]["role"] == role:
+            out[-1]["parts"].extend(parts)
+        else:
+            out.append({"role": role, "parts": parts})
+    return out
+
+
+def _model_path(model: str) -> str:
+    bare = model.removeprefix("models/")
+    return "models/" + urllib.parse.quote(bare, safe="-._~")
+
+
+def encode_request(
+    target: BackendTarget, request: ChatRequest, settings: ResolvedSettings, key: str | None
+) -> HttpRequest:
+    """The generateContent request for ``request`` on ``target``."""
+    stream = settings.streaming if settings.streaming is not None else request.stream
+    body: dict[str, Any] = {"contents": _contents(request)}
+    system = "\n\n".join(m.content for m in request.messages if isinstance(m, SystemMessage))
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    if request.tools:
+        body["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": tool.name,
+                        **({"description": tool.description} if tool.description else {}),
+                        **({"parameters": tool.parameters} if tool.parameters else {}),
+                    }
+                    for tool in request.tools
+                ]
+            }
+        ]
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    if config:
+        body["generationConfig"] = config
+    apply_settings(body, PROVIDER, settings)
+    apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    headers = [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream" if stream else "application/json"),
+    ]
+    if key:
+        headers.append(("x-goog-api-key", key))
+    return HttpRequest(
+        method="POST",
+        url=join_url(target.base_url or DEFAULT_BASE_URL, f"{_model_path(target.model)}:{method}"),
+        headers=tuple(headers),
+        body=encode_json(body),
+        stream=stream,
+        secrets=(key,) if key else (),
+    )
+
+
+def error_fields(value: object) -> tuple[str | None, object, object, int | None, int | None]:
+    """(message, status name, reason, code, retry delay ms) from a Google error body.
+
+    The body is ``{"error": {"code", "message", "status", "details"}}``,
+    sometimes wrapped in a one-element list. ``details`` may hold an
+    ``ErrorInfo`` with a ``reason`` and a ``RetryInfo`` with a ``retryDelay``.
+    """
+    if isinstance(value, list) and value:
+        value = value[0]
+    if not isinstance(value, dict):
+        return None, None, None, None, None
+    error = value.get("error")
+    if not isinstance(error, dict):
+        message = error if isinstance(error, str) else value.get("message")
+        return (message if isinstance(message, str) else None), None, None, None, None
+    message = error.get("message")
+    code = error.get("code")
+    details = error.get("details")
+    reason = None
+    if isinstance(details, list):
+        for detail in details:
+            if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("ErrorInfo"):
+                reason = detail.get("reason")
+    return (
+        message if isinstance(message, str) else None,
+        error.get("status"),
+        reason,
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        google_retry_delay(details),
+    )
+
+
+def parse_error(
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+) -> Failure:
+    """The failure for a non-2xx Gemini answer; ``RetryInfo`` stands in for ``Retry-After``."""
+    message, kind, reason, _, delay = error_fields(decode_json(body))
+    return http_failure(
+        status,
+        headers,
+        body,
+        message=message,
+        code=reason,
+        provider_type=kind,
+        retry_after=delay,
+        secrets=secrets,
+        now=now,
+    )
+
+
+def _provider_error(value: dict[str, Any], secrets: Sequence[str]) -> WireError:
+    message, kind, reason, code, delay = error_fields(value)
+    return WireError(
+        failure(
+            FailureKind.PROVIDER,
+            message or "the backend reported an error in the stream",
+            secrets=secrets,
+            status=code,
+            code=reason,
+            provider_type=kind,
+            retry_after=delay,
+        )
+    )
+
+
+def _usage(value: dict[str, Any]) -> Usage | None:
+    meta = opt_obj(value, "usageMetadata")
+    if meta is None:
+        return None
+    # Thinking tokens are billed as output but reported apart from the candidates.
+    output = (opt_int(meta, "candidatesTokenCount") or 0) + (
+        opt_int(meta, "thoughtsTokenCount") or 0
+    )
+    return Usage(input_tokens=opt_int(meta, "promptTokenCount") or 0, output_tokens=output)
+
+
+def _blocked(value: dict[str, Any]) -> bool:
+    feedback = opt_obj(value, "promptFeedback") or {}
+    return opt_str(feedback, "blockReason") is not None
+
+
+class GeminiStreamDecoder(StreamDecoder):
+    """``alt=sse`` events; the first ``finishReason`` completes the stream."""
+
+    provider = PROVIDER
+    terminator = "final chunk (no finishReason was received)"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._calls = 0
+
+    def on_event(self, event: SseEvent) -> Chunk | None:
+        value = as_obj(self.json(event.data), "an event")
+        if value.get("error") is not None:
+            raise _provider_error(value, self.secrets)
+        reported = _usage(value)
+        usage = None
+        if reported is not None:
+            usage = self.set_usage(reported.input_tokens, reported.output_tokens)
+        text: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCallDelta] = []
+        finish = None
+        candidates = opt_list(value, "candidates")
+        if candidates:
+            # We never ask for several candidates.
+            candidate = as_obj(candidates[0], "a candidate")
+            content = opt_obj(candidate, "content") or {}
+            for item in opt_list(content, "parts"):
+                part = as_obj(item, "a part")
+                call = opt_obj(part, "functionCall")
+                if call is not None:
+                    calls.append(
+                        ToolCallDelta(
+                            index=self._calls,
+                            id=opt_str(call, "id") or f"gemini_call_{self._calls}",
+                            name=opt_str(call, "name") or "",
+                            arguments=encode_json(call.get("args") or {}).decode(),
+                        )
+                    )
+                    self._calls += 1
+                elif (piece := opt_str(part, "text")) is not None:
+                    (thoughts if part.get("thought") is True else text).append(piece)
+            finish = _finish(opt_str(candidate, "finishReason"), self._calls > 0)
+        elif _blocked(value):
+            finish = "content_filter"
+        if finish is not None:
+            self.finish()
+        if not (text or thoughts or calls or finish or usage):
+            return None
+        return Chunk(
+            text="".join(text),
+            reasoning="".join(thoughts),
+            tool_calls=tuple(calls),
+            finish_reason=finish,
+            usage=usage,
+        )
+
+
+def parse_response(
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    secrets: Sequence[str] = (),
+    now: float | None = None,
+) -> ChatResponse:
+    """A complete, non-streamed answer. Raises :class:`WireError`."""
+    if not 200 <= status <= 299:
+        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
+    value = decode_body(body, PROVIDER.value)
+    try:
+        if value.get("error") is not None:
+            raise _provider_error(value, secrets)
+        text: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCall] = []
+        finish = "content_filter" if _blocked(value) else None
+        candidates = opt_list(value, "candidates")
+        if candidates:
+            candidate = as_obj(candidates[0], "a candidate")
+            content = opt_obj(candidate, "content") or {}
+            for item in opt_list(content, "parts"):
+                part = as_obj(item, "a part")
+                call = opt_obj(part, "functionCall")
+                if call is not None:
+                    calls.append(
+                        ToolCall(
+                            id=opt_str(call, "id") or f"gemini_call_{len(calls)}",
+                            name=opt_str(call, "name") or "",
+                            arguments=encode_json(call.get("args") or {}).decode(),
+                        )
+                    )
+                elif (piece := opt_str(part, "text")) is not None:
+                    (thoughts if part.get("thought") is True else text).append(piece)
+            finish = _finish(opt_str(candidate, "finishReason"), bool(calls))
+        return ChatResponse(
+            text="".join(text),
+            reasoning="".join(thoughts),
+            tool_calls=tuple(calls),
+            finish_reason=finish,
+            usage=_usage(value) or Usage(),
+        )
+    except ShapeError as error:
+        raise WireError(
+            failure(FailureKind.PROTOCOL, f"gemini response: unexpected shape: {error}")
+        ) from None
