@@ -12,8 +12,11 @@ from lbcore import FailureKind
 from ._errors import WireError, decode_json, failure
 from ._types import ChatRequest, Tool, ToolCall, ToolResultMessage
 
+# Internal helpers: nothing here is re-exported.
 __all__ = (
     "ShapeError",
+    "as_obj",
+    "decode_body",
     "encode_json",
     "join_url",
     "opt_int",
@@ -22,6 +25,8 @@ __all__ = (
     "opt_str",
     "parse_arguments",
     "tool_names",
+    "tool_result_name",
+    "tools_json",
 )
 
 _ENCODER: Final = msgspec.json.Encoder()
