@@ -411,3 +411,20 @@ def test_keys_never_appear_in_reprs() -> None:
     for shown in (repr(backend), repr(backend.credential), repr(built), str(built)):
         assert KEY not in shown
     assert "<redacted>" in repr(built)
+
+
+def test_backend_target_repr_hides_credentials_kept_in_settings() -> None:
+    # Profiles carry their key as the `auth-key` ephemeral setting: a repr of the
+    # target (in a log line, a traceback) must show that it is there, not what it is.
+    target = BackendTarget(
+        name="zai",
+        provider="openai",
+        model="glm",
+        ephemeral_settings={"auth-key": "sk-live-0123456789", "temperature": 0.2},
+        model_params={"api_key": "sk-other-0123456789", "max_tokens": 64},
+    )
+    shown = repr(target)
+    assert "sk-live" not in shown
+    assert "sk-other" not in shown
+    assert "'temperature': 0.2" in shown
+    assert "'max_tokens': 64" in shown

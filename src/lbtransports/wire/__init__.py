@@ -20,7 +20,7 @@ from ._providers import (
 )
 from ._settings import ResolvedSettings, merge_settings
 from ._sse import SseEvent, SseParser
-from ._target import BackendTarget, Provider
+from ._target import BackendTarget, Provider, redact_settings
 from ._tokens import TokenEstimate, TokenMethod, estimate_tokens
 from ._types import (
     AssistantMessage,
@@ -74,6 +74,7 @@ __all__ = (
     "parse_error",
     "parse_response",
     "redact",
+    "redact_settings",
     "resolve_credential",
     "retry_after_ms",
     "stream_decoder",
