@@ -1,0 +1,765 @@
+"""Properties of the balancer over random interleavings of events.
+
+A hypothesis state machine drives one balancer with random but valid events
+(plus deliberately invalid ones), keeps a model of every request and attempt
+built only from the actions the balancer returned, and checks after every
+step that the core is deterministic, replayable, inert under misuse, and
+never breaks its safety rules (breakers, attempt caps, one terminal action,
+stats that add up, timers that fire).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from lbcore import (
+    Action,
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    BackendSpec,
+    Balancer,
+    BalancerConfig,
+    BreakerState,
+    CancelAttempt,
+    ChunkReceived,
+    CloseBreaker,
+    Event,
+    FailOver,
+    Failure,
+    FailureKind,
+    HalfOpenBreaker,
+    InvalidEvent,
+    RequestAborted,
+    RequestCancelled,
+    RequestCompleted,
+    RequestFailed,
+    RequestStarted,
+    RetryScheduled,
+    SelectionChanged,
+    Settings,
+    SkipBackend,
+    SkipReason,
+    StartAttempt,
+    StatsReset,
+    Step,
+    Tick,
+    TimeoutPhase,
+    TripBreaker,
+    decode_trace,
+    encode_line,
+    encode_trace,
+    replay,
+    verify_trace,
+)
+
+NAMES = ("a", "b", "c", "d", "e")
+STATUSES = (400, 401, 402, 403, 404, 408, 429, 500, 502, 503, 504, None)
+PROVIDER_TYPES = ("rate_limit_error", "overloaded_error", "api_error", None)
+# context_limit failures are the core's own verdict; a transport may not report one.
+REPORTABLE_KINDS = tuple(k for k in FailureKind if k is not FailureKind.CONTEXT_LIMIT)
+ATTEMPT_EVENT_KINDS = ("chunk", "success", "failure", "timeout")
+
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+#: Round-robin crashes when a request dispatched before a StatsReset fails with
+#: a setup failure (see the xfail test at the bottom). While that stands, the
+#: machine reports such failures as protocol failures instead, so it keeps
+#: hunting for other bugs. Set to False once the core is fixed.
+AVOID_SETUP_FAILURE_AFTER_RESET = True
+
+
+# ------------------------------------------------------------------ strategies
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> BalancerConfig:
+    strategy = draw(st.sampled_from(["round-robin", "failover"]))
+    count = draw(st.integers(2 if strategy == "failover" else 1, 5))
+    backends = tuple(
+        BackendSpec(
+            name=name,
+            provider="openai",
+            model=draw(st.sampled_from(["", f"model-{name}"])),
+            context_window=draw(st.sampled_from([None, None, 50, 200, 1000])),
+        )
+        for name in NAMES[:count]
+    )
+    codes = st.lists(st.sampled_from([408, 429, 500, 502, 503]), max_size=3, unique=True)
+    config_settings = Settings(
+        failover_retry_count=draw(st.integers(1, 3)),
+        failover_retry_delay_ms=draw(st.sampled_from([0, 0, 1, 7, 40])),
+        failover_on_network_errors=draw(st.booleans()),
+        failover_status_codes=draw(st.none() | codes.map(tuple)),
+        tpm_threshold=draw(st.sampled_from([None, None, 1, 50, 5000])),
+        timeout_ms=draw(st.sampled_from([None, None, 1, 10, 35])),
+        circuit_breaker_enabled=draw(st.booleans()),
+        circuit_breaker_failure_threshold=draw(st.integers(1, 3)),
+        circuit_breaker_failure_window_ms=draw(st.sampled_from([1, 20, 100, 60_000])),
+        circuit_breaker_recovery_timeout_ms=draw(st.sampled_from([0, 0, 10, 50, 1000])),
+    )
+    return BalancerConfig(
+        strategy=strategy,
+        backends=backends,
+        settings=config_settings,
+        context_limit=draw(st.sampled_from([None, None, 100, 500])),
+    )
+
+
+failures = st.builds(
+    Failure,
+    kind=st.sampled_from(REPORTABLE_KINDS),
+    message=st.sampled_from(["boom", "Stream timeout after 5s", "ECONNRESET", "bad\nrequest"]),
+    status=st.sampled_from(STATUSES),
+    code=st.sampled_from([None, "ECONNRESET", "insufficient_quota"]),
+    provider_type=st.sampled_from(PROVIDER_TYPES),
+    retry_after_ms=st.sampled_from([None, 0, 1000]),
+)
+small_delays = st.sampled_from([0, 0, 0, 1, 3, 10])
+tick_jumps = st.integers(0, 60) | st.sampled_from([1_000, 30_000, 60_000, 120_000])
+token_counts = st.integers(0, 300)
+# Mostly prompts that fit, sometimes one that exceeds a window or the shared limit.
+prompt_sizes = st.one_of(
+    st.none(), st.none(), st.integers(0, 40), st.sampled_from([150, 400, 900, 1200])
+)
+
+
+# ------------------------------------------------------------------ the model
+
+
+@dataclass
+class Attempt:
+    number: int
+    backend: str
+    probe: bool
+    #: The backend's half-open period when the attempt started.
+    epoch: int
+
+
+@dataclass
+class ModelRequest:
+    prompt_tokens: int | None
+    budget: int | None
+    attempts: int = 0
+    last_number: int = 0
+    last_backend: str | None = None
+    current: Attempt | None = None
+    waiting: bool = False
+    streaming: bool = False
+    failing_over_to: str | None = None
+    #: Round-robin counted this request in stats that a StatsReset has since cleared.
+    counted_before_reset: bool = False
+    #: Attempts that cost budget: a setup failure (nothing was sent) is refunded.
+    charged: int = 0
+
+
+def _attempt_event(kind: str, request_id: str, attempt: int, at: int, failure: Failure) -> Event:
+    if kind == "chunk":
+        return ChunkReceived(at=at, request_id=request_id, attempt=attempt)
+    if kind == "success":
+        return AttemptSucceeded(at=at, request_id=request_id, attempt=attempt)
+    if kind == "failure":
+        return AttemptFailed(at=at, request_id=request_id, attempt=attempt, failure=failure)
+    return AttemptTimedOut(at=at, request_id=request_id, attempt=attempt, phase=TimeoutPhase.READ)
+
+
+class BalancerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = False
+        self.now = 0
+        self.serial = 0
+        self.live: dict[str, ModelRequest] = {}
+        self.finished: list[str] = []
+        self.steps: list[Step] = []
+
+    # -------------------------------------------------------------- set-up
+
+    @initialize(config=configs())
+    def create(self, config: BalancerConfig) -> None:
+        self.config = config
+        self.failover = config.strategy == "failover"
+        self.max_attempts = (
+            len(config.backends) * config.settings.attempts_per_backend if self.failover else 1
+        )
+        self.specs = {b.name: b for b in config.backends}
+        self.balancer = Balancer(config, record=True)
+        # The twin sees the same valid events and never the invalid ones.
+        self.twin = Balancer(config, record=True)
+        # A backend's breaker period: it moves on every breaker transition, so a
+        # probe granted in one half-open period is told apart from the next one's.
+        self.epoch = dict.fromkeys(self.specs, 0)
+        self.requests = dict.fromkeys(self.specs, 0)
+        self.successes = dict.fromkeys(self.specs, 0)
+        self.tokens = dict.fromkeys(self.specs, 0)
+        self.profile_counts: dict[str, int] = {}
+        self.ready = True
+
+    # -------------------------------------------------------------- helpers
+
+    def _at(self, delay: int) -> int:
+        """A time for a non-tick event that does not jump over a pending timer."""
+        at = self.now + delay
+        deadline = self.balancer.next_deadline()
+        return min(at, deadline) if deadline is not None else at
+
+    def _pick(self, data: st.DataObject, ids: list[str]) -> str:
+        return data.draw(st.sampled_from(sorted(ids)), label="request")
+
+    def _in_flight(self) -> list[str]:
+        return [rid for rid, r in self.live.items() if r.current is not None]
+
+    def _fingerprint(self) -> tuple[object, ...]:
+        b = self.balancer
+        return (
+            msgspec.json.encode(b.stats()),
+            b.next_deadline(),
+            repr(b),
+            b.current_failover_index(),
+            b.now,
+            b.current_model(),
+        )
+
+    def _refuse(self, event: Event) -> None:
+        """The event must be refused, and the refusal must change nothing."""
+        before = self._fingerprint()
+        with pytest.raises(InvalidEvent):
+            self.balancer.handle(event)
+        assert self._fingerprint() == before
+        assert self.balancer.take_steps() == []
+
+    def _apply(self, event: Event) -> list[Action]:
+        balancer = self.balancer
+        before = balancer.stats().circuit_breaker_states
+        deadline = balancer.next_deadline()
+        actions = balancer.handle(event)
+        (step,) = balancer.take_steps()
+        self.twin.handle(event)
+        (twin_step,) = self.twin.take_steps()
+        # Determinism: equal inputs, equal bytes (the twin never saw refused events).
+        assert encode_line(step) == encode_line(twin_step)
+        assert step.seq == len(self.steps) + 1
+        assert step.actions == tuple(actions)
+        self.steps.append(step)
+        self.now = event.at
+        states = {name: snapshot.state for name, snapshot in before.items()}
+        self._follow(event, actions, states)
+        if isinstance(event, Tick) and deadline is not None and event.at >= deadline:
+            # A tick at or past the next deadline always fires some timer.
+            assert actions, f"tick at {event.at} passed deadline {deadline} and did nothing"
+            after = balancer.next_deadline()
+            assert after is None or after > event.at
+        return actions
+
+    # -------------------------------------------------------------- the model
+
+    def _follow(self, event: Event, actions: list[Action], states: dict[str, BreakerState]) -> None:
+        """Advance the model by the event and the actions, checking each action."""
+        if isinstance(event, RequestStarted):
+            self.live[event.request_id] = ModelRequest(event.prompt_tokens, event.attempt_budget)
+        elif isinstance(event, ChunkReceived):
+            self.live[event.request_id].streaming = True
+        elif isinstance(event, AttemptSucceeded | AttemptFailed | AttemptTimedOut):
+            request = self.live[event.request_id]
+            attempt = request.current
+            assert attempt is not None
+            request.current = None  # the attempt is over, whatever comes next
+            setup_undone = (
+                isinstance(event, AttemptFailed)
+                and event.failure.kind is FailureKind.SETUP
+                and not request.streaming
+            )
+            if setup_undone:
+                # Nothing was sent: the attempt costs no budget, metrics or stats.
+                request.charged -= 1
+                self.requests[attempt.backend] -= 1
+                if not self.failover:
+                    self.profile_counts[attempt.backend] -= 1
+                    if not self.profile_counts[attempt.backend]:
+                        del self.profile_counts[attempt.backend]
+        elif isinstance(event, StatsReset):
+            self.profile_counts = {}
+            for request in self.live.values():
+                request.counted_before_reset = True
+
+        for action in actions:
+            self._follow_action(event, action, states)
+
+        for rid, request in self.live.items():
+            # A live request has an attempt in flight or a retry coming, never neither.
+            assert (request.current is not None) != request.waiting, (rid, request)
+            assert request.failing_over_to is None, f"{rid}: FailOver without a StartAttempt"
+        if isinstance(event, RequestCancelled):
+            assert event.request_id not in self.live
+        if isinstance(event, AttemptSucceeded):
+            assert event.request_id not in self.live
+
+        # The breaker states the actions announced are the states the stats report.
+        reported = self.balancer.stats().circuit_breaker_states
+        for name in self.specs:
+            shown = reported[name].state if name in reported else CLOSED
+            assert states.get(name, CLOSED) == shown, (name, states, shown)
+        for name, state in states.items():
+            if state is not HALF_OPEN:
+                continue
+            probes = [
+                r.current
+                for r in self.live.values()
+                if r.current is not None
+                and r.current.backend == name
+                and r.current.probe
+                and r.current.epoch == self.epoch[name]
+            ]
+            assert len(probes) <= 1, f"{name} is half-open with {len(probes)} probes in flight"
+
+    def _follow_action(self, event: Event, action: Action, states: dict[str, BreakerState]) -> None:
+        if isinstance(action, TripBreaker):
+            assert self.failover and self.config.settings.circuit_breaker_enabled
+            states[action.backend] = OPEN
+            self.epoch[action.backend] += 1
+            recovery = self.config.settings.circuit_breaker_recovery_timeout_ms
+            assert action.half_open_after == self.now + recovery
+            return
+        if isinstance(action, HalfOpenBreaker):
+            assert states.get(action.backend) is OPEN, "half-open only from open"
+            states[action.backend] = HALF_OPEN
+            self.epoch[action.backend] += 1
+            return
+        if isinstance(action, CloseBreaker):
+            assert states.get(action.backend) is HALF_OPEN, "close only from half-open"
+            states[action.backend] = CLOSED
+            self.epoch[action.backend] += 1
+            return
+        if isinstance(action, SelectionChanged):
+            assert action.backend in self.specs
+            return
+        request = self.live.get(action.request_id)
+        assert request is not None, f"{action!r} for a request that is not live"
+        if isinstance(action, StartAttempt):
+            self._follow_start(action, request, states)
+        elif isinstance(action, CancelAttempt):
+            current = request.current
+            assert current is not None, "cancelled an attempt that is not in flight"
+            assert (current.number, current.backend) == (action.attempt, action.backend)
+            request.current = None
+        elif isinstance(action, RetryScheduled):
+            assert self.failover
+            assert request.current is None and not request.streaming
+            assert action.backend == request.last_backend
+            assert action.due > self.now
+            request.waiting = True
+        elif isinstance(action, FailOver):
+            # Never fail over once output reached the caller: it would splice two answers.
+            assert self.failover and not request.streaming
+            assert action.from_backend == request.last_backend
+            assert request.current is None
+            request.failing_over_to = action.to_backend
+        elif isinstance(action, SkipBackend):
+            assert self.failover
+            if action.reason is SkipReason.CONTEXT_LIMIT:
+                limit = self.config.target_context_limit(self.specs[action.backend])
+                assert request.prompt_tokens is not None and limit is not None
+                assert request.prompt_tokens > limit
+        else:
+            self._follow_terminal(event, action, request)
+
+    def _follow_start(
+        self, action: StartAttempt, request: ModelRequest, states: dict[str, BreakerState]
+    ) -> None:
+        name = action.backend
+        assert request.current is None, "a second attempt while one is in flight"
+        assert not request.streaming, "a new attempt after output reached the caller"
+        assert action.attempt == request.last_number + 1
+        if request.failing_over_to is not None:
+            assert name == request.failing_over_to
+            request.failing_over_to = None
+        # Never through an open breaker; through a half-open one only as its probe.
+        state = states.get(name, CLOSED)
+        assert state is not OPEN, f"attempt on {name} while its breaker is open"
+        assert action.probe == (state is HALF_OPEN), (name, state, action)
+        # The context guard runs before every attempt.
+        limit = self.config.target_context_limit(self.specs[name])
+        if request.prompt_tokens is not None and limit is not None:
+            assert request.prompt_tokens <= limit
+        timeout = self.config.settings.timeout_ms
+        expected_deadline = self.now + timeout if self.failover and timeout else None
+        assert action.first_chunk_deadline == expected_deadline
+        request.attempts += 1
+        request.charged += 1
+        assert request.attempts <= self.max_attempts
+        assert request.budget is None or request.charged <= request.budget
+        request.last_number = action.attempt
+        request.last_backend = name
+        request.current = Attempt(action.attempt, name, action.probe, self.epoch[name])
+        request.waiting = False
+        self.requests[name] += 1
+        if not self.failover:
+            # Round-robin counts a request when it is dispatched.
+            self.profile_counts[name] = self.profile_counts.get(name, 0) + 1
+
+    def _follow_terminal(self, event: Event, action: Action, request: ModelRequest) -> None:
+        assert isinstance(action, RequestCompleted | RequestFailed | RequestAborted), action
+        rid = action.request_id
+        # Every attempt is over when the request ends: none is left dangling.
+        assert request.current is None, f"{rid} ended with attempt {request.current} in flight"
+        if isinstance(action, RequestCompleted):
+            assert isinstance(event, AttemptSucceeded) and event.request_id == rid
+            assert (action.attempt, action.backend) == (request.last_number, request.last_backend)
+            self.successes[action.backend] += 1
+            self.tokens[action.backend] += action.input_tokens + action.output_tokens
+            if self.failover:
+                # Failover counts a request once it succeeded.
+                self.profile_counts[action.backend] = self.profile_counts.get(action.backend, 0) + 1
+        elif isinstance(action, RequestAborted):
+            assert isinstance(event, RequestCancelled) and event.request_id == rid
+        del self.live[rid]
+        self.finished.append(rid)
+
+    # -------------------------------------------------------------- invariants
+
+    @invariant()
+    def stats_add_up(self) -> None:
+        if not self.ready:
+            return
+        stats = self.balancer.stats()
+        assert stats.in_flight == len(self.live)
+        assert sum(stats.profile_counts.values()) == stats.total_requests
+        assert stats.profile_counts == self.profile_counts
+        for name in self.specs:
+            metrics = stats.backend_metrics.get(name)
+            if metrics is None:
+                assert self.requests[name] == 0 and self.successes[name] == 0
+                continue
+            assert metrics.requests == self.requests[name]
+            assert metrics.successes == self.successes[name]
+            assert metrics.tokens == self.tokens[name]
+            assert metrics.successes + metrics.failures <= metrics.requests
+            assert metrics.timeouts <= metrics.failures
+        # Same state as the twin, which never saw a refused event.
+        assert msgspec.json.encode(stats) == msgspec.json.encode(self.twin.stats())
+        assert repr(self.balancer) == repr(self.twin)
+
+    @invariant()
+    def deadline_is_not_in_the_past(self) -> None:
+        if not self.ready:
+            return
+        deadline = self.balancer.next_deadline()
+        assert deadline is None or deadline >= self.now
+        assert deadline == self.twin.next_deadline()
+        waiting = any(r.waiting for r in self.live.values())
+        if waiting:
+            assert deadline is not None, "a retry waits but no timer runs"
+
+    def teardown(self) -> None:
+        if not self.ready:
+            return
+        header = self.balancer.trace_header()
+        data = encode_trace(header, self.steps)
+        assert verify_trace(data) is None
+        decoded_header, decoded_steps = decode_trace(data)
+        assert decoded_header == header
+        assert decoded_steps == self.steps
+        assert [encode_line(s) for s in replay(header, self.steps)] == [
+            encode_line(s) for s in self.steps
+        ]
+
+    # -------------------------------------------------------------- valid events
+
+    @precondition(lambda self: self.ready)
+    @rule(
+        delay=small_delays,
+        prompt_tokens=prompt_sizes,
+        budget=st.sampled_from([None, None, None, 0, 1, 2, 4]),
+    )
+    def start_request(self, delay: int, prompt_tokens: int | None, budget: int | None) -> None:
+        self.serial += 1
+        event = RequestStarted(
+            at=self._at(delay),
+            request_id=f"r{self.serial}",
+            prompt_tokens=prompt_tokens,
+            attempt_budget=budget,
+        )
+        self._apply(event)
+
+    @precondition(lambda self: self.ready and self._in_flight())
+    @rule(data=st.data(), delay=small_delays)
+    def chunk(self, data: st.DataObject, delay: int) -> None:
+        rid = self._pick(data, self._in_flight())
+        attempt = self.live[rid].last_number
+        self._apply(ChunkReceived(at=self._at(delay), request_id=rid, attempt=attempt))
+
+    @precondition(lambda self: self.ready and self._in_flight())
+    @rule(data=st.data(), delay=small_delays, input_tokens=token_counts, output_tokens=token_counts)
+    def succeed(
+        self, data: st.DataObject, delay: int, input_tokens: int, output_tokens: int
+    ) -> None:
+        rid = self._pick(data, self._in_flight())
+        event = AttemptSucceeded(
+            at=self._at(delay),
+            request_id=rid,
+            attempt=self.live[rid].last_number,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+        self._apply(event)
+
+    @precondition(lambda self: self.ready and self._in_flight())
+    @rule(data=st.data(), delay=small_delays, failure=failures)
+    def fail(self, data: st.DataObject, delay: int, failure: Failure) -> None:
+        rid = self._pick(data, self._in_flight())
+        attempt = self.live[rid].last_number
+        if (
+            AVOID_SETUP_FAILURE_AFTER_RESET
+            and not self.failover
+            and self.live[rid].counted_before_reset
+            and failure.kind is FailureKind.SETUP
+        ):
+            failure = msgspec.structs.replace(failure, kind=FailureKind.PROTOCOL)
+        self._apply(
+            AttemptFailed(at=self._at(delay), request_id=rid, attempt=attempt, failure=failure)
+        )
+
+    @precondition(lambda self: self.ready and self._in_flight())
+    @rule(data=st.data(), delay=small_delays, phase=st.sampled_from(TimeoutPhase))
+    def transport_times_out(self, data: st.DataObject, delay: int, phase: TimeoutPhase) -> None:
+        rid = self._pick(data, self._in_flight())
+        attempt = self.live[rid].last_number
+        self._apply(
+            AttemptTimedOut(at=self._at(delay), request_id=rid, attempt=attempt, phase=phase)
+        )
+
+    @precondition(lambda self: self.ready and self.live)
+    @rule(data=st.data(), delay=small_delays)
+    def cancel(self, data: st.DataObject, delay: int) -> None:
+        rid = self._pick(data, list(self.live))
+        actions = self._apply(RequestCancelled(at=self._at(delay), request_id=rid))
+        assert isinstance(actions[-1], RequestAborted)
+
+    # Idle ticks still matter (breakers recover, TPM decays) but should not crowd out traffic.
+    @precondition(lambda self: self.ready and (self.live or len(self.steps) % 3 == 0))
+    @rule(to_deadline=st.booleans(), jump=tick_jumps)
+    def tick(self, to_deadline: bool, jump: int) -> None:
+        deadline = self.balancer.next_deadline()
+        at = deadline if to_deadline and deadline is not None else self.now + jump
+        self._apply(Tick(at=at))
+
+    # Enabled on some steps only: a reset every step would hide the counters' drift.
+    @precondition(lambda self: self.ready and len(self.steps) % 5 == 4)
+    @rule(delay=small_delays)
+    def reset_stats(self, delay: int) -> None:
+        assert self._apply(StatsReset(at=self._at(delay))) == []
+
+    # -------------------------------------------------------------- invalid events
+
+    @precondition(lambda self: self.ready)
+    @rule(data=st.data())
+    def refuse_invalid_event(self, data: st.DataObject) -> None:
+        # One rule for all kinds of misuse, so valid traffic keeps most of the steps.
+        kinds = ["unknown", "malformed"]
+        if self.live or self.finished:
+            kinds.append("duplicate")
+        if self.finished:
+            kinds.append("finished")
+        if self._in_flight():
+            kinds.append("stale")
+        if self.now > 0:
+            kinds.append("backwards")
+        if any(r.waiting for r in self.live.values()):
+            kinds.append("waiting")
+        kind = data.draw(st.sampled_from(kinds), label="misuse")
+        failure = data.draw(failures, label="failure")
+        news = data.draw(st.sampled_from(ATTEMPT_EVENT_KINDS), label="news")
+        self._refuse(getattr(self, f"_{kind}_event")(data, news, failure))
+
+    def _unknown_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        rid = f"unknown{self.serial + 1}"
+        if data.draw(st.booleans(), label="cancel"):
+            return RequestCancelled(at=self.now, request_id=rid)
+        return _attempt_event(news, rid, 1, self.now, failure)
+
+    def _finished_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        rid = self._pick(data, self.finished)
+        if data.draw(st.booleans(), label="cancel"):
+            return RequestCancelled(at=self.now, request_id=rid)
+        attempt = data.draw(st.integers(0, 4), label="attempt")
+        return _attempt_event(news, rid, attempt, self.now, failure)
+
+    def _duplicate_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        rid = self._pick(data, [*self.live, *self.finished])
+        return RequestStarted(at=self.now, request_id=rid)
+
+    def _stale_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        rid = self._pick(data, self._in_flight())
+        offset = data.draw(st.sampled_from([-2, -1, 1, 5]), label="offset")
+        return _attempt_event(news, rid, self.live[rid].last_number + offset, self.now, failure)
+
+    def _backwards_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        at = self.now - data.draw(st.integers(1, self.now), label="back")
+        kind = data.draw(st.sampled_from(["tick", "reset", "start", "cancel", "news"]))
+        in_flight = self._in_flight()
+        if kind == "reset":
+            return StatsReset(at=at)
+        if kind == "start":
+            return RequestStarted(at=at, request_id=f"r{self.serial + 1}")
+        if kind == "cancel" and self.live:
+            return RequestCancelled(at=at, request_id=self._pick(data, list(self.live)))
+        if kind == "news" and in_flight:
+            rid = self._pick(data, in_flight)
+            return _attempt_event(news, rid, self.live[rid].last_number, at, failure)
+        return Tick(at=at)
+
+    def _waiting_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        # Nothing is in flight while a retry waits, so no attempt news is acceptable.
+        rid = self._pick(data, [rid for rid, r in self.live.items() if r.waiting])
+        return _attempt_event(news, rid, self.live[rid].last_number, self.now, failure)
+
+    def _malformed_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        in_flight = self._in_flight()
+        rid = self._pick(data, in_flight) if in_flight else "nobody"
+        attempt = self.live[rid].last_number if in_flight else 1
+        fresh = f"r{self.serial + 1}"
+        too_long = Failure(kind=FailureKind.CONTEXT_LIMIT, message="too long")
+        malformed: list[Event] = [
+            Tick(at=-1),
+            RequestStarted(at=self.now, request_id=""),
+            RequestStarted(at=self.now, request_id=fresh, prompt_tokens=-1),
+            RequestStarted(at=self.now, request_id=fresh, attempt_budget=True),  # type: ignore[arg-type]
+            AttemptSucceeded(at=self.now, request_id=rid, attempt=attempt, output_tokens=-1),
+            AttemptFailed(at=self.now, request_id=rid, attempt=attempt, failure=too_long),
+            ChunkReceived(at=self.now, request_id=rid, attempt=True),  # type: ignore[arg-type]
+        ]
+        return data.draw(st.sampled_from(malformed), label="malformed")
+
+
+BalancerMachine.TestCase.settings = settings(
+    max_examples=400,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestBalancerProperties = BalancerMachine.TestCase
+
+
+# ------------------------------------------------------------------ found by the machine
+#
+# Regressions for what the machine found in the core as of 4532c5c: a request
+# kept its claim on a half-open probe after the breaker period that granted it
+# was over (the breaker re-opened or closed), so its later same-backend retry
+# or its cancellation acted on the probe of a newer half-open period. Reference
+# section 5: exactly one probe is allowed per half-open period.
+
+PROBE_CONFIG = BalancerConfig(
+    strategy="failover",
+    backends=(BackendSpec(name="x", provider="p"), BackendSpec(name="y", provider="p")),
+    settings=Settings(
+        circuit_breaker_enabled=True,
+        circuit_breaker_failure_threshold=1,
+        circuit_breaker_recovery_timeout_ms=10,
+    ),
+)
+BAD_REQUEST = Failure(kind=FailureKind.HTTP, message="bad request", status=400)
+UNAVAILABLE = Failure(kind=FailureKind.HTTP, message="unavailable", status=503)
+
+
+def _probe_on_x_then_x_reopens() -> Balancer:
+    """p holds x's probe; then a request started before the trip re-opens x."""
+    balancer = Balancer(PROBE_CONFIG)
+    for event in [
+        RequestStarted(at=0, request_id="old", attempt_budget=None),  # old#1 on x, closed
+        RequestStarted(at=0, request_id="tripper"),  # tripper#1 on x
+        AttemptFailed(at=0, request_id="tripper", attempt=1, failure=BAD_REQUEST),  # x opens
+        AttemptFailed(at=0, request_id="tripper", attempt=2, failure=BAD_REQUEST),  # y opens
+        RequestStarted(at=10, request_id="p"),  # x half-open, p#1 is its probe
+        AttemptFailed(at=10, request_id="old", attempt=1, failure=BAD_REQUEST),  # x re-opens
+    ]:
+        balancer.handle(event)
+    actions = balancer.handle(RequestStarted(at=20, request_id="q"))  # x half-open again
+    assert (
+        StartAttempt(
+            request_id="q", attempt=1, backend="x", model="", first_chunk_deadline=None, probe=True
+        )
+        in actions
+    )
+    return balancer
+
+
+def _attempts_on_x(actions: list[Action]) -> list[StartAttempt]:
+    return [a for a in actions if isinstance(a, StartAttempt) and a.backend == "x"]
+
+
+def test_stale_probe_holder_does_not_retry_into_a_newer_half_open_period() -> None:
+    balancer = _probe_on_x_then_x_reopens()
+    # q holds x's probe; p's claim is from the period that already ended.
+    actions = balancer.handle(AttemptFailed(at=20, request_id="p", attempt=1, failure=UNAVAILABLE))
+    assert _attempts_on_x(actions) == []
+
+
+def test_cancelling_a_stale_probe_holder_keeps_the_newer_probe_taken() -> None:
+    balancer = _probe_on_x_then_x_reopens()
+    balancer.handle(RequestCancelled(at=20, request_id="p"))
+    actions = balancer.handle(RequestStarted(at=20, request_id="r"))
+    assert _attempts_on_x(actions) == []
+
+
+def test_retry_after_the_breaker_closed_is_not_a_probe() -> None:
+    balancer = Balancer(PROBE_CONFIG)
+    for event in [
+        RequestStarted(at=0, request_id="old"),
+        RequestStarted(at=0, request_id="tripper"),
+        AttemptFailed(at=0, request_id="tripper", attempt=1, failure=BAD_REQUEST),
+        AttemptFailed(at=0, request_id="tripper", attempt=2, failure=BAD_REQUEST),
+        RequestStarted(at=10, request_id="p"),  # p#1 is x's probe
+        AttemptSucceeded(at=10, request_id="old", attempt=1),  # closes x
+    ]:
+        balancer.handle(event)
+    assert balancer.stats().circuit_breaker_states["x"].state is CLOSED
+    actions = balancer.handle(AttemptFailed(at=10, request_id="p", attempt=1, failure=UNAVAILABLE))
+    assert [a.probe for a in _attempts_on_x(actions)] == [False]
+
+
+# A round-robin setup failure takes its dispatch back out of the stats, even
+# when a StatsReset already cleared that dispatch (found by the machine in
+# daed23c): the core raises KeyError halfway through handle(), leaving the
+# balancer changed (total_requests -1, the backend's metrics gone, the request
+# still live), or silently uncounts a later request's dispatch.
+
+ROUND_ROBIN_ONE = BalancerConfig(
+    strategy="round-robin", backends=(BackendSpec(name="a", provider="p"),)
+)
+NO_CREDENTIAL = Failure(kind=FailureKind.SETUP, message="no credential")
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: KeyError in Balancer._undo_dispatch")
+def test_round_robin_setup_failure_after_stats_reset_ends_the_request() -> None:
+    balancer = Balancer(ROUND_ROBIN_ONE)
+    balancer.handle(RequestStarted(at=0, request_id="r1"))
+    balancer.handle(StatsReset(at=0))
+    actions = balancer.handle(
+        AttemptFailed(at=0, request_id="r1", attempt=1, failure=NO_CREDENTIAL)
+    )  # actual: KeyError: 'a'
+    assert isinstance(actions[-1], RequestFailed)
+    stats = balancer.stats()
+    assert (stats.total_requests, stats.profile_counts, stats.in_flight) == (0, {}, 0)
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: uncounts a dispatch made after the reset")
+def test_round_robin_setup_failure_after_stats_reset_keeps_newer_dispatches() -> None:
+    balancer = Balancer(ROUND_ROBIN_ONE)
+    balancer.handle(RequestStarted(at=0, request_id="r1"))
+    balancer.handle(StatsReset(at=0))
+    balancer.handle(RequestStarted(at=0, request_id="r2"))
+    balancer.handle(AttemptFailed(at=0, request_id="r1", attempt=1, failure=NO_CREDENTIAL))
+    stats = balancer.stats()
+    assert (stats.total_requests, stats.profile_counts) == (1, {"a": 1})  # actual: (0, {})
