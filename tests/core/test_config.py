@@ -290,6 +290,36 @@ def test_from_mapping_ignores_keys_that_are_not_about_routing() -> None:
     assert settings == Settings(timeout_ms=250)
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (
+            "failover_retry_cout",
+            "settings.failover_retry_cout: unknown routing setting; "
+            "did you mean 'failover_retry_count'?",
+        ),
+        # The names the reference's docs list but its code never reads.
+        (
+            "lb_tpm_failover_threshold",
+            "settings.lb_tpm_failover_threshold: unknown routing setting; "
+            "did you mean 'tpm_threshold'?",
+        ),
+        (
+            "lb_circuit_breaker_threshold",
+            "settings.lb_circuit_breaker_threshold: unknown routing setting; "
+            "did you mean 'circuit_breaker_failure_threshold'?",
+        ),
+        (
+            "failover_anything_else_zz",
+            "settings.failover_anything_else_zz: unknown routing setting",
+        ),
+    ],
+)
+def test_from_mapping_refuses_unknown_routing_keys(key: str, expected: str) -> None:
+    # A typo in a routing key must not silently fall back to the default.
+    assert _message(lambda: Settings.from_mapping({key: 1})) == expected
+
+
 def test_from_mapping_of_nothing_gives_the_defaults() -> None:
     assert Settings.from_mapping({}) == Settings()
 
