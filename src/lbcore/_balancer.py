@@ -137,6 +137,9 @@ class Balancer:
         self._profile_counts: dict[str, int] = {}
         self._total_requests = 0
         self._last_selected: str | None = None
+        # Bumped by every StatsReset, so a dispatch counted before a reset is
+        # never taken back from the counts that came after it.
+        self._stats_epoch = 0
         self._journal: list[Step] | None = [] if record else None
 
     # ------------------------------------------------------------------ public
@@ -444,6 +447,7 @@ class Balancer:
         self._mark_selection(backend, actions)
         self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
         self._total_requests += 1
+        request.counted_epoch = self._stats_epoch
         self._launch(request, index, actions)
 
     def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
@@ -693,7 +697,7 @@ class Balancer:
         counter.requests -= 1
         if counter.snapshot() == MetricsCounter().snapshot():
             del self._metrics[name]
-        if not self._failover:
+        if not self._failover and request.counted_epoch == self._stats_epoch:
             self._total_requests -= 1
             self._profile_counts[name] -= 1
             if not self._profile_counts[name]:
@@ -811,6 +815,7 @@ class Balancer:
         self._finish(request, RequestAborted(request_id=request.request_id), actions)
 
     def _reset_stats(self) -> None:
+        self._stats_epoch += 1
         self._profile_counts = {}
         self._total_requests = 0
         self._last_selected = None

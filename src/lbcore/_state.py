@@ -64,6 +64,7 @@ class LiveRequest:
         "backend_index",
         "budget",
         "chunks",
+        "counted_epoch",
         "context_failures",
         "deadline",
         "failed_at",
@@ -100,6 +101,8 @@ class LiveRequest:
         self.attempt_started_at = 0
         self.phase = Phase.CONNECTING
         self.chunks = 0
+        #: The stats epoch in which round-robin counted this request's dispatch.
+        self.counted_epoch = -1
         #: First-chunk deadline of the attempt in flight.
         self.deadline: int | None = None
         #: When a delayed same-backend retry is due, and the failure that caused it.
