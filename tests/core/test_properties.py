@@ -718,11 +718,11 @@ def test_retry_after_the_breaker_closed_is_not_a_probe() -> None:
     assert [a.probe for a in _attempts_on_x(actions)] == [False]
 
 
-# A round-robin setup failure takes its dispatch back out of the stats, even
-# when a StatsReset already cleared that dispatch (found by the machine in
-# daed23c): the core raises KeyError halfway through handle(), leaving the
-# balancer changed (total_requests -1, the backend's metrics gone, the request
-# still live), or silently uncounts a later request's dispatch.
+# Regressions for what the machine found in daed23c (fixed in eb6e3c9): a
+# round-robin setup failure took its dispatch back out of the stats even when a
+# StatsReset had already cleared it, so handle() raised KeyError halfway
+# through (total_requests -1, the backend's metrics gone, the request still
+# live), or silently uncounted a later request's dispatch.
 
 ROUND_ROBIN_ONE = BalancerConfig(
     strategy="round-robin", backends=(BackendSpec(name="a", provider="p"),)
