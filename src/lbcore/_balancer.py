@@ -643,7 +643,9 @@ class Balancer:
             breaker = self._breakers.get(backend.name)
             if breaker is None:
                 breaker = self._breakers[backend.name] = Breaker()
-            if breaker.record_failure(self._now, failure, self._settings, request.request_id):
+            if breaker.record_failure(
+                self._now, failure, self._settings, request.request_id, failed_at=ended
+            ):
                 actions.append(
                     TripBreaker(
                         backend=backend.name,

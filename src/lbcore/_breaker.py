@@ -117,15 +117,26 @@ class Breaker:
         if self.holds_probe(holder):
             self._free_probe()
 
-    def record_failure(self, now: int, failure: Failure, settings: Settings, holder: str) -> bool:
-        """Count ``holder``'s failure; returns True when this trips (or re-trips) the breaker.
+    def record_failure(
+        self, now: int, failure: Failure, settings: Settings, holder: str, failed_at: int
+    ) -> bool:
+        """Count ``holder``'s failure, which happened at ``failed_at``.
 
-        The probe holder's failure always re-opens; anyone else's counts towards
-        the threshold, as in the closed state.
+        Returns True when this trips (or re-trips) the breaker. The probe
+        holder's failure always re-opens; anyone else's counts towards the
+        threshold, as in the closed state. A failure older than the current
+        opening (a retry that waited while the breaker tripped) is counted but
+        never re-trips, so it cannot push the recovery time back.
         """
-        self.failures.append(BreakerFailure(at=now, kind=failure.kind, status=failure.status))
+        self.failures.append(BreakerFailure(at=failed_at, kind=failure.kind, status=failure.status))
         window = settings.circuit_breaker_failure_window_ms
         self.failures = [f for f in self.failures if now - f.at < window]
+        if (
+            self.state is BreakerState.OPEN
+            and self.opened_at is not None
+            and failed_at < self.opened_at
+        ):
+            return False
         probe_failed = self.holds_probe(holder)
         if probe_failed or len(self.failures) >= settings.circuit_breaker_failure_threshold:
             self.state = BreakerState.OPEN
