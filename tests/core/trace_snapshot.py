@@ -30,14 +30,18 @@ class TraceSnapshotExtension(SingleFileSnapshotExtension):
 
 
 class SchemaSnapshotExtension(SingleFileSnapshotExtension):
-    """Keeps ``spec/trace.schema.json`` equal to the schema the code would emit."""
+    """Keeps ``spec/schema/trace.schema.json`` equal to the schema the code would emit.
+
+    It has a folder of its own: syrupy treats every other file in a snapshot
+    folder as an unused snapshot, and would offer to delete the spec documents.
+    """
 
     file_extension = "schema.json"
     _write_mode = WriteMode.TEXT
 
     @classmethod
     def dirname(cls, *, test_location: Any) -> str:
-        return str(GOLDEN_DIR.parent)
+        return str(GOLDEN_DIR.parent / "schema")
 
     @classmethod
     def get_snapshot_name(cls, *, test_location: Any, index: Any = 0) -> str:
