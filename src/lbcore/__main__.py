@@ -11,9 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
+from ._balancer import Balancer
 from ._explain import explain
 from ._replay import verify_trace
-from ._trace import TraceError, decode_trace
+from ._trace import Step, TraceError, TraceHeader, decode_trace
 
 __all__ = ("main",)
 
@@ -39,7 +42,15 @@ def _replay(paths: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
-def _show(paths: Sequence[str], request_id: str | None) -> int:
+def _final_stats(header: TraceHeader, steps: Sequence[Step]) -> str:
+    """The balancer's stats after the whole trace, replayed afresh."""
+    balancer = Balancer(header.config)
+    for step in steps:
+        balancer.handle(step.event)
+    return msgspec.json.format(msgspec.json.encode(balancer.stats()), indent=2).decode()
+
+
+def _show(paths: Sequence[str], request_id: str | None, with_stats: bool) -> int:
     for name in paths:
         try:
             header, steps = decode_trace(Path(name).read_bytes())
@@ -47,6 +58,8 @@ def _show(paths: Sequence[str], request_id: str | None) -> int:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
         print(f"== {name}: {explain(header, steps, request_id)}\n")
+        if with_stats:
+            print(f"stats after the last step:\n{_final_stats(header, steps)}\n")
     return 0
 
 
@@ -58,10 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = commands.add_parser("show", help="print each request's decisions as a table")
     show.add_argument("files", nargs="+")
     show.add_argument("--request", help="only this request id")
+    show.add_argument("--stats", action="store_true", help="also print the final stats")
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args.files)
-    return _show(args.files, args.request)
+    return _show(args.files, args.request, args.stats)
 
 
 if __name__ == "__main__":

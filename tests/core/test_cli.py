@@ -76,3 +76,11 @@ def test_module_runs_as_a_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "replay identically" in result.stdout
+
+
+def test_show_can_print_the_final_stats(capsys: pytest.CaptureFixture[str]) -> None:
+    path = GOLDEN_DIR / "breaker_opens_and_skips.jsonl"
+    assert main(["show", str(path), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "stats after the last step:" in out
+    assert '"state": "open"' in out
