@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,3 +122,19 @@ def test_arbitrary_bytes_only_ever_fail_with_wire_error(blob: bytes, data: st.Da
         parser.end()
     except WireError as error:
         assert error.failure.kind is FailureKind.PROTOCOL
+
+
+def test_one_large_piece_with_many_lines_is_parsed_in_linear_time() -> None:
+    # A buffered read can hand over megabytes at once. Searching the whole rest
+    # of the piece for a CR on every LF-ended line made this quadratic
+    # (seconds); a linear scan takes a few hundred milliseconds at most.
+    keep_alives = b": k\n" * 400_000
+    parser = SseParser(max_line=64)
+    started = time.perf_counter()
+    assert parser.feed(keep_alives + b"data: x\n\n") == [SseEvent(data="x")]
+    assert time.perf_counter() - started < 1.5
+    cr_only = b": k\r" * 400_000
+    parser = SseParser(max_line=64)
+    started = time.perf_counter()
+    assert parser.feed(cr_only + b"data: y\r\r") == [SseEvent(data="y")]
+    assert time.perf_counter() - started < 1.5

@@ -76,11 +76,13 @@ class SseParser:
             if buffer[:1] == b"\n":
                 start = 1
         scan = max(self._scanned, start)
-        while True:
-            lf = buffer.find(b"\n", scan)
-            cr = buffer.find(b"\r", scan)
-            if lf < 0 and cr < 0:
-                break
+        # The next LF and CR from ``scan``; -1 once the piece has no more. Each
+        # is searched for again only when passed: looking for the line end a
+        # stream does not use (CR in an LF stream) afresh on every line was
+        # quadratic in the size of the piece.
+        lf = buffer.find(b"\n", scan)
+        cr = buffer.find(b"\r", scan)
+        while lf >= 0 or cr >= 0:
             end = lf if cr < 0 or (0 <= lf < cr) else cr
             self._line(bytes(buffer[start:end]), events)
             start = end + 1
@@ -91,6 +93,10 @@ class SseParser:
                 else:
                     self._skip_lf = True
             scan = start
+            if 0 <= lf < scan:
+                lf = buffer.find(b"\n", scan)
+            if 0 <= cr < scan:
+                cr = buffer.find(b"\r", scan)
         del buffer[:start]
         self._scanned = len(buffer)
         self._at_line_start = not buffer
