@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -173,6 +175,15 @@ def test_gemini_retry_info_stands_in_for_retry_after() -> None:
         ({"Retry-After": "inf"}, None, None),
         ({"retry-after-ms": "250"}, None, 250),
         ({"retry-after-ms": "junk", "Retry-After": "1"}, None, 1000),
+        # Only digits (with a fraction) are a delay; what float() also takes is garbage.
+        ({"Retry-After": "1_0"}, None, None),
+        ({"Retry-After": "1e3"}, None, None),
+        ({"Retry-After": "0x10"}, None, None),
+        ({"retry-after-ms": "2e3"}, None, None),
+        ({"Retry-After": " 12 "}, None, 12_000),
+        # A valid but absurdly long delay is capped like any other long one.
+        ({"Retry-After": "9" * 400}, None, 86_400_000),
+        ({"retry-after-ms": "9" * 400}, None, 86_400_000),
         # An HTTP date, measured against the response's own Date header...
         (
             {
@@ -192,6 +203,29 @@ def test_gemini_retry_info_stands_in_for_retry_after() -> None:
 )
 def test_retry_after(headers: dict[str, str], now: float | None, expected: int | None) -> None:
     assert retry_after_ms(headers, now) == expected
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Wed, 21 Oct 2015 07:28:30 GMT",
+        "Wed, 21 Oct 2015 07:28:30 -0000",
+        "Wed Oct 21 07:28:30 2015",  # asctime, one of the three HTTP-date forms: no zone
+        "Wednesday, 21-Oct-15 07:28:30 GMT",  # RFC 850
+    ],
+)
+def test_retry_after_dates_are_gmt_whatever_the_local_timezone(
+    date: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HTTP dates are always GMT; reading a zone-less one as local time made the
+    # delay depend on the machine's TZ (off by hours away from UTC).
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert retry_after_ms({"Retry-After": date}, 1445412500.0) == 10_000
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_retry_after_from_byte_header_pairs() -> None:

@@ -8,6 +8,7 @@ redacted failure instead.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import http
 import math
@@ -124,10 +125,21 @@ def header_value(headers: Headers, name: str) -> str | None:
     return None
 
 
+#: A delay as servers write it: digits, perhaps a fraction. float() alone would
+#: also take "1_0", "1e3" and "inf", which no server means as a delay.
+_DELAY: Final = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def _seconds_to_ms(seconds: float) -> int | None:
+    # An absurdly long delay (float("9" * 400) is inf) is capped like any long one.
     if math.isnan(seconds):
         return None
     return int(min(max(seconds * 1000.0, 0.0), RETRY_AFTER_CAP_MS))
+
+
+def _delay(text: str) -> float | None:
+    text = text.strip()
+    return float(text) if _DELAY.fullmatch(text) else None
 
 
 def _http_date(text: str) -> float | None:
@@ -135,6 +147,10 @@ def _http_date(text: str) -> float | None:
         parsed = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if parsed.tzinfo is None:
+        # HTTP dates are GMT; the asctime form and "-0000" come back zone-less,
+        # and timestamp() would read them in the machine's local time.
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     try:
         return parsed.timestamp()
     except (ValueError, OverflowError, OSError):
@@ -150,25 +166,16 @@ def retry_after_ms(headers: Headers, now: float | None = None) -> int | None:
     never reads a clock. Values are clamped to 0..24 h.
     """
     raw_ms = header_value(headers, "retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms.strip())
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value):
-                return _seconds_to_ms(value / 1000.0)
+    milliseconds = _delay(raw_ms) if raw_ms is not None else None
+    if milliseconds is not None:
+        return _seconds_to_ms(milliseconds / 1000.0)
     raw = header_value(headers, "retry-after")
     if raw is None:
         return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        pass
-    else:
-        return _seconds_to_ms(seconds) if math.isfinite(seconds) else None
-    until = _http_date(raw)
+    seconds = _delay(raw)
+    if seconds is not None:
+        return _seconds_to_ms(seconds)
+    until = _http_date(raw.strip())
     if until is None:
         return None
     if now is None:
