@@ -317,3 +317,45 @@ def test_arbitrary_bytes_only_fail_with_wire_error(provider: str, parts: list[by
     out = s.decode(provider, b"".join(parts), max_line=256)
     if out.failure is not None:
         assert out.failure.kind is not FailureKind.CONTEXT_LIMIT
+
+
+def _anthropic_usage_stream(opening: dict[str, int], closing: dict[str, int | None]) -> bytes:
+    message = {**s._MESSAGE, "usage": opening}
+    return s.sse(
+        s._an("message_start", {"message": message}),
+        s._an("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": closing}),
+        s._an("message_stop", {}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("closing", "expected"),
+    [
+        # Only output: the input counted at message_start stands.
+        ({"output_tokens": 9}, Usage(input_tokens=30, output_tokens=9)),
+        # input_tokens again, cache fields absent or null: the cached 5 still count.
+        ({"input_tokens": 25, "output_tokens": 9}, Usage(input_tokens=30, output_tokens=9)),
+        (
+            {"input_tokens": 25, "cache_read_input_tokens": None, "output_tokens": 9},
+            Usage(input_tokens=30, output_tokens=9),
+        ),
+        # Every field again (server tools): each replaces its own, nothing is added twice.
+        (
+            {
+                "input_tokens": 40,
+                "cache_creation_input_tokens": 2,
+                "cache_read_input_tokens": 5,
+                "output_tokens": 9,
+            },
+            Usage(input_tokens=47, output_tokens=9),
+        ),
+    ],
+)
+def test_anthropic_usage_fields_are_cumulative_one_by_one(
+    closing: dict[str, int | None], expected: Usage
+) -> None:
+    opening = {"input_tokens": 25, "cache_read_input_tokens": 5, "output_tokens": 1}
+    out = s.decode("anthropic", _anthropic_usage_stream(opening, closing))
+    assert out.failure is None
+    assert out.usage == expected
+    assert out.chunks[-1].usage == expected

@@ -196,13 +196,13 @@ def parse_error(
     )
 
 
+#: Cached prompt tokens are reported apart from input_tokens but are still
+#: prompt tokens (the API's total input is the sum), so the count includes them.
+_INPUT_FIELDS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
 def _input_tokens(usage: dict[str, Any]) -> int | None:
-    # Cached prompt tokens are reported apart from input_tokens but are still
-    # prompt tokens, so the tokens-per-minute count includes them.
-    parts = [
-        opt_int(usage, key)
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    ]
+    parts = [opt_int(usage, key) for key in _INPUT_FIELDS]
     if all(part is None for part in parts):
         return None
     return sum(part or 0 for part in parts)
@@ -223,14 +223,15 @@ class AnthropicStreamDecoder(StreamDecoder):
         # Block index -> tool call number: text and thinking blocks share the
         # provider's numbering, our tool-call indexes count tool calls only.
         self._tools: dict[int, int] = {}
+        # The latest value of each input field: message_delta may repeat some of them.
+        self._inputs: dict[str, int] = {}
 
     def on_event(self, event: SseEvent) -> Chunk | None:
         value = as_obj(self.json(event.data), "an event")
         kind = opt_str(value, "type") or event.event
         if kind == "message_start":
             header = opt_obj(value, "message") or {}
-            opening = opt_obj(header, "usage") or {}
-            self.set_usage(_input_tokens(opening), opt_int(opening, "output_tokens"))
+            self._report(opt_obj(header, "usage") or {})
             return None  # a header, not content: it must not count as the first chunk
         if kind == "content_block_start":
             return self._block_start(value)
@@ -239,9 +240,7 @@ class AnthropicStreamDecoder(StreamDecoder):
         if kind == "message_delta":
             delta = opt_obj(value, "delta") or {}
             usage = opt_obj(value, "usage")
-            total = None
-            if usage is not None:
-                total = self.set_usage(_input_tokens(usage), opt_int(usage, "output_tokens"))
+            total = self._report(usage) if usage is not None else None
             finish = _finish(opt_str(delta, "stop_reason"))
             if finish is None and total is None:
                 return None
@@ -261,6 +260,17 @@ class AnthropicStreamDecoder(StreamDecoder):
             )
         # ping, content_block_stop, and event types added after this was written.
         return None
+
+    def _report(self, usage: dict[str, Any]) -> Usage:
+        # Every count is cumulative on its own, as the SDKs read them: a field
+        # that is absent or null keeps its last value, one that is present
+        # replaces it, so nothing is dropped or counted twice.
+        for key in _INPUT_FIELDS:
+            count = opt_int(usage, key)
+            if count is not None:
+                self._inputs[key] = count
+        inputs = sum(self._inputs.values()) if self._inputs else None
+        return self.set_usage(inputs, opt_int(usage, "output_tokens"))
 
     def _index(self, value: dict[str, Any]) -> int:
         index = opt_int(value, "index")
