@@ -393,3 +393,21 @@ def test_non_streaming_error_status_raises_the_http_failure() -> None:
         "overloaded_error",
         4000,
     )
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("status", [None, "200", 200.0, True])
+def test_a_status_that_is_not_an_integer_is_a_protocol_failure(
+    provider: str, status: object
+) -> None:
+    with pytest.raises(WireError) as caught:
+        parse_response(provider, status, {}, b"{}")  # type: ignore[arg-type]
+    assert caught.value.failure.kind is FailureKind.PROTOCOL
+    assert parse_error(provider, status, {}, b"{}").kind is FailureKind.PROTOCOL  # type: ignore[arg-type]
+
+
+def test_parse_error_for_an_unknown_provider_returns_a_setup_failure() -> None:
+    # parse_error never raises: a transport builds its failure from it unguarded.
+    failure = parse_error("cohere", 500, {}, b"{}")
+    assert failure.kind is FailureKind.SETUP
+    assert "cohere" in failure.message

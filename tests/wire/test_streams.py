@@ -241,6 +241,10 @@ def test_keep_alives_are_never_chunks(provider: str) -> None:
         ("anthropic", b"data: nope\n\n"),
         ("gemini", b'data: {"candidates": [{"content": {"parts": "x"}}]}\n\n'),
         ("gemini", b'data: {"usageMetadata": {"promptTokenCount": "7"}}\n\n'),
+        (
+            "gemini",
+            b'data: {"candidates": [{"content": {"parts": [{"functionCall": {"args": 1}}]}}]}\n\n',
+        ),
     ],
 )
 def test_malformed_events_are_protocol_failures(provider: str, data: bytes) -> None:

@@ -1,22 +1,23 @@
-"""Small helpers the three providers share: URLs, JSON bodies, reading untrusted JSON."""
+"""Small helpers the three providers share: URLs, JSON bodies, reading untrusted JSON, and
+the frame of a non-streamed answer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 import msgspec
 
-from lbcore import FailureKind
+from lbcore import Failure, FailureKind
 
-from ._errors import WireError, decode_json, failure
-from ._types import ChatRequest, Tool, ToolCall, ToolResultMessage
+from ._errors import Headers, WireError, decode_json, failure
+from ._target import Provider
+from ._types import ChatRequest, ChatResponse, Tool, ToolCall, ToolResultMessage
 
 # Internal helpers: nothing here is re-exported.
 __all__ = (
     "ShapeError",
     "as_obj",
-    "decode_body",
     "encode_json",
     "join_url",
     "opt_int",
@@ -24,6 +25,7 @@ __all__ = (
     "opt_obj",
     "opt_str",
     "parse_arguments",
+    "read_response",
     "tool_names",
     "tool_result_name",
     "tools_json",
@@ -83,14 +85,47 @@ def as_obj(value: object, what: str) -> dict[str, Any]:
     raise ShapeError(f"{what} is not an object")
 
 
-def decode_body(body: bytes, provider: str) -> dict[str, Any]:
-    """A 2xx JSON body as an object, or a protocol failure."""
+class ErrorParser(Protocol):
+    """A provider's ``parse_error``."""
+
+    def __call__(
+        self,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        secrets: Sequence[str] = (),
+        now: float | None = None,
+    ) -> Failure: ...
+
+
+def read_response(
+    provider: Provider,
+    status: int,
+    headers: Headers,
+    body: bytes,
+    *,
+    secrets: Sequence[str],
+    now: float | None,
+    parse_error: ErrorParser,
+    read: Callable[[dict[str, Any], Sequence[str]], ChatResponse],
+) -> ChatResponse:
+    """The frame of each provider's ``parse_response``; ``read(body, secrets)`` does the rest.
+
+    A status that is not a 2xx integer goes to ``parse_error`` (which makes
+    one outside 100..599, or not an integer, a protocol failure). The body must
+    be a JSON object, and a :class:`ShapeError` from ``read`` is a protocol
+    failure too.
+    """
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 299:
+        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
     value = decode_json(body)
-    if not isinstance(value, dict):
+    try:
+        return read(as_obj(value, "the body"), secrets)
+    except ShapeError as error:
         raise WireError(
-            failure(FailureKind.PROTOCOL, f"{provider} response: the body is not a JSON object")
-        )
-    return value
+            failure(FailureKind.PROTOCOL, f"{provider.value} response: unexpected shape: {error}")
+        ) from None
 
 
 def parse_arguments(call: ToolCall) -> dict[str, Any]:

@@ -166,5 +166,8 @@ def parse_error(
     secrets: Sequence[str] = (),
     now: float | None = None,
 ) -> Failure:
-    """The failure for a non-2xx answer; never raises for any status, headers or body."""
-    return wire_for(provider).parse_error(status, headers, body, secrets=secrets, now=now)
+    """The failure for a non-2xx answer. Never raises, even for an unknown provider."""
+    wire = _WIRES.get(provider)
+    if wire is None:
+        return _unknown(provider).failure
+    return wire.parse_error(status, headers, body, secrets=secrets, now=now)

@@ -17,7 +17,6 @@ from lbcore import Failure, FailureKind
 from ._common import (
     ShapeError,
     as_obj,
-    decode_body,
     encode_json,
     join_url,
     opt_int,
@@ -25,6 +24,7 @@ from ._common import (
     opt_obj,
     opt_str,
     parse_arguments,
+    read_response,
 )
 from ._decoder import StreamDecoder
 from ._errors import Headers, WireError, decode_json, failure, http_failure
@@ -196,6 +196,19 @@ def parse_error(
     )
 
 
+def _reported_error(value: object, secrets: Sequence[str]) -> WireError:
+    """An error event in a stream, or an error inside a 2xx body: a provider failure."""
+    message, error_type = error_fields(value)
+    return WireError(
+        failure(
+            FailureKind.PROVIDER,
+            message or "the backend reported an error",
+            secrets=secrets,
+            provider_type=error_type,
+        )
+    )
+
+
 #: Cached prompt tokens are reported apart from input_tokens but are still
 #: prompt tokens (the API's total input is the sum), so the count includes them.
 _INPUT_FIELDS: Final = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -249,15 +262,7 @@ class AnthropicStreamDecoder(StreamDecoder):
             self.finish()
             return None
         if kind == "error":
-            text, error_type = error_fields(value)
-            raise WireError(
-                failure(
-                    FailureKind.PROVIDER,
-                    text or "the backend reported an error in the stream",
-                    secrets=self.secrets,
-                    provider_type=error_type,
-                )
-            )
+            raise _reported_error(value, self.secrets)
         # ping, content_block_stop, and event types added after this was written.
         return None
 
@@ -313,6 +318,40 @@ class AnthropicStreamDecoder(StreamDecoder):
         return None  # signature_delta, citations_delta...
 
 
+def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
+    if opt_str(value, "type") == "error":
+        raise _reported_error(value, secrets)
+    text: list[str] = []
+    thoughts: list[str] = []
+    calls: list[ToolCall] = []
+    for item in opt_list(value, "content"):
+        block = as_obj(item, "a content block")
+        kind = opt_str(block, "type")
+        if kind == "text":
+            text.append(opt_str(block, "text") or "")
+        elif kind == "thinking":
+            thoughts.append(opt_str(block, "thinking") or "")
+        elif kind == "tool_use":
+            calls.append(
+                ToolCall(
+                    id=opt_str(block, "id") or "",
+                    name=opt_str(block, "name") or "",
+                    arguments=encode_json(block.get("input") or {}).decode(),
+                )
+            )
+    usage = opt_obj(value, "usage") or {}
+    return ChatResponse(
+        text="".join(text),
+        reasoning="".join(thoughts),
+        tool_calls=tuple(calls),
+        finish_reason=_finish(opt_str(value, "stop_reason")),
+        usage=Usage(
+            input_tokens=_input_tokens(usage) or 0,
+            output_tokens=opt_int(usage, "output_tokens") or 0,
+        ),
+    )
+
+
 def parse_response(
     status: int,
     headers: Headers,
@@ -322,50 +361,13 @@ def parse_response(
     now: float | None = None,
 ) -> ChatResponse:
     """A complete, non-streamed answer. Raises :class:`WireError`."""
-    if not 200 <= status <= 299:
-        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
-    value = decode_body(body, PROVIDER.value)
-    try:
-        if opt_str(value, "type") == "error":
-            message, error_type = error_fields(value)
-            raise WireError(
-                failure(
-                    FailureKind.PROVIDER,
-                    message or "the backend reported an error",
-                    secrets=secrets,
-                    provider_type=error_type,
-                )
-            )
-        text: list[str] = []
-        thoughts: list[str] = []
-        calls: list[ToolCall] = []
-        for item in opt_list(value, "content"):
-            block = as_obj(item, "a content block")
-            kind = opt_str(block, "type")
-            if kind == "text":
-                text.append(opt_str(block, "text") or "")
-            elif kind == "thinking":
-                thoughts.append(opt_str(block, "thinking") or "")
-            elif kind == "tool_use":
-                calls.append(
-                    ToolCall(
-                        id=opt_str(block, "id") or "",
-                        name=opt_str(block, "name") or "",
-                        arguments=encode_json(block.get("input") or {}).decode(),
-                    )
-                )
-        usage = opt_obj(value, "usage") or {}
-        return ChatResponse(
-            text="".join(text),
-            reasoning="".join(thoughts),
-            tool_calls=tuple(calls),
-            finish_reason=_finish(opt_str(value, "stop_reason")),
-            usage=Usage(
-                input_tokens=_input_tokens(usage) or 0,
-                output_tokens=opt_int(usage, "output_tokens") or 0,
-            ),
-        )
-    except ShapeError as error:
-        raise WireError(
-            failure(FailureKind.PROTOCOL, f"anthropic response: unexpected shape: {error}")
-        ) from None
+    return read_response(
+        PROVIDER,
+        status,
+        headers,
+        body,
+        secrets=secrets,
+        now=now,
+        parse_error=parse_error,
+        read=_read,
+    )

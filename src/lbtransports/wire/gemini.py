@@ -18,9 +18,7 @@ from typing import Any, Final
 from lbcore import Failure, FailureKind
 
 from ._common import (
-    ShapeError,
     as_obj,
-    decode_body,
     encode_json,
     join_url,
     opt_int,
@@ -28,6 +26,7 @@ from ._common import (
     opt_obj,
     opt_str,
     parse_arguments,
+    read_response,
     tool_names,
     tool_result_name,
 )
@@ -231,18 +230,44 @@ def parse_error(
     )
 
 
-def _provider_error(value: dict[str, Any], secrets: Sequence[str]) -> WireError:
+def _reported_error(value: dict[str, Any], secrets: Sequence[str]) -> WireError:
+    """An error in a stream, or inside a 2xx body: a provider failure."""
     message, kind, reason, code, delay = error_fields(value)
     return WireError(
         failure(
             FailureKind.PROVIDER,
-            message or "the backend reported an error in the stream",
+            message or "the backend reported an error",
             secrets=secrets,
             status=code,
             code=reason,
             provider_type=kind,
             retry_after=delay,
         )
+    )
+
+
+def _parts(candidate: dict[str, Any]) -> tuple[str, str, list[dict[str, Any]]]:
+    """A candidate's text, its thought text and its ``functionCall`` objects, in order."""
+    text: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    content = opt_obj(candidate, "content") or {}
+    for item in opt_list(content, "parts"):
+        part = as_obj(item, "a part")
+        call = opt_obj(part, "functionCall")
+        if call is not None:
+            calls.append(call)
+        elif (piece := opt_str(part, "text")) is not None:
+            (thoughts if part.get("thought") is True else text).append(piece)
+    return "".join(text), "".join(thoughts), calls
+
+
+def _tool_call(call: dict[str, Any], number: int) -> ToolCall:
+    """A whole ``functionCall``; ids come only from some models, so the others get numbered."""
+    return ToolCall(
+        id=opt_str(call, "id") or f"gemini_call_{number}",
+        name=opt_str(call, "name") or "",
+        arguments=encode_json(opt_obj(call, "args") or {}).decode(),
     )
 
 
@@ -275,35 +300,27 @@ class GeminiStreamDecoder(StreamDecoder):
     def on_event(self, event: SseEvent) -> Chunk | None:
         value = as_obj(self.json(event.data), "an event")
         if value.get("error") is not None:
-            raise _provider_error(value, self.secrets)
+            raise _reported_error(value, self.secrets)
         reported = _usage(value)
         usage = None
         if reported is not None:
             usage = self.set_usage(reported.input_tokens, reported.output_tokens)
-        text: list[str] = []
-        thoughts: list[str] = []
+        text = thoughts = ""
         calls: list[ToolCallDelta] = []
         finish = None
         candidates = opt_list(value, "candidates")
         if candidates:
             # We never ask for several candidates.
             candidate = as_obj(candidates[0], "a candidate")
-            content = opt_obj(candidate, "content") or {}
-            for item in opt_list(content, "parts"):
-                part = as_obj(item, "a part")
-                call = opt_obj(part, "functionCall")
-                if call is not None:
-                    calls.append(
-                        ToolCallDelta(
-                            index=self._calls,
-                            id=opt_str(call, "id") or f"gemini_call_{self._calls}",
-                            name=opt_str(call, "name") or "",
-                            arguments=encode_json(call.get("args") or {}).decode(),
-                        )
+            text, thoughts, found = _parts(candidate)
+            for raw in found:
+                call = _tool_call(raw, self._calls)
+                calls.append(
+                    ToolCallDelta(
+                        index=self._calls, id=call.id, name=call.name, arguments=call.arguments
                     )
-                    self._calls += 1
-                elif (piece := opt_str(part, "text")) is not None:
-                    (thoughts if part.get("thought") is True else text).append(piece)
+                )
+                self._calls += 1
             finish = _finish(opt_str(candidate, "finishReason"), self._calls > 0)
         elif _blocked(value):
             finish = "content_filter"
@@ -312,12 +329,33 @@ class GeminiStreamDecoder(StreamDecoder):
         if not (text or thoughts or calls or finish or usage):
             return None
         return Chunk(
-            text="".join(text),
-            reasoning="".join(thoughts),
+            text=text,
+            reasoning=thoughts,
             tool_calls=tuple(calls),
             finish_reason=finish,
             usage=usage,
         )
+
+
+def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
+    if value.get("error") is not None:
+        raise _reported_error(value, secrets)
+    text = thoughts = ""
+    calls: list[ToolCall] = []
+    finish = "content_filter" if _blocked(value) else None
+    candidates = opt_list(value, "candidates")
+    if candidates:
+        candidate = as_obj(candidates[0], "a candidate")
+        text, thoughts, found = _parts(candidate)
+        calls = [_tool_call(raw, number) for number, raw in enumerate(found)]
+        finish = _finish(opt_str(candidate, "finishReason"), bool(calls))
+    return ChatResponse(
+        text=text,
+        reasoning=thoughts,
+        tool_calls=tuple(calls),
+        finish_reason=finish,
+        usage=_usage(value) or Usage(),
+    )
 
 
 def parse_response(
@@ -329,42 +367,13 @@ def parse_response(
     now: float | None = None,
 ) -> ChatResponse:
     """A complete, non-streamed answer. Raises :class:`WireError`."""
-    if not 200 <= status <= 299:
-        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
-    value = decode_body(body, PROVIDER.value)
-    try:
-        if value.get("error") is not None:
-            raise _provider_error(value, secrets)
-        text: list[str] = []
-        thoughts: list[str] = []
-        calls: list[ToolCall] = []
-        finish = "content_filter" if _blocked(value) else None
-        candidates = opt_list(value, "candidates")
-        if candidates:
-            candidate = as_obj(candidates[0], "a candidate")
-            content = opt_obj(candidate, "content") or {}
-            for item in opt_list(content, "parts"):
-                part = as_obj(item, "a part")
-                call = opt_obj(part, "functionCall")
-                if call is not None:
-                    calls.append(
-                        ToolCall(
-                            id=opt_str(call, "id") or f"gemini_call_{len(calls)}",
-                            name=opt_str(call, "name") or "",
-                            arguments=encode_json(call.get("args") or {}).decode(),
-                        )
-                    )
-                elif (piece := opt_str(part, "text")) is not None:
-                    (thoughts if part.get("thought") is True else text).append(piece)
-            finish = _finish(opt_str(candidate, "finishReason"), bool(calls))
-        return ChatResponse(
-            text="".join(text),
-            reasoning="".join(thoughts),
-            tool_calls=tuple(calls),
-            finish_reason=finish,
-            usage=_usage(value) or Usage(),
-        )
-    except ShapeError as error:
-        raise WireError(
-            failure(FailureKind.PROTOCOL, f"gemini response: unexpected shape: {error}")
-        ) from None
+    return read_response(
+        PROVIDER,
+        status,
+        headers,
+        body,
+        secrets=secrets,
+        now=now,
+        parse_error=parse_error,
+        read=_read,
+    )

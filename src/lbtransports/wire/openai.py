@@ -15,13 +15,13 @@ from lbcore import Failure, FailureKind
 from ._common import (
     ShapeError,
     as_obj,
-    decode_body,
     encode_json,
     join_url,
     opt_int,
     opt_list,
     opt_obj,
     opt_str,
+    read_response,
     tools_json,
 )
 from ._decoder import StreamDecoder
@@ -177,6 +177,21 @@ def parse_error(
     )
 
 
+def _reported_error(value: object, secrets: Sequence[str]) -> WireError:
+    """An error the backend put inside a 2xx answer: a provider failure."""
+    message, kind, code, status = error_fields(value)
+    return WireError(
+        failure(
+            FailureKind.PROVIDER,
+            message or "the backend reported an error",
+            secrets=secrets,
+            status=status,
+            code=code,
+            provider_type=kind,
+        )
+    )
+
+
 def _usage(value: dict[str, Any]) -> Usage | None:
     usage = opt_obj(value, "usage")
     if usage is None:
@@ -218,17 +233,7 @@ class OpenAIStreamDecoder(StreamDecoder):
             return None
         value = as_obj(self.json(event.data), "an event")
         if value.get("error") is not None:
-            message, kind, code, status = error_fields(value)
-            raise WireError(
-                failure(
-                    FailureKind.PROVIDER,
-                    message or "the backend reported an error in the stream",
-                    secrets=self.secrets,
-                    status=status,
-                    code=code,
-                    provider_type=kind,
-                )
-            )
+            raise _reported_error(value, self.secrets)
         reported = _usage(value)
         usage = None
         if reported is not None:
@@ -265,6 +270,33 @@ class OpenAIStreamDecoder(StreamDecoder):
         )
 
 
+def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
+    if value.get("error") is not None:
+        raise _reported_error(value, secrets)
+    choice = _first_choice(value)
+    if choice is None:
+        raise ShapeError("choices is empty")
+    answer = as_obj(choice.get("message"), "message")
+    calls = []
+    for item in opt_list(answer, "tool_calls"):
+        call = as_obj(item, "a tool call")
+        function = opt_obj(call, "function") or {}
+        calls.append(
+            ToolCall(
+                id=opt_str(call, "id") or "",
+                name=opt_str(function, "name") or "",
+                arguments=opt_str(function, "arguments") or "",
+            )
+        )
+    return ChatResponse(
+        text=opt_str(answer, "content") or "",
+        reasoning=_reasoning(answer),
+        tool_calls=tuple(calls),
+        finish_reason=_finish(choice),
+        usage=_usage(value) or Usage(),
+    )
+
+
 def parse_response(
     status: int,
     headers: Headers,
@@ -274,45 +306,13 @@ def parse_response(
     now: float | None = None,
 ) -> ChatResponse:
     """A complete, non-streamed answer. Raises :class:`WireError`."""
-    if not 200 <= status <= 299:
-        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
-    value = decode_body(body, PROVIDER.value)
-    try:
-        if value.get("error") is not None:
-            message, kind, code, err_status = error_fields(value)
-            raise WireError(
-                failure(
-                    FailureKind.PROVIDER,
-                    message or "the backend reported an error",
-                    secrets=secrets,
-                    status=err_status,
-                    code=code,
-                    provider_type=kind,
-                )
-            )
-        choice = _first_choice(value)
-        if choice is None:
-            raise ShapeError("choices is empty")
-        answer = as_obj(choice.get("message"), "message")
-        calls = []
-        for item in opt_list(answer, "tool_calls"):
-            call = as_obj(item, "a tool call")
-            function = opt_obj(call, "function") or {}
-            calls.append(
-                ToolCall(
-                    id=opt_str(call, "id") or "",
-                    name=opt_str(function, "name") or "",
-                    arguments=opt_str(function, "arguments") or "",
-                )
-            )
-        return ChatResponse(
-            text=opt_str(answer, "content") or "",
-            reasoning=_reasoning(answer),
-            tool_calls=tuple(calls),
-            finish_reason=_finish(choice),
-            usage=_usage(value) or Usage(),
-        )
-    except ShapeError as error:
-        raise WireError(
-            failure(FailureKind.PROTOCOL, f"openai response: unexpected shape: {error}")
-        ) from None
+    return read_response(
+        PROVIDER,
+        status,
+        headers,
+        body,
+        secrets=secrets,
+        now=now,
+        parse_error=parse_error,
+        read=_read,
+    )
