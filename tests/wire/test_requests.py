@@ -428,3 +428,58 @@ def test_backend_target_repr_hides_credentials_kept_in_settings() -> None:
     assert "sk-other" not in shown
     assert "'temperature': 0.2" in shown
     assert "'max_tokens': 64" in shown
+
+
+# ------------------------------------------------------- unsendable input
+
+_HI = (UserMessage(content="hi"),)
+
+
+@pytest.mark.parametrize(
+    ("request_", "lb_model_params"),
+    [
+        (ChatRequest(messages=_HI, extras={"openai": {"x": object()}}), None),
+        (ChatRequest(messages=_HI), {"seed": object()}),
+        # A lone surrogate, as badly decoded tool output can carry: not UTF-8 encodable.
+        (ChatRequest(messages=(UserMessage(content="bad \ud800 text"),)), None),
+    ],
+)
+def test_a_body_that_cannot_be_encoded_is_a_setup_failure_naming_the_backend(
+    request_: ChatRequest, lb_model_params: dict[str, Any] | None
+) -> None:
+    with pytest.raises(WireError) as caught:
+        build_request(target("openai"), request_, lb_model_params=lb_model_params)
+    assert caught.value.failure.kind is FailureKind.SETUP
+    assert caught.value.failure.message.startswith('Backend "openai-1": ')
+
+
+def test_unsendable_tool_arguments_name_the_backend() -> None:
+    request = ChatRequest(
+        messages=(AssistantMessage(tool_calls=(ToolCall(id="c", name="f", arguments="[1]"),)),)
+    )
+    with pytest.raises(WireError) as caught:
+        build_request(target("gemini"), request)
+    assert caught.value.failure.message.startswith('Backend "gemini-1": tool call c')
+
+
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), -float("inf"), 10**400], ids=["nan", "inf", "-inf", "huge"]
+)
+def test_lifted_numbers_that_are_not_finite_are_ignored(bad: object) -> None:
+    backend = target("openai", ephemeral_settings={"temperature": bad, "maxTokens": bad})
+    merged = merge_settings(backend)
+    assert merged.temperature is None
+    assert merged.max_tokens in (None, bad)  # a huge integer is still an integer
+    sent = body(build_request(backend, ChatRequest(messages=_HI)))
+    assert "temperature" not in sent
+
+
+@pytest.mark.parametrize("key", ["sk-abc\nsk-def", "key\r\nX-Injected: 1", "tab\x00key"])
+def test_a_key_with_control_characters_is_a_setup_failure(key: str) -> None:
+    # It would end up in a header, where a line break splits or injects headers.
+    with pytest.raises(WireError) as caught:
+        build_request(target("openai", credential=CredentialSource(key=key)), CONVERSATION)
+    failure = caught.value.failure
+    assert failure.kind is FailureKind.SETUP
+    assert 'Backend "openai-1"' in failure.message
+    assert "sk-abc" not in failure.message and "key\r" not in failure.message

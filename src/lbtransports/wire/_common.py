@@ -18,6 +18,7 @@ from ._types import ChatRequest, ChatResponse, Tool, ToolCall, ToolResultMessage
 __all__ = (
     "ShapeError",
     "as_obj",
+    "encode_body",
     "encode_json",
     "join_url",
     "opt_int",
@@ -44,6 +45,20 @@ def join_url(base: str, path: str) -> str:
 
 def encode_json(value: object) -> bytes:
     return _ENCODER.encode(value)
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A request body as JSON; a value JSON cannot carry is a setup failure.
+
+    Extras and model parameters are the caller's arbitrary values, and text may
+    hold a lone surrogate (badly decoded tool output) that UTF-8 cannot encode.
+    """
+    try:
+        return _ENCODER.encode(body)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as error:
+        raise WireError(
+            failure(FailureKind.SETUP, f"the request body cannot be encoded as JSON ({error})")
+        ) from None
 
 
 def opt_obj(parent: dict[str, Any], key: str) -> dict[str, Any] | None:

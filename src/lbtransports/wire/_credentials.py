@@ -57,6 +57,14 @@ def _setup_failure(backend: str, what: str) -> WireError:
     return WireError(failure(FailureKind.SETUP, f'Backend "{clean_text(backend, 64)}": {what}'))
 
 
+def _header_safe(key: str, backend: str, source: str) -> str:
+    # The key goes into a header, where a line break would split it or inject
+    # another header; a key file holding two lines is the usual way to get one.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        raise _setup_failure(backend, f"the key from {source} contains control characters")
+    return key
+
+
 def resolve_credential(
     source: CredentialSource,
     backend: str,
@@ -68,16 +76,17 @@ def resolve_credential(
 
     Raises:
         WireError: a setup failure naming ``backend`` when a configured source
-            yields no key (variable unset, file missing, unreadable or empty).
+            yields no key (variable unset, file missing, unreadable or empty)
+            or one with control characters, which no header can carry.
             The message names the variable or file, never the key.
     """
     if source.key and source.key.strip():
-        return source.key.strip()
+        return _header_safe(source.key.strip(), backend, "the inline key")
     if source.env:
         value = (os.environ if environ is None else environ).get(source.env, "").strip()
         if not value:
             raise _setup_failure(backend, f"environment variable {source.env} is not set or empty")
-        return value
+        return _header_safe(value, backend, f"environment variable {source.env}")
     if source.key_file:
         try:
             # expanduser raises RuntimeError when the home directory is unknown.
@@ -89,7 +98,7 @@ def resolve_credential(
             ) from None
         if not value:
             raise _setup_failure(backend, f"key file {source.key_file} is empty")
-        return value
+        return _header_safe(value, backend, f"key file {source.key_file}")
     if source.configured:
         # An inline key made only of whitespace.
         raise _setup_failure(backend, "the configured API key is empty")

@@ -125,12 +125,17 @@ def build_request(
     """
     try:
         wire = wire_for(target.provider)
+        key = resolve_credential(
+            target.credential, target.name, environ=environ, read_text=read_text
+        )
+        settings = merge_settings(target, lb_settings, lb_model_params)
+        return wire.encode_request(target, request, settings, key)
     except WireError as error:
-        message = f'Backend "{clean_text(target.name, 64)}": {error.failure.message}'
+        message = error.failure.message
+        backend = f'Backend "{clean_text(target.name, 64)}"'
+        if not message.startswith(backend):
+            message = f"{backend}: {message}"
         raise WireError(failure(FailureKind.SETUP, message)) from None
-    key = resolve_credential(target.credential, target.name, environ=environ, read_text=read_text)
-    settings = merge_settings(target, lb_settings, lb_model_params)
-    return wire.encode_request(target, request, settings, key)
 
 
 def stream_decoder(provider: str, *, secrets: Sequence[str] = (), **limits: int) -> StreamDecoder:

@@ -15,8 +15,9 @@ does not know go through :attr:`ChatRequest.extras`, keyed by provider.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import msgspec
 
@@ -110,8 +111,23 @@ class ResolvedSettings(msgspec.Struct, frozen=True, kw_only=True):
     streaming: bool | None = None
 
 
-def _number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _finite(value: object) -> float | None:
+    """A number as a float; None for anything else, NaN, infinities and ints too big for a float."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _whole(value: object) -> int | None:
+    """An integer-valued number as an int, else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _finite(value)
+    return int(number) if number is not None and number.is_integer() else None
 
 
 def merge_settings(
@@ -123,18 +139,17 @@ def merge_settings(
 
     Temperature and max tokens are read from the settings overlaid with the
     model parameters (``maxTokens`` before ``max_tokens``), and only when they
-    are numbers; streaming is read from the settings alone (``streaming``
-    before ``stream``), only when it is a boolean.
+    are finite numbers (max tokens integer-valued); streaming is read from the
+    settings alone (``streaming`` before ``stream``), only when it is a boolean.
     """
     ephemeral = {**target.ephemeral_settings, **(lb_settings or {})}
     params = {**target.model_params, **(lb_model_params or {})}
     overlay = {**ephemeral, **params}
-    temperature = overlay.get("temperature")
-    max_tokens: Any = next(
+    max_tokens = next(
         (
-            overlay[key]
+            whole
             for key in ("maxTokens", "max_tokens")
-            if _number(overlay.get(key)) and float(overlay[key]).is_integer()
+            if (whole := _whole(overlay.get(key))) is not None
         ),
         None,
     )
@@ -145,8 +160,8 @@ def merge_settings(
     return ResolvedSettings(
         ephemeral=ephemeral,
         model_params=params,
-        temperature=float(temperature) if _number(temperature) else None,
-        max_tokens=int(max_tokens) if max_tokens is not None else None,
+        temperature=_finite(overlay.get("temperature")),
+        max_tokens=max_tokens,
         streaming=streaming,
     )
 

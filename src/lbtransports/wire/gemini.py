@@ -19,6 +19,7 @@ from lbcore import Failure, FailureKind
 
 from ._common import (
     as_obj,
+    encode_body,
     encode_json,
     join_url,
     opt_int,
@@ -169,7 +170,7 @@ def encode_request(
         method="POST",
         url=join_url(target.base_url or DEFAULT_BASE_URL, f"{_model_path(target.model)}:{method}"),
         headers=tuple(headers),
-        body=encode_json(body),
+        body=encode_body(body),
         stream=stream,
         secrets=(key,) if key else (),
     )

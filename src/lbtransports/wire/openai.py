@@ -15,6 +15,7 @@ from lbcore import Failure, FailureKind
 from ._common import (
     ShapeError,
     as_obj,
+    encode_body,
     encode_json,
     join_url,
     opt_int,
@@ -120,7 +121,7 @@ def encode_request(
         method="POST",
         url=join_url(target.base_url or DEFAULT_BASE_URL, "chat/completions"),
         headers=tuple(headers),
-        body=encode_json(body),
+        body=encode_body(body),
         stream=stream,
         secrets=(key,) if key else (),
     )
