@@ -453,6 +453,23 @@ def test_a_body_that_cannot_be_encoded_is_a_setup_failure_naming_the_backend(
     assert caught.value.failure.message.startswith('Backend "openai-1": ')
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        ToolResultMessage(tool_call_id="c", name="f", content="out \ud800"),
+        AssistantMessage(tool_calls=(ToolCall(id="c", name="f", arguments='{"a": "\ud800"}'),)),
+    ],
+)
+def test_a_lone_surrogate_in_tool_traffic_is_a_setup_failure(
+    provider: str, message: ToolResultMessage | AssistantMessage
+) -> None:
+    with pytest.raises(WireError) as caught:
+        build_request(target(provider), ChatRequest(messages=(message,)))
+    assert caught.value.failure.kind is FailureKind.SETUP
+    assert caught.value.failure.message.startswith(f'Backend "{provider}-1": ')
+
+
 def test_unsendable_tool_arguments_name_the_backend() -> None:
     request = ChatRequest(
         messages=(AssistantMessage(tool_calls=(ToolCall(id="c", name="f", arguments="[1]"),)),)

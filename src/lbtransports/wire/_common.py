@@ -150,7 +150,7 @@ def parse_arguments(call: ToolCall) -> dict[str, Any]:
         WireError: a setup failure; the history holds arguments no provider
             that wants objects could be sent.
     """
-    value = decode_json(call.arguments.encode()) if call.arguments.strip() else {}
+    value = decode_json(call.arguments) if call.arguments.strip() else {}
     if not isinstance(value, dict):
         raise WireError(
             failure(

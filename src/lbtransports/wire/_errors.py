@@ -202,11 +202,11 @@ def google_retry_delay(details: object) -> int | None:
     return None
 
 
-def decode_json(body: bytes) -> Any:
-    """The JSON value in ``body``, or a sentinel-free None when it is not JSON."""
+def decode_json(body: bytes | str) -> Any:
+    """The JSON value in ``body``, or None when it is not JSON (or not UTF-8 at all)."""
     try:
         return msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
 
 

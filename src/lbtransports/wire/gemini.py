@@ -83,7 +83,7 @@ def _finish(reason: str | None, made_calls: bool) -> str | None:
 
 def _tool_response(content: str) -> dict[str, Any]:
     # functionResponse.response must be an object: JSON objects pass as they are.
-    value = decode_json(content.encode())
+    value = decode_json(content)
     return value if isinstance(value, dict) else {"content": content}
 
 
