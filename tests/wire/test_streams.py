@@ -363,3 +363,53 @@ def test_anthropic_usage_fields_are_cumulative_one_by_one(
     assert out.failure is None
     assert out.usage == expected
     assert out.chunks[-1].usage == expected
+
+
+def test_anthropic_server_tool_blocks_are_not_tool_calls_and_do_not_fail() -> None:
+    # Server tools (web search...) stream their input as input_json_delta too;
+    # the API runs them itself, so they are neither our tool calls nor an error.
+    data = s.sse(
+        s._an("message_start", {"message": s._MESSAGE}),
+        s._an(
+            "content_block_start",
+            {
+                "index": 0,
+                "content_block": {
+                    "type": "server_tool_use",
+                    "id": "srvtoolu_1",
+                    "name": "web_search",
+                    "input": {},
+                },
+            },
+        ),
+        s._an(
+            "content_block_delta",
+            {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"query": "x"}'}},
+        ),
+        s._an("content_block_stop", {"index": 0}),
+        s._an(
+            "content_block_start",
+            {
+                "index": 1,
+                "content_block": {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": "srvtoolu_1",
+                    "content": [],
+                },
+            },
+        ),
+        s._an("content_block_stop", {"index": 1}),
+        s._an("content_block_start", {"index": 2, "content_block": {"type": "text", "text": ""}}),
+        s._an(
+            "content_block_delta", {"index": 2, "delta": {"type": "text_delta", "text": "Found"}}
+        ),
+        s._an("content_block_stop", {"index": 2}),
+        s._an(
+            "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
+        ),
+        s._an("message_stop", {}),
+    )
+    out = s.decode("anthropic", data)
+    assert out.failure is None
+    assert _text(out.chunks) == "Found"
+    assert not any(chunk.tool_calls for chunk in out.chunks)

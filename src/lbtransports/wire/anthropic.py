@@ -237,6 +237,9 @@ class AnthropicStreamDecoder(StreamDecoder):
         # Block index -> tool call number: text and thinking blocks share the
         # provider's numbering, our tool-call indexes count tool calls only.
         self._tools: dict[int, int] = {}
+        # Blocks of tools the API runs itself (server_tool_use, mcp_tool_use): their
+        # input streams like a tool call's, but there is nothing for us to call.
+        self._server_tools: set[int] = set()
         # The latest value of each input field: message_delta may repeat some of them.
         self._inputs: dict[str, int] = {}
 
@@ -292,6 +295,9 @@ class AnthropicStreamDecoder(StreamDecoder):
             number = self._tools.setdefault(index, len(self._tools))
             call = ToolCallDelta(index=number, id=opt_str(block, "id"), name=opt_str(block, "name"))
             return Chunk(tool_calls=(call,))
+        if kind is not None and kind.endswith("_tool_use"):
+            self._server_tools.add(index)
+            return None
         if kind == "text" and (text := opt_str(block, "text")):
             return Chunk(text=text)
         if kind == "thinking" and (thought := opt_str(block, "thinking")):
@@ -312,6 +318,8 @@ class AnthropicStreamDecoder(StreamDecoder):
             fragment = opt_str(delta, "partial_json") or ""
             number = self._tools.get(index)
             if number is None:
+                if index in self._server_tools:
+                    return None
                 raise ShapeError("input_json_delta for a block that is not a tool call")
             if not fragment:
                 return None
