@@ -246,6 +246,12 @@ def test_messages_are_sanitised_capped_and_redacted() -> None:
 
 def test_redact_leaves_short_secrets_and_plain_text_alone() -> None:
     assert redact("a b c", ("a",)) == "a b c"
+    # Words that merely contain "sk-" or "AIza" are not keys.
+    text = "field task-identifier-12345, risk-assessment-x, KAIzaaaaaaaaaaaaaaaaaaaaaaaa"
+    assert redact(text) == text
+    assert redact("key=sk-proj-abcdefgh12 (AIzaSyA1234567890abcdefghijk)") == (
+        "key=[redacted] ([redacted])"
+    )
     assert redact("Authorization: Bearer abc.def-123456") == "Authorization: [redacted]"
 
 

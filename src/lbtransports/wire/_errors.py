@@ -40,7 +40,9 @@ _MIN_SECRET_LEN: Final = 6
 REDACTED: Final = "[redacted]"
 
 # Shapes of credentials that backends sometimes echo even when they are not ours.
+# A key starts a word: "task-identifier-1" holds "sk-" but is no key.
 _KEY_PATTERNS: Final = re.compile(
+    r"(?<![A-Za-z0-9_\-])"
     r"(?:sk-[A-Za-z0-9_\-]{8,}"  # OpenAI, Anthropic (sk-ant-...), OpenRouter (sk-or-...)
     r"|AIza[0-9A-Za-z_\-]{20,}"  # Google API keys
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
