@@ -413,3 +413,20 @@ def test_anthropic_server_tool_blocks_are_not_tool_calls_and_do_not_fail() -> No
     assert out.failure is None
     assert _text(out.chunks) == "Found"
     assert not any(chunk.tool_calls for chunk in out.chunks)
+
+
+def test_gemini_usage_adds_up_to_its_total() -> None:
+    # totalTokenCount = prompt + tool-use prompt + candidates + thoughts: the
+    # tool-use prompt (grounding, code execution) is input the model read.
+    usage = {
+        "promptTokenCount": 10,
+        "toolUsePromptTokenCount": 5,
+        "cachedContentTokenCount": 4,  # already inside promptTokenCount
+        "candidatesTokenCount": 3,
+        "thoughtsTokenCount": 2,
+        "totalTokenCount": 20,
+    }
+    out = s.decode("gemini", s.sse(s._gm([{"text": "ok"}], "STOP", **usage)))
+    assert out.failure is None
+    assert out.usage == Usage(input_tokens=15, output_tokens=5)
+    assert out.usage.total == usage["totalTokenCount"]

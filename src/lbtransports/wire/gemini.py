@@ -276,11 +276,18 @@ def _usage(value: dict[str, Any]) -> Usage | None:
     meta = opt_obj(value, "usageMetadata")
     if meta is None:
         return None
-    # Thinking tokens are billed as output but reported apart from the candidates.
-    output = (opt_int(meta, "candidatesTokenCount") or 0) + (
-        opt_int(meta, "thoughtsTokenCount") or 0
+
+    # The total is prompt + tool-use prompt + candidates + thoughts. The tool-use
+    # prompt (grounding results...) is input the model read; thinking is output
+    # reported apart from the candidates. Cached tokens are inside the prompt count.
+    # proto3 JSON leaves zero counts out, so an absent count is 0.
+    def count(key: str) -> int:
+        return opt_int(meta, key) or 0
+
+    return Usage(
+        input_tokens=count("promptTokenCount") + count("toolUsePromptTokenCount"),
+        output_tokens=count("candidatesTokenCount") + count("thoughtsTokenCount"),
     )
-    return Usage(input_tokens=opt_int(meta, "promptTokenCount") or 0, output_tokens=output)
 
 
 def _blocked(value: dict[str, Any]) -> bool:
