@@ -91,7 +91,9 @@ def test_tiktoken_is_used_for_openai_families_when_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     asked = _fake_tiktoken(monkeypatch)
-    estimate = estimate_tokens(_target("openai", "openai/gpt-4o-mini"), _ask("one two three"))
+    estimate = estimate_tokens(
+        _target("openai", "openai/gpt-4o-mini"), _ask("one two three"), exact=True
+    )
     assert estimate.method is TokenMethod.TIKTOKEN
     assert estimate.tokens == 3 + 4 + 3
     assert asked == ["gpt-4o-mini"]
@@ -105,13 +107,14 @@ def test_tiktoken_is_not_used_for_other_families(
     monkeypatch: pytest.MonkeyPatch, provider: str, model: str
 ) -> None:
     asked = _fake_tiktoken(monkeypatch)
-    assert estimate_tokens(_target(provider, model), _ask("hi")).method is TokenMethod.HEURISTIC
+    estimate = estimate_tokens(_target(provider, model), _ask("hi"), exact=True)
+    assert estimate.method is TokenMethod.HEURISTIC
     assert asked == []
 
 
 def test_a_failing_tokenizer_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_tiktoken(monkeypatch, fail=True)
-    assert estimate_tokens(_target(), _ask("hi")).method is TokenMethod.HEURISTIC
+    assert estimate_tokens(_target(), _ask("hi"), exact=True).method is TokenMethod.HEURISTIC
 
 
 def test_exact_false_never_asks_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,8 +123,15 @@ def test_exact_false_never_asks_tiktoken(monkeypatch: pytest.MonkeyPatch) -> Non
     assert asked == []
 
 
+def test_by_default_tiktoken_is_not_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # tiktoken may download its vocabulary: a sans-IO layer only does that when told to.
+    asked = _fake_tiktoken(monkeypatch)
+    assert estimate_tokens(_target(), _ask("hi")).method is TokenMethod.HEURISTIC
+    assert asked == []
+
+
 def test_without_tiktoken_installed_the_heuristic_is_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "tiktoken", None)
-    assert estimate_tokens(_target(), _ask("hi")).method is TokenMethod.HEURISTIC
+    assert estimate_tokens(_target(), _ask("hi"), exact=True).method is TokenMethod.HEURISTIC

@@ -8,12 +8,12 @@ side for a limit), while CJK text runs about one character, three bytes, per
 token. The reference's last-resort fallback is also about three characters
 per token.
 
-When ``tiktoken`` is importable and the backend serves an OpenAI model
-family, its exact count is used instead. tiktoken is not a dependency: the
-import is attempted at most once, lazily, and any failure (missing package,
-unknown model, no cached vocabulary and no network) falls back to the
-heuristic. Note that tiktoken may download its vocabulary on first use;
-pass ``exact=False`` to rule that out.
+With ``exact=True``, when ``tiktoken`` is importable and the backend serves
+an OpenAI model family, its exact count is used instead. tiktoken is not a
+dependency: the import is attempted at most once, lazily, and any failure
+(missing package, unknown model, no cached vocabulary and no network) falls
+back to the heuristic. It is opt-in because tiktoken reads, and may download,
+its vocabulary on first use: I/O this layer otherwise never does.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _is_openai_family(target: BackendTarget) -> bool:
 
 
 def estimate_tokens(
-    target: BackendTarget, request: ChatRequest, *, exact: bool = True
+    target: BackendTarget, request: ChatRequest, *, exact: bool = False
 ) -> TokenEstimate:
     """Estimate the prompt tokens ``request`` costs on ``target``. Never raises."""
     if exact and _is_openai_family(target):
