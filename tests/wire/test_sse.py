@@ -138,3 +138,11 @@ def test_one_large_piece_with_many_lines_is_parsed_in_linear_time() -> None:
     started = time.perf_counter()
     assert parser.feed(cr_only + b"data: y\r\r") == [SseEvent(data="y")]
     assert time.perf_counter() - started < 1.5
+
+
+def test_the_event_limit_counts_bytes_not_characters() -> None:
+    # 2 x 40 bytes of UTF-8 is 2 x 20 characters: the limit is in bytes.
+    line = "data: " + "\u00e9" * 20 + "\n"
+    with pytest.raises(WireError):
+        parse((line * 2 + "\n").encode(), max_event=64)
+    assert parse((line + "\n").encode(), max_event=64) == [SseEvent(data="\u00e9" * 20)]

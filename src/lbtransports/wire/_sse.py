@@ -145,7 +145,8 @@ class SseParser:
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
-            self._data_size += len(value) + 1
+            # The value's size in bytes: the raw line less its ASCII "data:" prefix.
+            self._data_size += len(raw) - (len(line) - len(value)) + 1
             if self._data_size > self._max_event:
                 raise protocol_error(f"server-sent event larger than {self._max_event} bytes")
             self._data.append(value)
