@@ -16,6 +16,7 @@ from ._types import ChatRequest, ChatResponse, Tool, ToolCall, ToolResultMessage
 
 # Internal helpers: nothing here is re-exported.
 __all__ = (
+    "ErrorParser",
     "ShapeError",
     "as_obj",
     "encode_body",
