@@ -12,11 +12,12 @@ from lbcore import Failure, FailureKind
 
 from ._errors import Headers, WireError, decode_json, failure
 from ._target import Provider
-from ._types import ChatRequest, ChatResponse, Tool, ToolCall, ToolResultMessage
+from ._types import ChatRequest, ChatResponse, HttpRequest, Tool, ToolCall, ToolResultMessage
 
 # Internal helpers: nothing here is re-exported.
 __all__ = (
     "ErrorParser",
+    "ResponseParser",
     "ShapeError",
     "as_obj",
     "encode_body",
@@ -27,7 +28,8 @@ __all__ = (
     "opt_obj",
     "opt_str",
     "parse_arguments",
-    "read_response",
+    "post_json",
+    "response_parser",
     "tool_names",
     "tool_result_name",
     "tools_json",
@@ -46,6 +48,34 @@ def join_url(base: str, path: str) -> str:
 
 def encode_json(value: object) -> bytes:
     return _ENCODER.encode(value)
+
+
+def post_json(
+    url: str,
+    body: dict[str, Any],
+    *,
+    stream: bool,
+    key: str | None,
+    key_header: str,
+    key_prefix: str = "",
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> HttpRequest:
+    """The POST every provider sends: a JSON body, the key in ``key_header`` when there is one."""
+    headers = [
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream" if stream else "application/json"),
+        *extra_headers,
+    ]
+    if key:
+        headers.append((key_header, key_prefix + key))
+    return HttpRequest(
+        method="POST",
+        url=url,
+        headers=tuple(headers),
+        body=encode_body(body),
+        stream=stream,
+        secrets=(key,) if key else (),
+    )
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
@@ -115,33 +145,51 @@ class ErrorParser(Protocol):
     ) -> Failure: ...
 
 
-def read_response(
+class ResponseParser(Protocol):
+    """A provider's ``parse_response``."""
+
+    def __call__(
+        self,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        secrets: Sequence[str] = (),
+        now: float | None = None,
+    ) -> ChatResponse: ...
+
+
+def response_parser(
     provider: Provider,
-    status: int,
-    headers: Headers,
-    body: bytes,
-    *,
-    secrets: Sequence[str],
-    now: float | None,
     parse_error: ErrorParser,
     read: Callable[[dict[str, Any], Sequence[str]], ChatResponse],
-) -> ChatResponse:
-    """The frame of each provider's ``parse_response``; ``read(body, secrets)`` does the rest.
+) -> ResponseParser:
+    """A provider's ``parse_response``, from its ``parse_error`` and ``read(body, secrets)``.
 
-    A status that is not a 2xx integer goes to ``parse_error`` (which makes
-    one outside 100..599, or not an integer, a protocol failure). The body must
-    be a JSON object, and a :class:`ShapeError` from ``read`` is a protocol
-    failure too.
+    The frame is the same for every provider: a status that is not a 2xx
+    integer goes to ``parse_error`` (which makes one outside 100..599, or not
+    an integer, a protocol failure); the body must be a JSON object; a
+    :class:`ShapeError` from ``read`` is a protocol failure too.
     """
-    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 299:
-        raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
-    value = decode_json(body)
-    try:
-        return read(as_obj(value, "the body"), secrets)
-    except ShapeError as error:
-        raise WireError(
-            failure(FailureKind.PROTOCOL, f"{provider.value} response: unexpected shape: {error}")
-        ) from None
+
+    def parse_response(
+        status: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        secrets: Sequence[str] = (),
+        now: float | None = None,
+    ) -> ChatResponse:
+        """A complete, non-streamed answer. Raises :class:`WireError`."""
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 299:
+            raise WireError(parse_error(status, headers, body, secrets=secrets, now=now))
+        try:
+            return read(as_obj(decode_json(body), "the body"), secrets)
+        except ShapeError as error:
+            message = f"{provider.value} response: unexpected shape: {error}"
+            raise WireError(failure(FailureKind.PROTOCOL, message)) from None
+
+    return parse_response
 
 
 def parse_arguments(call: ToolCall) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ._common import ShapeError
 from ._errors import WireError, failure
 from ._sse import DEFAULT_MAX_EVENT, DEFAULT_MAX_LINE, SseEvent, SseParser
 from ._target import Provider
-from ._types import Chunk, Usage
+from ._types import Chunk, ToolCallDelta, Usage
 
 # Everything in __all__ is re-exported by lbtransports.wire.
 __all__ = ("StreamDecoder",)
@@ -34,6 +34,30 @@ __all__ = ("StreamDecoder",)
 ENDED_EARLY: Final = "stream ended early: the connection closed before the {terminator}"
 
 _JSON: Final = msgspec.json.Decoder()
+
+
+def chunk_if_any(
+    *,
+    text: str = "",
+    reasoning: str = "",
+    tool_calls: Sequence[ToolCallDelta] = (),
+    finish_reason: str | None = None,
+    usage: Usage | None = None,
+) -> Chunk | None:
+    """A chunk only when it carries something.
+
+    Role announcements, headers and keep-alives must not pass for the first
+    chunk: the core still fails over until one arrives.
+    """
+    if not (text or reasoning or tool_calls or finish_reason or usage):
+        return None
+    return Chunk(
+        text=text,
+        reasoning=reasoning,
+        tool_calls=tuple(tool_calls),
+        finish_reason=finish_reason,
+        usage=usage,
+    )
 
 
 class StreamDecoder(abc.ABC):

@@ -17,7 +17,6 @@ from lbcore import Failure, FailureKind
 from ._common import (
     ShapeError,
     as_obj,
-    encode_body,
     encode_json,
     join_url,
     opt_int,
@@ -25,9 +24,10 @@ from ._common import (
     opt_obj,
     opt_str,
     parse_arguments,
-    read_response,
+    post_json,
+    response_parser,
 )
-from ._decoder import StreamDecoder
+from ._decoder import StreamDecoder, chunk_if_any
 from ._errors import Headers, WireError, decode_json, failure, http_failure
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
@@ -144,20 +144,13 @@ def encode_request(
     apply_settings(body, PROVIDER, settings)
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     body["stream"] = stream
-    headers = [
-        ("content-type", "application/json"),
-        ("accept", "text/event-stream" if stream else "application/json"),
-        ("anthropic-version", API_VERSION),
-    ]
-    if key:
-        headers.append(("x-api-key", key))
-    return HttpRequest(
-        method="POST",
-        url=join_url(target.base_url or DEFAULT_BASE_URL, "v1/messages"),
-        headers=tuple(headers),
-        body=encode_body(body),
+    return post_json(
+        join_url(target.base_url or DEFAULT_BASE_URL, "v1/messages"),
+        body,
         stream=stream,
-        secrets=(key,) if key else (),
+        key=key,
+        key_header="x-api-key",
+        extra_headers=(("anthropic-version", API_VERSION),),
     )
 
 
@@ -258,10 +251,7 @@ class AnthropicStreamDecoder(StreamDecoder):
             delta = opt_obj(value, "delta") or {}
             usage = opt_obj(value, "usage")
             total = self._report(usage) if usage is not None else None
-            finish = _finish(opt_str(delta, "stop_reason"))
-            if finish is None and total is None:
-                return None
-            return Chunk(finish_reason=finish, usage=total)
+            return chunk_if_any(finish_reason=_finish(opt_str(delta, "stop_reason")), usage=total)
         if kind == "message_stop":
             self.finish()
             return None
@@ -361,22 +351,5 @@ def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
     )
 
 
-def parse_response(
-    status: int,
-    headers: Headers,
-    body: bytes,
-    *,
-    secrets: Sequence[str] = (),
-    now: float | None = None,
-) -> ChatResponse:
-    """A complete, non-streamed answer. Raises :class:`WireError`."""
-    return read_response(
-        PROVIDER,
-        status,
-        headers,
-        body,
-        secrets=secrets,
-        now=now,
-        parse_error=parse_error,
-        read=_read,
-    )
+#: A complete, non-streamed answer. Raises :class:`WireError`.
+parse_response: Final = response_parser(PROVIDER, parse_error, _read)

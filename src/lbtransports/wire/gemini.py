@@ -19,7 +19,6 @@ from lbcore import Failure, FailureKind
 
 from ._common import (
     as_obj,
-    encode_body,
     encode_json,
     join_url,
     opt_int,
@@ -27,11 +26,12 @@ from ._common import (
     opt_obj,
     opt_str,
     parse_arguments,
-    read_response,
+    post_json,
+    response_parser,
     tool_names,
     tool_result_name,
 )
-from ._decoder import StreamDecoder
+from ._decoder import StreamDecoder, chunk_if_any
 from ._errors import Headers, WireError, decode_json, failure, google_retry_delay, http_failure
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
@@ -160,19 +160,12 @@ def encode_request(
     apply_settings(body, PROVIDER, settings)
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    headers = [
-        ("content-type", "application/json"),
-        ("accept", "text/event-stream" if stream else "application/json"),
-    ]
-    if key:
-        headers.append(("x-goog-api-key", key))
-    return HttpRequest(
-        method="POST",
-        url=join_url(target.base_url or DEFAULT_BASE_URL, f"{_model_path(target.model)}:{method}"),
-        headers=tuple(headers),
-        body=encode_body(body),
+    return post_json(
+        join_url(target.base_url or DEFAULT_BASE_URL, f"{_model_path(target.model)}:{method}"),
+        body,
         stream=stream,
-        secrets=(key,) if key else (),
+        key=key,
+        key_header="x-goog-api-key",
     )
 
 
@@ -334,14 +327,8 @@ class GeminiStreamDecoder(StreamDecoder):
             finish = "content_filter"
         if finish is not None:
             self.finish()
-        if not (text or thoughts or calls or finish or usage):
-            return None
-        return Chunk(
-            text=text,
-            reasoning=thoughts,
-            tool_calls=tuple(calls),
-            finish_reason=finish,
-            usage=usage,
+        return chunk_if_any(
+            text=text, reasoning=thoughts, tool_calls=calls, finish_reason=finish, usage=usage
         )
 
 
@@ -366,22 +353,5 @@ def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
     )
 
 
-def parse_response(
-    status: int,
-    headers: Headers,
-    body: bytes,
-    *,
-    secrets: Sequence[str] = (),
-    now: float | None = None,
-) -> ChatResponse:
-    """A complete, non-streamed answer. Raises :class:`WireError`."""
-    return read_response(
-        PROVIDER,
-        status,
-        headers,
-        body,
-        secrets=secrets,
-        now=now,
-        parse_error=parse_error,
-        read=_read,
-    )
+#: A complete, non-streamed answer. Raises :class:`WireError`.
+parse_response: Final = response_parser(PROVIDER, parse_error, _read)

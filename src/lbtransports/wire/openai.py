@@ -15,17 +15,17 @@ from lbcore import Failure, FailureKind
 from ._common import (
     ShapeError,
     as_obj,
-    encode_body,
     encode_json,
     join_url,
     opt_int,
     opt_list,
     opt_obj,
     opt_str,
-    read_response,
+    post_json,
+    response_parser,
     tools_json,
 )
-from ._decoder import StreamDecoder
+from ._decoder import StreamDecoder, chunk_if_any
 from ._errors import Headers, WireError, decode_json, failure, http_failure
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
@@ -111,19 +111,13 @@ def encode_request(
     body["stream"] = stream
     if stream:
         body["stream_options"] = {"include_usage": True}
-    headers = [
-        ("content-type", "application/json"),
-        ("accept", "text/event-stream" if stream else "application/json"),
-    ]
-    if key:
-        headers.append(("authorization", f"Bearer {key}"))
-    return HttpRequest(
-        method="POST",
-        url=join_url(target.base_url or DEFAULT_BASE_URL, "chat/completions"),
-        headers=tuple(headers),
-        body=encode_body(body),
+    return post_json(
+        join_url(target.base_url or DEFAULT_BASE_URL, "chat/completions"),
+        body,
         stream=stream,
-        secrets=(key,) if key else (),
+        key=key,
+        key_header="authorization",
+        key_prefix="Bearer ",
     )
 
 
@@ -260,14 +254,9 @@ class OpenAIStreamDecoder(StreamDecoder):
                     )
                 )
             finish = _finish(choice)
-        if not (text or reasoning or calls or finish or usage):
-            return None  # e.g. the opening chunk that only announces the role
-        return Chunk(
-            text=text,
-            reasoning=reasoning,
-            tool_calls=tuple(calls),
-            finish_reason=finish,
-            usage=usage,
+        # The opening chunk that only announces the role gives None.
+        return chunk_if_any(
+            text=text, reasoning=reasoning, tool_calls=calls, finish_reason=finish, usage=usage
         )
 
 
@@ -298,22 +287,5 @@ def _read(value: dict[str, Any], secrets: Sequence[str]) -> ChatResponse:
     )
 
 
-def parse_response(
-    status: int,
-    headers: Headers,
-    body: bytes,
-    *,
-    secrets: Sequence[str] = (),
-    now: float | None = None,
-) -> ChatResponse:
-    """A complete, non-streamed answer. Raises :class:`WireError`."""
-    return read_response(
-        PROVIDER,
-        status,
-        headers,
-        body,
-        secrets=secrets,
-        now=now,
-        parse_error=parse_error,
-        read=_read,
-    )
+#: A complete, non-streamed answer. Raises :class:`WireError`.
+parse_response: Final = response_parser(PROVIDER, parse_error, _read)
