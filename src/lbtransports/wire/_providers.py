@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from lbcore import Failure, FailureKind, clean_text
 
 from . import anthropic, gemini, openai
+from ._common import ErrorParser, ResponseParser
 from ._credentials import _read_text, resolve_credential
 from ._decoder import StreamDecoder
 from ._errors import Headers, WireError, failure
@@ -50,25 +51,11 @@ class ProviderWire(Protocol):
         key: str | None,
     ) -> HttpRequest: ...
 
-    def parse_response(
-        self,
-        status: int,
-        headers: Headers,
-        body: bytes,
-        *,
-        secrets: Sequence[str] = (),
-        now: float | None = None,
-    ) -> ChatResponse: ...
+    @property
+    def parse_response(self) -> ResponseParser: ...
 
-    def parse_error(
-        self,
-        status: int,
-        headers: Headers,
-        body: bytes,
-        *,
-        secrets: Sequence[str] = (),
-        now: float | None = None,
-    ) -> Failure: ...
+    @property
+    def parse_error(self) -> ErrorParser: ...
 
 
 _WIRES: dict[str, ProviderWire] = {
