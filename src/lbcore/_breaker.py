@@ -124,21 +124,20 @@ class Breaker:
 
         Returns True when this trips (or re-trips) the breaker. The probe
         holder's failure always re-opens; anyone else's counts towards the
-        threshold, as in the closed state. A failure older than the current
-        opening (a retry that waited while the breaker tripped) is counted but
-        never re-trips, so it cannot push the recovery time back.
+        threshold, as in the closed state. A failure from no later than the
+        current opening (a retry that waited while the breaker tripped) is
+        counted but never trips the breaker again, in any state, so it can
+        neither push the recovery time back nor void a half-open probe.
         """
         self.failures.append(BreakerFailure(at=failed_at, kind=failure.kind, status=failure.status))
         window = settings.circuit_breaker_failure_window_ms
         self.failures = [f for f in self.failures if now - f.at < window]
-        if (
-            self.state is BreakerState.OPEN
-            and self.opened_at is not None
-            and failed_at < self.opened_at
-        ):
-            return False
+        # A failure from no later than the current opening is old news: the
+        # opening already accounts for it, in any state.
+        stale = self.opened_at is not None and failed_at <= self.opened_at
         probe_failed = self.holds_probe(holder)
-        if probe_failed or len(self.failures) >= settings.circuit_breaker_failure_threshold:
+        threshold_reached = len(self.failures) >= settings.circuit_breaker_failure_threshold
+        if probe_failed or (threshold_reached and not stale):
             self.state = BreakerState.OPEN
             self.opened_at = now
             self._free_probe()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -33,6 +34,11 @@ _ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_")
 class Strategy(enum.StrEnum):
     ROUND_ROBIN = "round-robin"
     FAILOVER = "failover"
+
+
+def _snake_case(key: str) -> str:
+    """``timeoutMs`` and ``timeout-ms`` both read as ``timeout_ms``."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).replace("-", "_").lower()
 
 
 def _show(value: object) -> str:
@@ -117,6 +123,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return min(self.failover_retry_count, MAX_ATTEMPTS_PER_BACKEND)
 
     @classmethod
+    def _refuse_lookalike(cls, key: str) -> None:
+        """Refuse a key that is clearly meant as a routing setting but is not one.
+
+        ``timeout-ms``, ``timeoutMs`` or ``failover_retry_cout`` would
+        otherwise be ignored like ``temperature``, and the knob would
+        silently do nothing.
+        """
+        spelled = _snake_case(key)
+        if spelled in cls.__struct_fields__:
+            raise ConfigError(f"settings.{key}: unknown routing setting; did you mean {spelled!r}?")
+        if spelled.startswith(_ROUTING_PREFIXES):
+            close = difflib.get_close_matches(spelled, cls.__struct_fields__, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"settings.{key}: unknown routing setting{hint}")
+
+    @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> Settings:
         """Pick the routing keys out of a profile's ephemeral settings.
 
@@ -126,14 +148,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if not isinstance(settings, Mapping):
             raise ConfigError(f"settings: must be a mapping, got {_show(settings)}")
         for key in settings:
-            if (
-                isinstance(key, str)
-                and key.startswith(_ROUTING_PREFIXES)
-                and key not in cls.__struct_fields__
-            ):
-                close = difflib.get_close_matches(key, cls.__struct_fields__, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"settings.{key}: unknown routing setting{hint}")
+            if isinstance(key, str) and key not in cls.__struct_fields__:
+                cls._refuse_lookalike(key)
         known = {name: settings[name] for name in cls.__struct_fields__ if name in settings}
         return cls(**known)
 

@@ -84,3 +84,20 @@ def test_show_can_print_the_final_stats(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "stats after the last step:" in out
     assert '"state": "open"' in out
+
+
+def test_a_trace_with_an_invalid_failure_is_reported_not_raised(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = sample_trace().splitlines()
+    lines[2] = lines[2].replace(b'"status":503', b'"status":700', 1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    mismatch = verify_trace(bad.read_bytes())
+    assert mismatch is not None and mismatch.line == 0
+    assert "between 100 and 599" in mismatch.actual
+    good = GOLDEN_DIR / "rr_single_backend.jsonl"
+    assert main(["replay", str(bad), str(good)]) == 1
+    out = capsys.readouterr()
+    assert "rr_single_backend.jsonl: ok" in out.out  # the next file is still checked
+    assert main(["show", str(bad)]) == 1

@@ -285,7 +285,15 @@ def test_status_code_lists_become_tuples() -> None:
 
 def test_from_mapping_ignores_keys_that_are_not_about_routing() -> None:
     settings = Settings.from_mapping(
-        {"temperature": 0.2, "max_tokens": 100, "stream": True, "timeout_ms": 250}
+        {
+            "temperature": 0.2,
+            "max_tokens": 100,
+            "maxTokens": 100,
+            "stream": True,
+            "context-limit": 8000,
+            "base-url": "http://127.0.0.1:1",
+            "timeout_ms": 250,
+        }
     )
     assert settings == Settings(timeout_ms=250)
 
@@ -312,6 +320,18 @@ def test_from_mapping_ignores_keys_that_are_not_about_routing() -> None:
         (
             "failover_anything_else_zz",
             "settings.failover_anything_else_zz: unknown routing setting",
+        ),
+        # Other spellings of real keys: kebab-case and camelCase.
+        ("timeout-ms", "settings.timeout-ms: unknown routing setting; did you mean 'timeout_ms'?"),
+        ("timeoutMs", "settings.timeoutMs: unknown routing setting; did you mean 'timeout_ms'?"),
+        (
+            "circuit-breaker-enabled",
+            "settings.circuit-breaker-enabled: unknown routing setting; "
+            "did you mean 'circuit_breaker_enabled'?",
+        ),
+        (
+            "tpmThreshold",
+            "settings.tpmThreshold: unknown routing setting; did you mean 'tpm_threshold'?",
         ),
     ],
 )
