@@ -559,6 +559,36 @@ def breaker_probe_handed_back_on_cancel() -> list[Event]:
     ]
 
 
+@scenario(
+    "circuit breaker",
+    config(
+        "failover",
+        "ab",
+        circuit_breaker_enabled=True,
+        circuit_breaker_failure_threshold=2,
+        circuit_breaker_recovery_timeout_ms=100,
+        failover_retry_delay_ms=200,
+    ),
+)
+def breaker_stale_failure_keeps_the_probe() -> list[Event]:
+    """r1's retry waited while a tripped; giving up late, it neither re-trips a nor voids a probe."""
+    return [
+        start(0, "r1"),
+        start(0, "r2"),
+        start(0, "r3"),
+        fail(5, "r1", 1, 503),
+        fail(10, "r2", 1, 400),
+        fail(10, "r3", 1, 400),
+        *served(11, "r2", 2),
+        *served(20, "r3", 2),
+        start(150, "r4"),
+        fail(151, "r4", 1, 400),
+        tick(205),
+        ok(210, "r4", 2),
+        *served(211, "r1", 2),
+    ]
+
+
 # ------------------------------------------------------------------- timeout
 
 
