@@ -571,7 +571,7 @@ def breaker_probe_handed_back_on_cancel() -> list[Event]:
     ),
 )
 def breaker_stale_failure_keeps_the_probe() -> list[Event]:
-    """r1's retry waited while a tripped; giving up late, it neither re-trips a nor voids a probe."""
+    """r1 waited to retry while a tripped; giving up, it neither re-trips a nor voids the probe."""
     return [
         start(0, "r1"),
         start(0, "r2"),
