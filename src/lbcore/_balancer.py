@@ -38,7 +38,7 @@ from ._aggregate import all_context_limits_error, context_limit_message, failove
 from ._breaker import Breaker, BreakerState
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
-from ._errors import InvalidEvent, LBError
+from ._errors import LBError
 from ._events import (
     AttemptFailed,
     AttemptSucceeded,
@@ -61,10 +61,10 @@ from ._outcomes import (
     ContextLimitExceeded,
     RequestError,
 )
-from ._state import ACCEPTED_EVENTS, LiveRequest, Phase
-from ._text import clean_text
+from ._state import LiveRequest, Phase
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
+from ._validate import check_event
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -76,32 +76,11 @@ ALL_UNHEALTHY_MESSAGE: Final = (
 BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
 #: How many finished request ids are remembered to report reuse and late events clearly.
 FINISHED_MEMORY: Final = 4096
-_EVENT_TYPES: Final = frozenset(
-    {
-        RequestStarted,
-        ChunkReceived,
-        AttemptSucceeded,
-        AttemptFailed,
-        AttemptTimedOut,
-        RequestCancelled,
-        Tick,
-        StatsReset,
-    }
-)
-_TIMEOUT_PHASES: Final = tuple(TimeoutPhase)
 _PHASE_VERBS: Final = {TimeoutPhase.CONNECT: "connecting", TimeoutPhase.READ: "reading"}
 
 
 class UnsupportedServerTool(LBError):
     """The balancer has no server-side tools of its own."""
-
-
-def _show_id(request_id: object) -> str:
-    return repr(clean_text(str(request_id), 64))
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class Balancer:
@@ -171,7 +150,7 @@ class Balancer:
         attempt number, time going backwards, malformed fields.
         """
         kind = type(event)
-        self._check(kind, event)
+        check_event(kind, event, self._now, self._live, self._finished)
         actions: list[Action] = []
         self._now = event.at
         # Dispatch on the exact type: events are final, and `is` keeps the
@@ -271,68 +250,6 @@ class Balancer:
             f"<Balancer {self._config.strategy} t={self._now} in_flight={len(self._live)}"
             f" next={self._sticky_index if self._failover else self._rr_index}{tail}>"
         )
-
-    # ------------------------------------------------------------- validation
-
-    def _check(self, kind: type, event: Event) -> None:
-        if kind not in _EVENT_TYPES:
-            raise InvalidEvent(f"not an lbcore event: {kind.__name__}")
-        at = event.at
-        if type(at) is not int or at < 0:
-            raise InvalidEvent(f"{kind.__name__}.at must be a non-negative integer of milliseconds")
-        if at < self._now:
-            raise InvalidEvent(
-                f"time went backwards: {kind.__name__} at {at} is before {self._now}"
-            )
-        if kind is Tick or kind is StatsReset:
-            return
-        request_id = event.request_id  # type: ignore[union-attr]
-        if kind is RequestStarted:
-            self._check_start(event)  # type: ignore[arg-type]
-            return
-        request = self._live.get(request_id) if isinstance(request_id, str) else None
-        if request is None:
-            if not isinstance(request_id, str) or not request_id:
-                raise InvalidEvent(f"{kind.__name__}.request_id must be a non-empty string")
-            state = "has already finished" if request_id in self._finished else "is unknown"
-            raise InvalidEvent(
-                f"can't handle {kind.__name__}: request {_show_id(request_id)} {state}"
-            )
-        if kind not in ACCEPTED_EVENTS[request.phase]:
-            raise InvalidEvent(
-                f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
-                f"{request.phase}: no attempt is in flight"
-            )
-        if kind is RequestCancelled:
-            return
-        attempt = event.attempt  # type: ignore[union-attr]
-        if type(attempt) is not int or attempt != request.attempt:
-            raise InvalidEvent(
-                f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
-                f"the current attempt is {request.attempt}"
-            )
-        if kind is AttemptSucceeded:
-            if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):  # type: ignore[union-attr]
-                raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
-        elif kind is AttemptFailed:
-            failure = event.failure  # type: ignore[union-attr]
-            if not isinstance(failure, Failure):
-                raise InvalidEvent("AttemptFailed.failure must be a Failure")
-            if failure.kind == FailureKind.CONTEXT_LIMIT:
-                raise InvalidEvent("context_limit failures are decided by the core, not reported")
-        elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
-            raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
-
-    def _check_start(self, event: RequestStarted) -> None:
-        request_id = event.request_id
-        if not isinstance(request_id, str) or not request_id:
-            raise InvalidEvent("RequestStarted.request_id must be a non-empty string")
-        if request_id in self._live or request_id in self._finished:
-            raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
-        for field in ("prompt_tokens", "attempt_budget"):
-            value = getattr(event, field)
-            if value is not None and not _is_count(value):
-                raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
 
     # ---------------------------------------------------------------- helpers
 

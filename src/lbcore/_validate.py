@@ -1,0 +1,123 @@
+"""Checking an event against the balancer's state before anything changes.
+
+Every rule a caller can break is here, in the order it is checked, so the
+balancer itself can assume a valid event. Nothing in this module mutates: a
+refused event raises :class:`InvalidEvent` and leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from ._errors import InvalidEvent
+from ._events import (
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    ChunkReceived,
+    Event,
+    RequestCancelled,
+    RequestStarted,
+    StatsReset,
+    Tick,
+    TimeoutPhase,
+)
+from ._failure import Failure, FailureKind
+from ._state import ACCEPTED_EVENTS, LiveRequest
+from ._text import clean_text
+
+__all__ = ("check_event",)
+
+_EVENT_TYPES: Final = frozenset(
+    {
+        RequestStarted,
+        ChunkReceived,
+        AttemptSucceeded,
+        AttemptFailed,
+        AttemptTimedOut,
+        RequestCancelled,
+        Tick,
+        StatsReset,
+    }
+)
+_TIMEOUT_PHASES: Final = tuple(TimeoutPhase)
+
+
+def _show_id(request_id: object) -> str:
+    return repr(clean_text(str(request_id), 64))
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_event(
+    kind: type,
+    event: Event,
+    now: int,
+    live: Mapping[str, LiveRequest],
+    finished: Mapping[str, None],
+) -> None:
+    """Raise :class:`InvalidEvent` unless ``event`` (of exact type ``kind``) can be handled.
+
+    ``live`` maps request ids in flight to their state; ``finished`` holds the
+    recently finished ids, to tell a late event from an unknown one.
+    """
+    if kind not in _EVENT_TYPES:
+        raise InvalidEvent(f"not an lbcore event: {kind.__name__}")
+    at = event.at
+    if type(at) is not int or at < 0:
+        raise InvalidEvent(f"{kind.__name__}.at must be a non-negative integer of milliseconds")
+    if at < now:
+        raise InvalidEvent(f"time went backwards: {kind.__name__} at {at} is before {now}")
+    if kind is Tick or kind is StatsReset:
+        return
+    if kind is RequestStarted:
+        _check_start(event, live, finished)  # type: ignore[arg-type]
+        return
+    request_id = event.request_id  # type: ignore[union-attr]
+    request = live.get(request_id) if isinstance(request_id, str) else None
+    if request is None:
+        if not isinstance(request_id, str) or not request_id:
+            raise InvalidEvent(f"{kind.__name__}.request_id must be a non-empty string")
+        state = "has already finished" if request_id in finished else "is unknown"
+        raise InvalidEvent(f"can't handle {kind.__name__}: request {_show_id(request_id)} {state}")
+    if kind not in ACCEPTED_EVENTS[request.phase]:
+        raise InvalidEvent(
+            f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
+            f"{request.phase}: no attempt is in flight"
+        )
+    if kind is RequestCancelled:
+        return
+    attempt = event.attempt  # type: ignore[union-attr]
+    if type(attempt) is not int or attempt != request.attempt:
+        raise InvalidEvent(
+            f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
+            f"the current attempt is {request.attempt}"
+        )
+    if kind is AttemptSucceeded:
+        if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):  # type: ignore[union-attr]
+            raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
+    elif kind is AttemptFailed:
+        failure = event.failure  # type: ignore[union-attr]
+        if not isinstance(failure, Failure):
+            raise InvalidEvent("AttemptFailed.failure must be a Failure")
+        if failure.kind == FailureKind.CONTEXT_LIMIT:
+            raise InvalidEvent("context_limit failures are decided by the core, not reported")
+    elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
+        raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
+
+
+def _check_start(
+    event: RequestStarted, live: Mapping[str, LiveRequest], finished: Mapping[str, None]
+) -> None:
+    request_id = event.request_id
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidEvent("RequestStarted.request_id must be a non-empty string")
+    if request_id in live or request_id in finished:
+        raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
+    for field in ("prompt_tokens", "attempt_budget"):
+        value = getattr(event, field)
+        if value is not None and not _is_count(value):
+            raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
