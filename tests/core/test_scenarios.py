@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def test_every_golden_trace_replays_byte_for_byte(path: Path) -> None:
 def test_every_golden_trace_has_a_scenario() -> None:
     on_disk = {p.stem for p in GOLDEN_DIR.glob("*.jsonl")}
     assert on_disk == {case.name for case in SCENARIOS}
+
+
+def test_the_spec_indexes_every_golden_trace() -> None:
+    spec = (GOLDEN_DIR.parent / "behaviour.md").read_text()
+    indexed = set(re.findall(r"^\| `([a-z0-9_]+)\.jsonl` \|", spec, re.M))
+    assert indexed == {case.name for case in SCENARIOS}
+
+
+@pytest.mark.parametrize("case", SCENARIOS, ids=lambda case: case.name)
+def test_the_spec_index_uses_the_scenario_group(case: Scenario) -> None:
+    spec = (GOLDEN_DIR.parent / "behaviour.md").read_text()
+    row = re.search(rf"^\| `{case.name}\.jsonl` \| ([^|]+) \|", spec, re.M)
+    assert row is not None and row.group(1).strip() == case.group
