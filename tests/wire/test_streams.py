@@ -294,6 +294,15 @@ def test_one_byte_at_a_time_matches_whole(provider: str, stream: bytes) -> None:
     assert len(one_byte_at_a_time(stream)) == len(stream)
 
 
+@pytest.mark.parametrize(("provider", "stream"), s.ALL)
+def test_every_single_cut_matches_whole(provider: str, stream: bytes) -> None:
+    # Exhaustive over one cut point: the boundary can fall on any byte,
+    # including inside a CRLF, a UTF-8 sequence or the "data:" field name.
+    whole = s.decode(provider, stream)
+    for cut in range(1, len(stream)):
+        assert s.decode(provider, stream, [cut]) == whole, f"cut at byte {cut}"
+
+
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(s.ALL), st.data())
 def test_every_split_gives_the_same_result(case: tuple[str, bytes], data: st.DataObject) -> None:
