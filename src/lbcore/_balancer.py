@@ -417,82 +417,81 @@ class Balancer:
         runs out, the request fails with the aggregate of what went wrong.
         """
         count = len(self._backends)
-        threshold = self._settings.tpm_threshold
         while request.visited < count and self._budget_left(request):
             index = request.next_index
-            backend = self._backends[index]
             request.visited += 1
             request.next_index = (index + 1) % count
             request.attempts_here = 0
-            healthy, probe = True, False
-            breaker = self._breakers.get(backend.name) if self._breakers_on else None
-            if breaker is not None:
-                healthy, became_half_open = breaker.take(
-                    self._now, self._settings, request.request_id
-                )
-                if became_half_open:
-                    actions.append(HalfOpenBreaker(backend=backend.name))
-                probe = healthy and breaker.holds_probe(request.request_id)
-            slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
-            if not healthy or slow_rate is not None:
-                if probe and breaker is not None:
-                    breaker.hand_back_probe(request.request_id)
-                if not healthy:
-                    reason, detail = (
-                        SkipReason.BREAKER_OPEN,
-                        f"circuit breaker is {breaker.state if breaker else 'open'}",
-                    )
-                else:
-                    reason = SkipReason.TPM_BELOW_THRESHOLD
-                    detail = f"{slow_rate:.1f} tokens/min is below the threshold {threshold}"
-                actions.append(
-                    SkipBackend(
-                        request_id=request.request_id,
-                        backend=backend.name,
-                        reason=reason,
-                        detail=detail,
-                    )
-                )
-                continue
-            limit = self._context_rejection(request, backend)
-            if limit is not None:
-                if probe and breaker is not None:
-                    breaker.hand_back_probe(request.request_id)
-                tokens = request.prompt_tokens or 0
-                failure = Failure(
-                    kind=FailureKind.CONTEXT_LIMIT,
-                    message=context_limit_message(
-                        self._config.profile_name, backend.name, tokens, limit
-                    ),
-                )
-                request.context_failures.append((backend.name, failure))
-                self._advance_sticky_past(request, index)
-                actions.append(
-                    SkipBackend(
-                        request_id=request.request_id,
-                        backend=backend.name,
-                        reason=SkipReason.CONTEXT_LIMIT,
-                        detail=f"estimated {tokens} tokens exceeds the limit {limit}",
-                    )
-                )
-                continue
+            if self._admit(request, index, actions):
+                self._announce_failover(request, index, actions)
+                self._launch(request, index, actions)
+                return
+        self._end_rotation(request, actions)
+
+    def _admit(self, request: LiveRequest, index: int, actions: list[Action]) -> bool:
+        """The checks of one visit: breaker, TPM, then the context limit.
+
+        Emits a ``SkipBackend`` and returns False when the backend is passed
+        over. A probe taken by the breaker check is handed back in that case,
+        and otherwise stays with the request.
+        """
+        backend = self._backends[index]
+        healthy, probe = True, False
+        breaker = self._breakers.get(backend.name) if self._breakers_on else None
+        if breaker is not None:
+            healthy, became_half_open = breaker.take(self._now, self._settings, request.request_id)
+            if became_half_open:
+                actions.append(HalfOpenBreaker(backend=backend.name))
+            probe = healthy and breaker.holds_probe(request.request_id)
+        # Both checks always run, as in the reference: the breaker's has side effects.
+        threshold = self._settings.tpm_threshold
+        slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
+        limit = self._context_rejection(request, backend)
+        if not healthy:
+            state = breaker.state if breaker is not None else "open"
+            reason, detail = SkipReason.BREAKER_OPEN, f"circuit breaker is {state}"
+        elif slow_rate is not None:
+            reason = SkipReason.TPM_BELOW_THRESHOLD
+            detail = f"{slow_rate:.1f} tokens/min is below the threshold {threshold}"
+        elif limit is not None:
+            tokens = request.prompt_tokens or 0
+            reason = SkipReason.CONTEXT_LIMIT
+            detail = f"estimated {tokens} tokens exceeds the limit {limit}"
+            message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
+            failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
+            request.context_failures.append((backend.name, failure))
+            self._advance_sticky_past(request, index)
+        else:
             if probe:
                 request.probe_backend = backend.name
-            if request.pending_failover is not None:
-                left, why, failure = request.pending_failover
-                request.pending_failover = None
-                actions.append(
-                    FailOver(
-                        request_id=request.request_id,
-                        from_backend=left,
-                        to_backend=backend.name,
-                        reason=why,
-                        failure_kind=failure.kind,
-                        status=failure.status,
-                    )
-                )
-            self._launch(request, index, actions)
+            return True
+        if probe and breaker is not None:
+            breaker.hand_back_probe(request.request_id)
+        actions.append(
+            SkipBackend(
+                request_id=request.request_id, backend=backend.name, reason=reason, detail=detail
+            )
+        )
+        return False
+
+    def _announce_failover(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Say which backend the request left, and why, now that the next one is known."""
+        if request.pending_failover is None:
             return
+        left, why, failure = request.pending_failover
+        request.pending_failover = None
+        actions.append(
+            FailOver(
+                request_id=request.request_id,
+                from_backend=left,
+                to_backend=self._backends[index].name,
+                reason=why,
+                failure_kind=failure.kind,
+                status=failure.status,
+            )
+        )
+
+    def _end_rotation(self, request: LiveRequest, actions: list[Action]) -> None:
         # The rotation ended without a success: start the next request from the
         # preferred first backend rather than stay pinned to a failing one.
         self._set_sticky(request, 0)
