@@ -622,51 +622,18 @@ class Balancer:
                 del self._profile_counts[name]
 
     def _fail(self, request: LiveRequest, failure: Failure, actions: list[Action]) -> None:
-        backend = self._backends[request.backend_index]
         setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
         if setup:
             self._undo_dispatch(request)
-        if not self._failover and setup:
-            error = BackendFailed(
-                backend=backend.name,
-                message=failure.message,
-                failure=failure,
-                chunks_delivered=0,
-                retryable=False,
-            )
-            self._fail_request(request, error, actions)
-            return
         if request.phase is Phase.STREAMING or not self._failover:
-            # Output already reached the caller (or round-robin, which never
-            # fails over): the raw failure is the answer.
-            self._record_failure(request, failure, actions)
-            error = BackendFailed(
-                backend=backend.name,
-                message=failure.message,
-                failure=failure,
-                chunks_delivered=request.chunks,
-                retryable=is_transient(failure),
-            )
-            self._fail_request(request, error, actions)
+            # Output already reached the caller, or round-robin, which never
+            # fails over: the raw failure is the answer.
+            self._fail_raw(request, failure, actions, record=not setup)
             return
         request.deadline = None
-        if setup:
-            self._leave_backend(request, failure, FailoverReason.SETUP, actions, record=False)
-            return
-        if is_immediate_failover(failure):
-            self._leave_backend(request, failure, FailoverReason.IMMEDIATE, actions)
-            return
-        retryable = allows_same_backend_retry(failure, self._settings)
-        if not retryable:
-            self._leave_backend(request, failure, FailoverReason.NOT_RETRYABLE, actions)
-            return
-        if request.attempts_here >= self._settings.attempts_per_backend or not self._budget_left(
-            request
-        ):
-            self._leave_backend(request, failure, FailoverReason.RETRIES_EXHAUSTED, actions)
-            return
-        if not self._may_retry_here(request):
-            self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+        reason = self._reason_to_leave(request, failure)
+        if reason is not None:
+            self._leave_backend(request, failure, reason, actions, record=not setup)
             return
         delay = self._settings.failover_retry_delay_ms
         if delay > 0:
@@ -674,13 +641,45 @@ class Balancer:
             request.failed_at = self._now
             request.retry_due = self._now + delay
             request.retry_failure = failure
+            name = self._backends[request.backend_index].name
             actions.append(
-                RetryScheduled(
-                    request_id=request.request_id, backend=backend.name, due=request.retry_due
-                )
+                RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
             )
             return
         self._launch(request, request.backend_index, actions)
+
+    def _reason_to_leave(self, request: LiveRequest, failure: Failure) -> FailoverReason | None:
+        """Why the request must leave its backend after ``failure``; None to retry it there.
+
+        The order is the reference's (section 3.4), with the breaker check added last.
+        """
+        if failure.kind == FailureKind.SETUP:
+            return FailoverReason.SETUP
+        if is_immediate_failover(failure):
+            return FailoverReason.IMMEDIATE
+        if not allows_same_backend_retry(failure, self._settings):
+            return FailoverReason.NOT_RETRYABLE
+        attempts_left = request.attempts_here < self._settings.attempts_per_backend
+        if not attempts_left or not self._budget_left(request):
+            return FailoverReason.RETRIES_EXHAUSTED
+        if not self._may_retry_here(request):
+            return FailoverReason.BREAKER_OPENED
+        return None
+
+    def _fail_raw(
+        self, request: LiveRequest, failure: Failure, actions: list[Action], *, record: bool
+    ) -> None:
+        """End the request with this backend's own failure, as the caller's answer."""
+        if record:
+            self._record_failure(request, failure, actions)
+        error = BackendFailed(
+            backend=self._backends[request.backend_index].name,
+            message=failure.message,
+            failure=failure,
+            chunks_delivered=request.chunks,
+            retryable=record and is_transient(failure),
+        )
+        self._fail_request(request, error, actions)
 
     # ------------------------------------------------------------------ clock
 
