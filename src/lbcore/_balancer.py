@@ -301,11 +301,11 @@ class Balancer:
         self._finish(request, RequestFailed(request_id=request.request_id, error=error), actions)
 
     def _hand_back_probe(self, request: LiveRequest) -> None:
-        if request.probe_backend is not None:
-            breaker = self._breakers.get(request.probe_backend)
-            if breaker is not None:
-                breaker.hand_back_probe(request.request_id)
-            request.probe_backend = None
+        # Only the holder can hand a probe back, so asking the current backend's
+        # breaker is enough: it knows whether this request holds its probe.
+        breaker = self._breakers.get(self._backends[request.backend_index].name)
+        if breaker is not None:
+            breaker.hand_back_probe(request.request_id)
 
     def _holds_probe(self, request: LiveRequest, name: str) -> bool:
         breaker = self._breakers.get(name)
@@ -462,8 +462,6 @@ class Balancer:
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
         else:
-            if probe:
-                request.probe_backend = backend.name
             return True
         if probe and breaker is not None:
             breaker.hand_back_probe(request.request_id)
@@ -530,7 +528,6 @@ class Balancer:
             if breaker is not None and breaker.record_success():
                 actions.append(CloseBreaker(backend=backend.name))
             self._set_sticky(request, request.backend_index)
-        request.probe_backend = None
         self._finish(
             request,
             RequestCompleted(
@@ -570,7 +567,6 @@ class Balancer:
                         + self._settings.circuit_breaker_recovery_timeout_ms,
                     )
                 )
-        request.probe_backend = None
 
     def _leave_backend(
         self,
@@ -613,7 +609,7 @@ class Balancer:
         request.used -= 1
         counter = self._metrics[name]
         counter.requests -= 1
-        if counter.snapshot() == MetricsCounter().snapshot():
+        if counter.requests == 0:  # nothing else can be counted without an attempt
             del self._metrics[name]
         if not self._failover and request.counted_epoch == self._stats_epoch:
             self._total_requests -= 1

@@ -74,7 +74,6 @@ class LiveRequest:
         "owner",
         "pending_failover",
         "phase",
-        "probe_backend",
         "prompt_tokens",
         "request_id",
         "retry_due",
@@ -114,8 +113,6 @@ class LiveRequest:
         self.owner = 0
         self.visited = 0
         self.next_index = 0
-        #: Backend whose half-open probe this request holds, if any.
-        self.probe_backend: str | None = None
         #: Final failures per backend: ordinary ones, then context-limit rejections.
         self.failures: list[tuple[str, Failure]] = []
         self.context_failures: list[tuple[str, Failure]] = []
