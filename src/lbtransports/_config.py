@@ -1,0 +1,182 @@
+"""What a client needs: the core's configuration plus, per backend, where and how to reach it.
+
+The core's :class:`lbcore.BalancerConfig` holds no URL and no credential by
+design; :class:`ClientConfig` pairs it with one :class:`BackendTarget` per
+backend, the load balancer's own request settings, and the transport's
+timeouts. Build it from a plain mapping with :meth:`ClientConfig.from_mapping`,
+or from a profile directory with :func:`lbtransports.load_profile`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from lbcore import BackendSpec, BalancerConfig, ConfigError, Settings, clean_text, truncate
+
+from .wire import BackendTarget, CredentialSource, redact_settings
+
+# Everything in __all__ is re-exported by lbtransports.
+__all__ = ("ClientConfig",)
+
+#: How long opening a connection (TCP and TLS) may take.
+DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
+#: The longest wait for the next piece of an answer once a request is sent.
+#: Keep-alive comments do not count as progress: see spec/transports.md.
+DEFAULT_IDLE_TIMEOUT_MS: Final = 300_000
+
+
+def _name(text: str) -> str:
+    return clean_text(text, 64)
+
+
+class _BackendShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One entry of ``backends`` in :meth:`ClientConfig.from_mapping`."""
+
+    name: str
+    provider: str
+    model: str = ""
+    base_url: str | None = None
+    credential: CredentialSource = msgspec.field(default_factory=CredentialSource)
+    context_window: int | None = None
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    model_params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    strategy: str
+    backends: list[_BackendShape]
+    profile_name: str = "load-balancer"
+    context_limit: int | None = None
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    model_params: dict[str, Any] = msgspec.field(default_factory=dict)
+    connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+
+
+def _check_base_url(backend: str, url: str | None) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = truncate(repr(url), 60)
+        raise ConfigError(
+            f'backends["{_name(backend)}"].base_url: must be an http:// or https:// URL '
+            f"with a host, got {shown}"
+        )
+    if parts.username or parts.password:
+        # A key in the URL would be shown wherever the URL is (traces, errors).
+        raise ConfigError(
+            f'backends["{_name(backend)}"].base_url: must not carry a user or password; '
+            "use credential instead"
+        )
+
+
+class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The core's config, one target per backend, and the transport's knobs."""
+
+    balancer: BalancerConfig
+    #: One per backend of ``balancer``, in the same order, with the same names.
+    targets: tuple[BackendTarget, ...]
+    #: The load balancer's ephemeral settings: routing keys and request settings
+    #: alike. They win over each backend's own (reference section 9.1).
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The load balancer's model parameters; they win over each backend's own.
+    model_params: dict[str, Any] = msgspec.field(default_factory=dict)
+    connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.balancer, BalancerConfig):
+            raise ConfigError("balancer: must be a BalancerConfig")
+        targets = self.targets
+        if isinstance(targets, list):
+            targets = tuple(targets)
+            msgspec.structs.force_setattr(self, "targets", targets)
+        if not isinstance(targets, tuple) or not all(isinstance(t, BackendTarget) for t in targets):
+            raise ConfigError("targets: must be a sequence of BackendTarget")
+        specs = self.balancer.backends
+        if [t.name for t in targets] != [s.name for s in specs]:
+            raise ConfigError(
+                "targets: must name the balancer's backends in the same order, "
+                f"expected {[s.name for s in specs]}, got {[t.name for t in targets]}"
+            )
+        for spec, target in zip(specs, targets, strict=True):
+            if (spec.provider, spec.model) != (target.provider, target.model):
+                raise ConfigError(
+                    f'targets["{_name(spec.name)}"]: provider and model must match the '
+                    f"balancer's ({spec.provider!r}, {spec.model!r}), "
+                    f"got ({target.provider!r}, {target.model!r})"
+                )
+            _check_base_url(target.name, target.base_url)
+        for field in ("connect_timeout_ms", "idle_timeout_ms"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"{field}: must be an integer >= 1, got {truncate(repr(value), 60)}"
+                )
+
+    def target(self, name: str) -> BackendTarget:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> ClientConfig:
+        """Build a config from plain data, as read from JSON, TOML or YAML.
+
+        ``{"strategy": ..., "backends": [{"name", "provider", "model",
+        "base_url", "credential": {"env": "OPENAI_API_KEY"}, ...}], "settings":
+        {...}}``. Every broken rule raises :class:`lbcore.ConfigError` naming
+        the field.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"config: must be a mapping, got {truncate(repr(mapping), 60)}")
+        try:
+            shape = msgspec.convert(dict(mapping), _ConfigShape, str_keys=True)
+        except msgspec.ValidationError as error:
+            # msgspec names the path ("at `$.backends[0].name`"); no value is echoed.
+            raise ConfigError(f"config: {error}") from None
+        backends = tuple(
+            BackendSpec(
+                name=b.name, provider=b.provider, model=b.model, context_window=b.context_window
+            )
+            for b in shape.backends
+        )
+        return cls(
+            balancer=BalancerConfig(
+                strategy=shape.strategy,
+                backends=backends,
+                profile_name=shape.profile_name,
+                settings=Settings.from_mapping(shape.settings),
+                context_limit=shape.context_limit,
+            ),
+            targets=tuple(
+                BackendTarget(
+                    name=b.name,
+                    provider=b.provider,
+                    model=b.model,
+                    base_url=b.base_url,
+                    credential=b.credential,
+                    ephemeral_settings=b.settings,
+                    model_params=b.model_params,
+                )
+                for b in shape.backends
+            ),
+            settings=shape.settings,
+            model_params=shape.model_params,
+            connect_timeout_ms=shape.connect_timeout_ms,
+            idle_timeout_ms=shape.idle_timeout_ms,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(strategy={self.balancer.strategy!r}, targets={list(self.targets)!r}, "
+            f"settings={redact_settings(self.settings)!r}, "
+            f"model_params={redact_settings(self.model_params)!r}, "
+            f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms})"
+        )
