@@ -4,6 +4,8 @@ Importing it has no side effects: :mod:`lbtransports.wire`, the sans-IO
 provider formats, needs nothing beyond msgspec.
 """
 
+from ._config import ClientConfig
+from ._profiles import ProfileWarning, load_profile
 from .wire import (
     BackendTarget,
     ChatRequest,
@@ -27,14 +29,17 @@ __all__ = (
     "ChatRequest",
     "ChatResponse",
     "Chunk",
+    "ClientConfig",
     "CredentialSource",
     "HttpRequest",
+    "ProfileWarning",
     "Provider",
     "StreamDecoder",
     "Usage",
     "WireError",
     "build_request",
     "estimate_tokens",
+    "load_profile",
     "parse_error",
     "parse_response",
     "stream_decoder",
