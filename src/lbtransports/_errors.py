@@ -1,0 +1,141 @@
+"""The exceptions a client raises when a request fails.
+
+The core reports a failed request as data (:class:`lbcore.RequestFailed`
+carrying one of the :data:`lbcore.RequestError` values); the clients turn that
+value into one of these exceptions. Each keeps the value in ``.error``, so a
+caller can read every detail the trace shows, and copies the fields callers
+branch on (``retryable``, ``status``, ``category``) onto itself.
+"""
+
+from __future__ import annotations
+
+from lbcore import (
+    AllBackendsUnhealthy,
+    AllContextLimitsExceeded,
+    BackendFailed,
+    BackendFailure,
+    BudgetExhausted,
+    Category,
+    ContextLimitExceeded,
+    FailoverExhausted,
+    Failure,
+    RequestError,
+)
+
+# Everything in __all__ is re-exported by lbtransports.
+__all__ = (
+    "AllBackendsUnhealthyError",
+    "BackendError",
+    "BudgetExhaustedError",
+    "ClientClosedError",
+    "ContextLimitError",
+    "FailoverError",
+    "LoadBalancerError",
+    "error_for",
+)
+
+
+class LoadBalancerError(Exception):
+    """A request the load balancer could not complete.
+
+    ``error`` is the core's value for it, exactly as the trace records it.
+    Messages come from the core and the wire layer, which redact credentials.
+    """
+
+    def __init__(self, request_id: str, error: RequestError) -> None:
+        super().__init__(error.message)
+        self.request_id = request_id
+        self.error: RequestError = error
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether sending the same request again later may succeed."""
+        return self.error.retryable
+
+
+class FailoverError(LoadBalancerError):
+    """Every backend the rotation visited failed or was skipped (or none fits the prompt)."""
+
+    error: FailoverExhausted | AllContextLimitsExceeded
+
+    @property
+    def failures(self) -> tuple[BackendFailure, ...]:
+        """Each backend's last failure, in the order the rotation met them."""
+        return self.error.failures
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status, when every backend failed with the same one."""
+        return self.error.status if isinstance(self.error, FailoverExhausted) else None
+
+    @property
+    def category(self) -> Category | None:
+        return self.error.category if isinstance(self.error, FailoverExhausted) else None
+
+
+class BackendError(LoadBalancerError):
+    """The one backend serving the request failed, unwrapped.
+
+    Round-robin reports every failure this way; failover does once part of the
+    answer reached the caller, because trying another backend then would mix
+    two answers. ``chunks_delivered`` says how much the caller already has.
+    """
+
+    error: BackendFailed
+
+    @property
+    def backend(self) -> str:
+        return self.error.backend
+
+    @property
+    def failure(self) -> Failure:
+        return self.error.failure
+
+    @property
+    def status(self) -> int | None:
+        return self.error.failure.status
+
+    @property
+    def chunks_delivered(self) -> int:
+        return self.error.chunks_delivered
+
+
+class AllBackendsUnhealthyError(LoadBalancerError):
+    """Every backend's circuit breaker was open; nothing was sent."""
+
+    error: AllBackendsUnhealthy
+
+
+class ContextLimitError(LoadBalancerError):
+    """Round-robin picked a backend whose context limit the prompt exceeds."""
+
+    error: ContextLimitExceeded
+
+
+class BudgetExhaustedError(LoadBalancerError):
+    """The request's attempt budget ran out before it could be sent."""
+
+    error: BudgetExhausted
+
+
+class ClientClosedError(RuntimeError):
+    """The client was closed; it takes no new requests."""
+
+
+_EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
+    FailoverExhausted: FailoverError,
+    AllContextLimitsExceeded: FailoverError,
+    BackendFailed: BackendError,
+    AllBackendsUnhealthy: AllBackendsUnhealthyError,
+    ContextLimitExceeded: ContextLimitError,
+    BudgetExhausted: BudgetExhaustedError,
+}
+
+
+def error_for(request_id: str, error: RequestError) -> LoadBalancerError:
+    """The exception a caller gets for the core's ``error``."""
+    return _EXCEPTIONS[type(error)](request_id, error)

@@ -1,0 +1,321 @@
+"""The one place a client touches the core: a guarded balancer with a clock.
+
+Every call takes the guard, reads the clock, feeds the core one or two
+events, files the resulting actions into the runs they concern, and lets go.
+Nothing under the guard waits on a network: the clients do their I/O outside
+it, so one stalled backend never holds up another request. Both the sync
+client's threads and the async client's tasks use it; in the async client the
+guard is never contended for long, because no call here awaits.
+
+Two rules keep what the core hears consistent with what really happened:
+
+* Time passes before news arrives. If a deadline the core set has passed,
+  the core gets its :class:`lbcore.Tick` first, so a chunk that arrives after
+  the first-chunk deadline is dropped rather than accepted late.
+* News of an attempt the core gave up on is dropped here, never sent: the
+  core would refuse it as stale, and its loop is about to close the connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, Final
+
+from lbcore import (
+    Action,
+    AttemptFailed,
+    AttemptSucceeded,
+    AttemptTimedOut,
+    Balancer,
+    ChunkReceived,
+    Event,
+    Failure,
+    RequestCancelled,
+    RequestStarted,
+    RetryScheduled,
+    Stats,
+    Tick,
+    TimeoutPhase,
+    encode_line,
+)
+
+from ._config import ClientConfig
+from ._reader import Ending, Succeeded
+from ._run import Attempt, Finished, RequestRun, Send, Step, Wait
+from .wire import Chunk, estimate_tokens
+
+__all__ = ("CoreLink", "monotonic_ms")
+
+_NO_STEP: Final = "the core left request {rid} with nothing to do and no ending"
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class CoreLink:
+    """A :class:`lbcore.Balancer` shared safely by every request of one client."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        trace: IO[bytes] | None = None,
+        clock: Callable[[], int] = monotonic_ms,
+    ) -> None:
+        self.config = config
+        self._balancer = Balancer(config.balancer, record=trace is not None)
+        self._guard = threading.Lock()
+        # Trace lines are written in the order the core produced them, but
+        # outside the core's guard: the writer takes this lock before letting
+        # go of the guard (hand over hand), so order holds without file I/O
+        # under the guard.
+        self._trace_lock = threading.Lock()
+        self._trace = trace
+        self._clock = clock
+        # The core's clock starts at 0 when the client is made: traces read better.
+        self._epoch = clock()
+        self._now = 0
+        self._runs: dict[str, RequestRun] = {}
+        self._next_id = 0
+        self._targets = {target.name: target for target in config.targets}
+        if trace is not None:
+            self._write([encode_line(self._balancer.trace_header())])
+
+    # -- requests -------------------------------------------------------------
+
+    def open(self, run: RequestRun, *, attempt_budget: int | None = None) -> None:
+        """Start ``run`` in the core (its ``request_id`` may be empty: one is given)."""
+        first = self.config.targets[0]
+        prompt = estimate_tokens(first, run.chat).tokens
+        with self._locked() as lines:
+            if not run.request_id:
+                self._next_id += 1
+                run.request_id = f"r{self._next_id}"
+            self._runs[run.request_id] = run
+            try:
+                self._feed(
+                    lines,
+                    lambda at: RequestStarted(
+                        at=at,
+                        request_id=run.request_id,
+                        prompt_tokens=prompt,
+                        attempt_budget=attempt_budget,
+                    ),
+                )
+            except BaseException:
+                del self._runs[run.request_id]
+                raise
+
+    def next_step(self, run: RequestRun) -> Step:
+        """What ``run``'s loop must do now, given everything the core decided."""
+        with self._guard:
+            while run.inbox:
+                action = run.inbox.popleft()
+                if isinstance(action, RetryScheduled):
+                    run.retry_due = action.due
+                    continue
+                run.retry_due = None
+                run.attempt = Attempt(
+                    start=action,
+                    target=self._targets[action.backend],
+                    started_at=self._now,
+                    last_progress=self._now,
+                )
+                return Send(run.attempt)
+            if run.finished:
+                return Finished()
+            if run.retry_due is not None:
+                return Wait(run.retry_due)
+        raise RuntimeError(_NO_STEP.format(rid=run.request_id))
+
+    def cancel(self, run: RequestRun) -> None:
+        """The caller gave up: tell the core, unless the request already ended."""
+        with self._locked() as lines:
+            if not run.finished and run.request_id in self._runs:
+                self._feed(lines, lambda at: RequestCancelled(at=at, request_id=run.request_id))
+
+    # -- time -----------------------------------------------------------------
+
+    def now(self) -> int:
+        with self._guard:
+            return self._read_clock()
+
+    def tick(self) -> None:
+        """Let the core act on every deadline that has passed."""
+        with self._locked() as lines:
+            self._catch_up(lines)
+
+    def wait_limit(self, run: RequestRun, attempt: Attempt) -> float:
+        """Seconds ``attempt`` may wait for the next piece before a deadline passes.
+
+        The earlier of the core's first-chunk deadline (until the first chunk)
+        and the transport's idle timeout. One millisecond is added so that on
+        waking the deadline has surely passed on the millisecond clock.
+        """
+        with self._guard:
+            now = self._read_clock()
+            due = self._attempt_due(attempt)
+        return max(0.0, (due - now + 1) / 1000)
+
+    def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
+        """A wait for ``attempt`` ran out (its connection is being closed): report it.
+
+        A passed first-chunk deadline is the core's to act on: the tick makes
+        it cancel the attempt. Otherwise the transport's own timer fired.
+        """
+        with self._locked() as lines:
+            self._catch_up(lines)
+            if not run.attempt_is_live(attempt):
+                attempt.over = True
+                return
+            attempt.over = True
+            self._feed(
+                lines,
+                lambda at: AttemptTimedOut(
+                    at=at, request_id=run.request_id, attempt=attempt.number, phase=phase
+                ),
+            )
+
+    # -- news of an attempt ---------------------------------------------------
+
+    def deliver(self, run: RequestRun, attempt: Attempt, chunks: list[Chunk]) -> list[Chunk]:
+        """Report ``chunks`` to the core; returns those the caller may see.
+
+        None, if the core had already given up on the attempt.
+        """
+        if not chunks:
+            return chunks
+        with self._locked() as lines:
+            self._catch_up(lines)
+            if not run.attempt_is_live(attempt):
+                attempt.over = True
+                return []
+            for _ in chunks:
+                self._feed(
+                    lines,
+                    lambda at: ChunkReceived(
+                        at=at, request_id=run.request_id, attempt=attempt.number
+                    ),
+                )
+            attempt.chunks += len(chunks)
+            attempt.last_progress = self._now
+        return chunks
+
+    def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
+        """Report how ``attempt`` ended (its answer completed, or it failed)."""
+        with self._locked() as lines:
+            self._catch_up(lines)
+            if not run.attempt_is_live(attempt):
+                attempt.over = True
+                return
+            attempt.over = True
+            rid, number = run.request_id, attempt.number
+            if isinstance(ending, Succeeded):
+                usage = ending.usage
+                self._feed(
+                    lines,
+                    lambda at: AttemptSucceeded(
+                        at=at,
+                        request_id=rid,
+                        attempt=number,
+                        input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                    ),
+                )
+            else:
+                failure: Failure = ending.failure
+                self._feed(
+                    lines,
+                    lambda at: AttemptFailed(
+                        at=at, request_id=rid, attempt=number, failure=failure
+                    ),
+                )
+
+    # -- reading the core ------------------------------------------------------
+
+    def stats(self) -> Stats:
+        with self._guard:
+            return self._balancer.stats()
+
+    def reset_stats(self) -> None:
+        with self._locked() as lines:
+            self._read_clock()
+            self._route(self._balancer.reset_stats(), lines)
+
+    @property
+    def balancer(self) -> Balancer:
+        """The core itself, for read-only introspection (models, context limit)."""
+        return self._balancer
+
+    # -- inside the guard ----------------------------------------------------
+
+    def _read_clock(self) -> int:
+        # Threads read the clock in any order; the core needs time never to go back.
+        self._now = max(self._now, self._clock() - self._epoch)
+        return self._now
+
+    def _attempt_due(self, attempt: Attempt) -> int:
+        due = attempt.last_progress + self.config.idle_timeout_ms
+        deadline = attempt.start.first_chunk_deadline
+        if attempt.chunks == 0 and deadline is not None:
+            due = min(due, deadline)
+        return due
+
+    def _catch_up(self, lines: list[bytes]) -> None:
+        now = self._read_clock()
+        deadline = self._balancer.next_deadline()
+        if deadline is not None and deadline <= now:
+            self._route(self._balancer.handle(Tick(at=now)), lines)
+
+    def _feed(self, lines: list[bytes], event: Callable[[int], Event]) -> None:
+        self._route(self._balancer.handle(event(self._read_clock())), lines)
+
+    def _route(self, actions: Iterable[Action], lines: list[bytes]) -> None:
+        for action in actions:
+            rid = getattr(action, "request_id", None)
+            run = self._runs.get(rid) if rid is not None else None
+            if run is None:
+                continue
+            run.accept(action)
+            if run.finished:
+                del self._runs[rid]  # type: ignore[arg-type]
+        if self._trace is not None:
+            lines.extend(encode_line(step) for step in self._balancer.take_steps())
+
+    def _locked(self) -> _Locked:
+        return _Locked(self)
+
+    def _write(self, lines: list[bytes]) -> None:
+        assert self._trace is not None
+        self._trace.write(b"".join(line + b"\n" for line in lines))
+        self._trace.flush()
+
+
+class _Locked:
+    """``with link._locked() as lines:`` guard the core, then write its trace lines."""
+
+    __slots__ = ("_lines", "_link")
+
+    def __init__(self, link: CoreLink) -> None:
+        self._link = link
+        self._lines: list[bytes] = []
+
+    def __enter__(self) -> list[bytes]:
+        self._link._guard.acquire()
+        return self._lines
+
+    def __exit__(self, *exc: object) -> None:
+        link = self._link
+        if not self._lines:
+            link._guard.release()
+            return
+        # Hand over hand: take the trace lock before the guard is let go.
+        link._trace_lock.acquire()
+        link._guard.release()
+        try:
+            link._write(self._lines)
+        finally:
+            link._trace_lock.release()

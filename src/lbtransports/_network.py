@@ -1,0 +1,61 @@
+"""What a broken connection means, whichever HTTP library reported it.
+
+The HTTP libraries' exception texts carry URLs, hosts and nested reprs; none
+of that goes into a failure. We keep a fixed message per situation and the
+operating system's error name (``ECONNREFUSED``...) as the failure's code.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+
+from lbcore import Failure, FailureKind
+
+__all__ = ("connect_failure", "os_error_code", "stream_failure")
+
+_MAX_DEPTH = 12
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and everything it wraps: causes, contexts, and exceptions in its args."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending and len(seen) < _MAX_DEPTH:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        wrapped += [arg for arg in current.args if isinstance(arg, BaseException)]
+        pending += [inner for inner in wrapped if isinstance(inner, BaseException)]
+
+
+def os_error_code(error: BaseException) -> str | None:
+    """The first operating-system error name found in ``error``'s chain."""
+    for cause in _causes(error):
+        number = getattr(cause, "errno", None)
+        if isinstance(cause, OSError) and isinstance(number, int):
+            return errno.errorcode.get(number)
+    return None
+
+
+def connect_failure(error: BaseException) -> Failure:
+    """The backend could not be reached (refused, unreachable, reset while connecting)."""
+    code = os_error_code(error)
+    detail = f" ({code})" if code else ""
+    return Failure(
+        kind=FailureKind.NETWORK, message=f"could not connect to the backend{detail}", code=code
+    )
+
+
+def stream_failure(error: BaseException) -> Failure:
+    """The connection broke after the request was sent, before the answer ended."""
+    code = os_error_code(error)
+    detail = f" ({code})" if code else ""
+    return Failure(
+        kind=FailureKind.NETWORK,
+        message=f"connection lost before the answer ended{detail}",
+        code=code,
+    )

@@ -1,0 +1,165 @@
+"""Reading one attempt's response, without I/O: bytes in, chunks and an ending out.
+
+Both clients pump the bytes they receive through an :class:`AttemptReader`,
+so what a status, a body or a broken stream *means* is decided once, here,
+and the clients only move bytes and map their HTTP library's exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+
+from lbcore import Failure, FailureKind
+
+from .wire import (
+    Chunk,
+    Headers,
+    HttpRequest,
+    StreamDecoder,
+    ToolCallDelta,
+    Usage,
+    WireError,
+    parse_error,
+    parse_response,
+    stream_decoder,
+)
+
+__all__ = ("AttemptReader", "Ending", "Failed", "Succeeded")
+
+#: Error bodies are read up to this size; the rest cannot change the diagnosis.
+ERROR_BODY_LIMIT: Final = 64 * 1024
+#: A whole (non-streamed) answer larger than this is refused rather than buffered.
+WHOLE_BODY_LIMIT: Final = 32 * 1024 * 1024
+
+
+_DecoderStep = Callable[[StreamDecoder], list[Chunk]]
+
+
+class Succeeded(msgspec.Struct, frozen=True):
+    usage: Usage
+
+
+class Failed(msgspec.Struct, frozen=True):
+    failure: Failure
+
+
+Ending = Succeeded | Failed
+
+
+def _protocol(message: str) -> Failure:
+    return Failure(kind=FailureKind.PROTOCOL, message=message)
+
+
+class AttemptReader:
+    """Turns one response (status, headers, body pieces) into chunks and an ending.
+
+    Call :meth:`start` once with the status line, then :meth:`feed` for each
+    piece and :meth:`end` at end of body. Once :attr:`ending` is set the
+    attempt is over: the client reports it and closes the connection, even if
+    more bytes could be read.
+    """
+
+    def __init__(self, provider: str, request: HttpRequest) -> None:
+        self._provider = provider
+        self._request = request
+        self._status = 0
+        self._headers: Headers = ()
+        self._body = bytearray()
+        self._decoder: StreamDecoder | None = None
+        self.ending: Ending | None = None
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        return self._request.secrets
+
+    def start(self, status: int, headers: Headers) -> None:
+        self._status, self._headers = status, headers
+        if 200 <= status <= 299 and self._request.stream:
+            self._decoder = stream_decoder(self._provider, secrets=self._secrets)
+
+    def feed(self, data: bytes) -> list[Chunk]:
+        if self.ending is not None:
+            return []
+        if self._decoder is not None:
+            return self._decode(lambda decoder: decoder.feed(data))
+        self._body += data
+        if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
+            # Enough to read the error; the rest is not worth waiting for.
+            self.ending = Failed(self._error_failure())
+        elif self._ok and len(self._body) > WHOLE_BODY_LIMIT:
+            self.ending = Failed(_protocol(f"answer larger than {WHOLE_BODY_LIMIT} bytes"))
+        return []
+
+    def end(self) -> list[Chunk]:
+        """The body is complete (the server ended it cleanly)."""
+        if self.ending is not None:
+            return []
+        if self._decoder is not None:
+            chunks = self._decode(lambda decoder: decoder.end())
+            if self.ending is None:
+                self.ending = Succeeded(self._decoder.usage)
+            return chunks
+        if not self._ok:
+            self.ending = Failed(self._error_failure())
+            return []
+        try:
+            answer = parse_response(
+                self._provider,
+                self._status,
+                self._headers,
+                bytes(self._body),
+                secrets=self._secrets,
+            )
+        except WireError as error:
+            self.ending = Failed(error.failure)
+            return []
+        self.ending = Succeeded(answer.usage)
+        calls = [
+            ToolCallDelta(index=i, id=call.id, name=call.name, arguments=call.arguments)
+            for i, call in enumerate(answer.tool_calls)
+        ]
+        if not (answer.text or answer.reasoning or calls):
+            return []
+        return [
+            Chunk(
+                text=answer.text,
+                reasoning=answer.reasoning,
+                tool_calls=tuple(calls),
+                finish_reason=answer.finish_reason,
+                usage=answer.usage,
+            )
+        ]
+
+    def broken(self, failure: Failure) -> None:
+        """The transport lost the response (reset, closed early, undecodable framing).
+
+        An error status keeps its own diagnosis from what was read of the body:
+        the status says more than the broken connection that carried it.
+        """
+        if self.ending is None:
+            self.ending = Failed(failure if self._ok or not self._status else self._error_failure())
+
+    @property
+    def _ok(self) -> bool:
+        return 200 <= self._status <= 299
+
+    def _error_failure(self) -> Failure:
+        return parse_error(
+            self._provider,
+            self._status,
+            self._headers,
+            bytes(self._body[:ERROR_BODY_LIMIT]),
+            secrets=self._secrets,
+        )
+
+    def _decode(self, step: _DecoderStep) -> list[Chunk]:
+        assert self._decoder is not None
+        try:
+            return step(self._decoder)
+        except WireError as error:
+            # Chunks completed before the failure still belong to the answer.
+            self.ending = Failed(error.failure)
+            return list(error.chunks)

@@ -1,0 +1,108 @@
+"""One request as a client sees it: its attempts, its mailbox, how it ended.
+
+This is bookkeeping, not I/O. :class:`CoreLink` files the core's actions into
+the run they concern (any request's clock tick can decide something for
+another request), and the client's loop asks the run what to do next.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from lbcore import (
+    Action,
+    CancelAttempt,
+    RequestAborted,
+    RequestCompleted,
+    RequestFailed,
+    RetryScheduled,
+    StartAttempt,
+)
+
+from ._errors import LoadBalancerError, error_for
+from .wire import BackendTarget, ChatRequest, HttpRequest
+
+__all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One attempt the core started: where it goes and how far it got."""
+
+    start: StartAttempt
+    target: BackendTarget
+    #: When the attempt was started (the clock of :class:`CoreLink`).
+    started_at: int
+    #: Last time the answer made progress (a chunk), for the idle timeout.
+    last_progress: int
+    http: HttpRequest | None = None
+    chunks: int = 0
+    #: The core no longer wants it (cancelled), or its ending was reported.
+    over: bool = False
+
+    @property
+    def number(self) -> int:
+        return self.start.attempt
+
+    @property
+    def backend(self) -> str:
+        return self.start.backend
+
+
+class Send(NamedTuple):
+    """Prepare and send ``attempt``, then read its answer."""
+
+    attempt: Attempt
+
+
+class Wait(NamedTuple):
+    """Nothing to do until the clock reaches ``until`` (a same-backend retry delay)."""
+
+    until: int
+
+
+class Finished(NamedTuple):
+    """The request is over; see :attr:`RequestRun.completed` and :attr:`RequestRun.error`."""
+
+
+Step = Send | Wait | Finished
+
+
+@dataclass(eq=False)
+class RequestRun:
+    request_id: str
+    chat: ChatRequest
+    #: Actions that ask this request's loop to act, in the order the core gave them.
+    inbox: deque[StartAttempt | RetryScheduled] = field(default_factory=deque)
+    #: Every action the core took about this request, for callers who want the story.
+    decisions: list[Action] = field(default_factory=list)
+    attempt: Attempt | None = None
+    retry_due: int | None = None
+    completed: RequestCompleted | None = None
+    error: LoadBalancerError | None = None
+    aborted: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.completed is not None or self.error is not None or self.aborted
+
+    def accept(self, action: Action) -> None:
+        """Take in an action about this request (called under the core's guard)."""
+        self.decisions.append(action)
+        if isinstance(action, StartAttempt | RetryScheduled):
+            self.inbox.append(action)
+        elif isinstance(action, CancelAttempt):
+            if self.attempt is not None and self.attempt.number == action.attempt:
+                self.attempt.over = True
+        elif isinstance(action, RequestCompleted):
+            self.completed = action
+        elif isinstance(action, RequestFailed):
+            self.error = error_for(self.request_id, action.error)
+        elif isinstance(action, RequestAborted):
+            self.aborted = True
+
+    def attempt_is_live(self, attempt: Attempt) -> bool:
+        """Whether news of ``attempt`` is still wanted by the core."""
+        return self.attempt is attempt and not attempt.over and not self.finished

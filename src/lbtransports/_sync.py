@@ -1,0 +1,327 @@
+"""The blocking client: ``requests`` underneath, one pooled session per backend.
+
+Its twin is :mod:`lbtransports._async`; the two differ only in how they wait
+and which HTTP library they call. Decisions come from :class:`CoreLink`,
+response bytes are understood by :class:`AttemptReader`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Generator, Iterator
+from http.cookiejar import DefaultCookiePolicy
+from types import TracebackType
+from typing import Any, Final, Self
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from lbcore import Stats, TimeoutPhase
+
+from ._completion import Completion, collect
+from ._config import ClientConfig
+from ._errors import ClientClosedError
+from ._link import CoreLink
+from ._network import connect_failure, stream_failure
+from ._reader import AttemptReader, Failed
+from ._run import Attempt, Finished, RequestRun, Wait
+from ._tracefile import TraceTarget, open_trace
+from .wire import ChatRequest, Chunk, Usage, WireError, build_request
+
+__all__ = ("ChatStream", "Client")
+
+#: How much to ask for per read; SSE events are far smaller.
+_PIECE: Final = 64 * 1024
+_USER_AGENT: Final = "lbcore"
+
+
+class ChatStream:
+    """The chunks of one answer, as they arrive. Iterate it, or use it in ``with``.
+
+    Closing it before the end (``close()``, leaving the ``with`` block, or
+    breaking out of the loop and dropping it) cancels the request and closes
+    its connection. A failed request raises from the iteration.
+    """
+
+    def __init__(self, client: Client, run: RequestRun) -> None:
+        self._client = client
+        self._run = run
+        self._chunks = client._drive(run)
+
+    @property
+    def request_id(self) -> str:
+        return self._run.request_id
+
+    @property
+    def backend(self) -> str | None:
+        """The backend whose answer this is, once the request completed."""
+        done = self._run.completed
+        return done.backend if done is not None else None
+
+    @property
+    def usage(self) -> Usage | None:
+        done = self._run.completed
+        if done is None:
+            return None
+        return Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
+
+    @property
+    def decisions(self) -> list[Any]:
+        """Every action the core took about this request so far (a copy)."""
+        return list(self._run.decisions)
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """A load-balanced LLM client for blocking code; safe to share between threads.
+
+    Every request goes through the decision core: which backend, when to
+    retry, when to fail over, when to give up. The client carries the core's
+    decisions out over HTTP and reports back what happened.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        trace: TraceTarget | None = None,
+        pool_size: int = 32,
+        trust_env: bool = False,
+    ) -> None:
+        """
+        Args:
+            config: the backends and the routing settings.
+            trace: a path or a binary file to record every decision to, as a
+                JSON-lines trace that ``python -m lbcore replay`` verifies.
+            pool_size: connections kept open per backend.
+            trust_env: let ``requests`` read proxies and ``.netrc`` from the
+                environment. Off by default: a ``.netrc`` entry would replace
+                a backend's own credential.
+        """
+        if not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+        self.config = config
+        self._trace, self._owns_trace = open_trace(trace)
+        self._link = CoreLink(config, trace=self._trace)
+        self._pool_size = pool_size
+        self._trust_env = trust_env
+        self._sessions: dict[str, requests.Session] = {}
+        self._sessions_lock = threading.Lock()
+        self._closed = False
+
+    # -- requests ---------------------------------------------------------------
+
+    def chat(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        attempt_budget: int | None = None,
+    ) -> ChatStream:
+        """Send ``request`` and stream its answer.
+
+        The core decides where it goes before this returns (a request the core
+        refuses outright raises here); the answer streams as you iterate.
+        """
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        run = RequestRun(request_id=request_id or "", chat=request)
+        self._link.open(run, attempt_budget=attempt_budget)
+        return ChatStream(self, run)
+
+    def complete(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        attempt_budget: int | None = None,
+    ) -> Completion:
+        """Send ``request`` and return its whole answer."""
+        with self.chat(request, request_id=request_id, attempt_budget=attempt_budget) as stream:
+            chunks = list(stream)
+            done = stream._run.completed
+        assert done is not None
+        return collect(
+            chunks,
+            request_id=stream.request_id,
+            backend=done.backend,
+            model=self.config.target(done.backend).model,
+            usage=Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
+        )
+
+    def stats(self) -> Stats:
+        """The core's statistics: requests per backend, breakers, latency, tokens."""
+        return self._link.stats()
+
+    def reset_stats(self) -> None:
+        self._link.reset_stats()
+
+    def close(self) -> None:
+        """Close every pooled connection and the trace file this client opened."""
+        self._closed = True
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
+        if self._owns_trace and self._trace is not None:
+            self._trace.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = [target.name for target in self.config.targets]
+        return f"Client(strategy={self.config.balancer.strategy!r}, backends={names!r})"
+
+    # -- the loop ------------------------------------------------------------
+
+    def _drive(self, run: RequestRun) -> Generator[Chunk, None, None]:
+        link = self._link
+        try:
+            while True:
+                step = link.next_step(run)
+                if isinstance(step, Finished):
+                    break
+                if isinstance(step, Wait):
+                    self._sleep_until(step.until)
+                    link.tick()
+                    continue
+                yield from self._attempt(run, step.attempt)
+        finally:
+            # Closed early, interrupted, or a bug: the core must not keep the request.
+            link.cancel(run)
+        if run.error is not None:
+            raise run.error
+
+    def _sleep_until(self, until: int) -> None:
+        while (left := until - self._link.now()) > 0:
+            time.sleep((left + 1) / 1000)
+
+    def _attempt(self, run: RequestRun, attempt: Attempt) -> Iterator[Chunk]:
+        link, config = self._link, self.config
+        try:
+            http = build_request(
+                attempt.target,
+                run.chat,
+                lb_settings=config.settings,
+                lb_model_params=config.model_params,
+            )
+        except WireError as error:
+            link.finish(run, attempt, Failed(error.failure))
+            return
+        attempt.http = http
+        reader = AttemptReader(attempt.target.provider, http)
+        limit = max(link.wait_limit(run, attempt), 0.001)
+        try:
+            response = self._session(attempt.backend).request(
+                http.method,
+                http.url,
+                headers=dict(http.headers),
+                data=http.body,
+                stream=True,
+                timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            link.expire(run, attempt, TimeoutPhase.CONNECT)
+            return
+        except requests.exceptions.ReadTimeout:
+            link.expire(run, attempt, TimeoutPhase.READ)
+            return
+        except requests.exceptions.RequestException as error:
+            connecting = isinstance(error, requests.exceptions.ConnectionError) and _connecting(
+                error
+            )
+            failure = connect_failure(error) if connecting else stream_failure(error)
+            link.finish(run, attempt, Failed(failure))
+            return
+        with response:
+            reader.start(response.status_code, tuple(response.headers.items()))
+            sock = _socket_of(response)
+            while not attempt.over:  # the core may give up on it from another thread
+                limit = link.wait_limit(run, attempt)
+                if limit <= 0:
+                    link.expire(run, attempt, TimeoutPhase.READ)
+                    break
+                if sock is not None:
+                    sock.settimeout(limit)
+                try:
+                    data = response.raw.read1(_PIECE)
+                except urllib3.exceptions.ReadTimeoutError:
+                    link.expire(run, attempt, TimeoutPhase.READ)
+                    break
+                except (urllib3.exceptions.HTTPError, OSError) as error:
+                    reader.broken(stream_failure(error))
+                    data = b""
+                chunks = reader.feed(data) if data else reader.end()
+                yield from link.deliver(run, attempt, chunks)
+                if reader.ending is not None:
+                    link.finish(run, attempt, reader.ending)
+                    break
+
+    def _session(self, backend: str) -> requests.Session:
+        with self._sessions_lock:
+            if self._closed:
+                raise ClientClosedError("this client is closed")
+            session = self._sessions.get(backend)
+            if session is None:
+                session = self._sessions[backend] = _new_session(
+                    self._pool_size, trust_env=self._trust_env
+                )
+            return session
+
+
+def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = trust_env
+    # Cookies one backend sets must never travel anywhere; keep none.
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    # Ask for the bytes as sent: compression would hold events back in a buffer.
+    session.headers.clear()
+    session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    # The core owns retries: urllib3 must never retry underneath it.
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _connecting(error: requests.exceptions.ConnectionError) -> bool:
+    """Whether ``error`` happened while opening the connection, before anything was sent."""
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    # urllib3 exposes the connection it reads from; its socket's timeout is
+    # what bounds each read, so it is set afresh before every read.
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
