@@ -1,10 +1,27 @@
 """lbtransports: plugs the lbcore decision core into real HTTP backends.
 
-Importing it has no side effects: :mod:`lbtransports.wire`, the sans-IO
-provider formats, needs nothing beyond msgspec.
+:class:`Client` (blocking, over ``requests``) and :class:`AsyncClient` (asyncio
+or trio, over ``httpcore``) carry out the core's decisions. They load on first
+use, so :mod:`lbtransports.wire`, the sans-IO provider formats, still needs
+nothing beyond msgspec; the clients need the ``lbcore[transports]`` extra.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._completion import Completion
 from ._config import ClientConfig
+from ._errors import (
+    AllBackendsUnhealthyError,
+    BackendError,
+    BudgetExhaustedError,
+    ClientClosedError,
+    ContextLimitError,
+    FailoverError,
+    LoadBalancerError,
+)
 from ._profiles import ProfileWarning, load_profile
 from .wire import (
     BackendTarget,
@@ -24,14 +41,52 @@ from .wire import (
     stream_decoder,
 )
 
+if TYPE_CHECKING:
+    from ._async import AsyncChatStream, AsyncClient
+    from ._sync import ChatStream, Client
+
+#: Names that need the HTTP libraries, and the module that defines each.
+_CLIENTS = {
+    "AsyncChatStream": "._async",
+    "AsyncClient": "._async",
+    "ChatStream": "._sync",
+    "Client": "._sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLIENTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lbtransports' has no attribute {name!r}")
+    try:
+        return getattr(importlib.import_module(module, __name__), name)
+    except ImportError as error:
+        raise ImportError(
+            f"lbtransports.{name} needs the HTTP libraries: pip install 'lbcore[transports]' "
+            f"({error})"
+        ) from error
+
+
 __all__ = (
+    "AllBackendsUnhealthyError",
+    "AsyncChatStream",
+    "AsyncClient",
+    "BackendError",
     "BackendTarget",
+    "BudgetExhaustedError",
     "ChatRequest",
     "ChatResponse",
+    "ChatStream",
     "Chunk",
+    "Client",
+    "ClientClosedError",
     "ClientConfig",
+    "Completion",
+    "ContextLimitError",
     "CredentialSource",
+    "FailoverError",
     "HttpRequest",
+    "LoadBalancerError",
     "ProfileWarning",
     "Provider",
     "StreamDecoder",

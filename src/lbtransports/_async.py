@@ -1,0 +1,304 @@
+"""The async client: ``httpcore`` underneath, one connection pool per backend.
+
+It runs on asyncio and on trio (through anyio). Its twin is
+:mod:`lbtransports._sync`: same loop, same :class:`CoreLink`, same
+:class:`AttemptReader`; only the waiting and the HTTP library differ.
+
+Every wait is a cancel scope ending at the attempt's next deadline. A read
+that a scope interrupts leaves httpcore's connection unusable, which is what
+we want: at a deadline the attempt is over and its connection is closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from types import TracebackType
+from typing import Any, Final, Self
+
+import anyio
+import httpcore
+
+from lbcore import Stats, TimeoutPhase
+
+from ._completion import Completion, collect
+from ._config import ClientConfig
+from ._errors import ClientClosedError
+from ._link import CoreLink
+from ._network import connect_failure, stream_failure
+from ._reader import AttemptReader, Failed
+from ._run import Attempt, Finished, RequestRun, Wait
+from ._tracefile import TraceTarget, open_trace
+from .wire import ChatRequest, Chunk, Usage, WireError, build_request
+
+__all__ = ("AsyncChatStream", "AsyncClient")
+
+_USER_AGENT: Final = b"lbcore"
+#: Failures of the connection itself, once the request may have been sent.
+_STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
+
+
+class AsyncChatStream:
+    """The chunks of one answer, as they arrive. Use ``async with``, then ``async for``.
+
+    Closing it before the end (``aclose()``, leaving the ``async with``
+    block, or cancelling the task) cancels the request and closes its
+    connection. A failed request raises from the iteration.
+    """
+
+    def __init__(self, client: AsyncClient, run: RequestRun) -> None:
+        self._client = client
+        self._run = run
+        self._chunks = client._drive(run)
+
+    @property
+    def request_id(self) -> str:
+        return self._run.request_id
+
+    @property
+    def backend(self) -> str | None:
+        """The backend whose answer this is, once the request completed."""
+        done = self._run.completed
+        return done.backend if done is not None else None
+
+    @property
+    def usage(self) -> Usage | None:
+        done = self._run.completed
+        if done is None:
+            return None
+        return Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
+
+    @property
+    def decisions(self) -> list[Any]:
+        """Every action the core took about this request so far (a copy)."""
+        return list(self._run.decisions)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncClient:
+    """A load-balanced LLM client for async code (asyncio or trio).
+
+    One client serves any number of concurrent requests on its event loop.
+    Use it from one event loop only.
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        trace: TraceTarget | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        """
+        Args:
+            config: the backends and the routing settings.
+            trace: a path or a binary file to record every decision to, as a
+                JSON-lines trace that ``python -m lbcore replay`` verifies.
+            max_connections: open connections allowed per backend.
+        """
+        if not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+        self.config = config
+        self._trace, self._owns_trace = open_trace(trace)
+        self._link = CoreLink(config, trace=self._trace)
+        self._max_connections = max_connections
+        self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
+        self._closed = False
+
+    # -- requests ---------------------------------------------------------------
+
+    def chat(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        attempt_budget: int | None = None,
+    ) -> AsyncChatStream:
+        """Send ``request`` and stream its answer.
+
+        The core decides where it goes before this returns (a request the core
+        refuses outright raises here); the answer streams as you iterate.
+        """
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        run = RequestRun(request_id=request_id or "", chat=request)
+        self._link.open(run, attempt_budget=attempt_budget)
+        return AsyncChatStream(self, run)
+
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        request_id: str | None = None,
+        attempt_budget: int | None = None,
+    ) -> Completion:
+        """Send ``request`` and return its whole answer."""
+        async with self.chat(
+            request, request_id=request_id, attempt_budget=attempt_budget
+        ) as stream:
+            chunks = [chunk async for chunk in stream]
+            done = stream._run.completed
+        assert done is not None
+        return collect(
+            chunks,
+            request_id=stream.request_id,
+            backend=done.backend,
+            model=self.config.target(done.backend).model,
+            usage=Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
+        )
+
+    def stats(self) -> Stats:
+        """The core's statistics: requests per backend, breakers, latency, tokens."""
+        return self._link.stats()
+
+    def reset_stats(self) -> None:
+        self._link.reset_stats()
+
+    async def aclose(self) -> None:
+        """Close every pooled connection and the trace file this client opened."""
+        self._closed = True
+        pools, self._pools = list(self._pools.values()), {}
+        with anyio.CancelScope(shield=True):
+            for pool in pools:
+                await pool.aclose()
+        if self._owns_trace and self._trace is not None:
+            self._trace.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        names = [target.name for target in self.config.targets]
+        return f"AsyncClient(strategy={self.config.balancer.strategy!r}, backends={names!r})"
+
+    # -- the loop ------------------------------------------------------------
+
+    async def _drive(self, run: RequestRun) -> AsyncGenerator[Chunk, None]:
+        link = self._link
+        try:
+            while True:
+                step = link.next_step(run)
+                if isinstance(step, Finished):
+                    break
+                if isinstance(step, Wait):
+                    await self._sleep_until(step.until)
+                    link.tick()
+                    continue
+                # Closed explicitly: an abandoned inner generator would keep its
+                # connection open until garbage collection.
+                async with contextlib.aclosing(self._attempt(run, step.attempt)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+        finally:
+            # Closed early, cancelled, or a bug: the core must not keep the request.
+            link.cancel(run)
+        if run.error is not None:
+            raise run.error
+
+    async def _sleep_until(self, until: int) -> None:
+        while (left := until - self._link.now()) > 0:
+            await anyio.sleep((left + 1) / 1000)
+
+    async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
+        link, config = self._link, self.config
+        try:
+            http = build_request(
+                attempt.target,
+                run.chat,
+                lb_settings=config.settings,
+                lb_model_params=config.model_params,
+            )
+        except WireError as error:
+            link.finish(run, attempt, Failed(error.failure))
+            return
+        attempt.http = http
+        reader = AttemptReader(attempt.target.provider, http)
+        headers = [(b"User-Agent", _USER_AGENT), (b"Accept-Encoding", b"identity")]
+        headers += [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in http.headers
+        ]
+        connect_s = config.connect_timeout_ms / 1000
+        async with contextlib.AsyncExitStack() as stack:
+            with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+                try:
+                    response = await stack.enter_async_context(
+                        self._pool(attempt.backend).stream(
+                            http.method,
+                            http.url,
+                            headers=headers,
+                            content=http.body,
+                            extensions={"timeout": {"connect": connect_s, "pool": None}},
+                        )
+                    )
+                except httpcore.ConnectTimeout:
+                    link.expire(run, attempt, TimeoutPhase.CONNECT)
+                    return
+                except httpcore.ConnectError as error:
+                    link.finish(run, attempt, Failed(connect_failure(error)))
+                    return
+                except _STREAM_ERRORS as error:
+                    link.finish(run, attempt, Failed(stream_failure(error)))
+                    return
+            if waited.cancelled_caught:
+                link.expire(run, attempt, TimeoutPhase.READ)
+                return
+            reader.start(response.status, _text_headers(response.headers))
+            assert isinstance(response.stream, AsyncIterable)
+            body: AsyncIterator[bytes] = aiter(response.stream)
+            if isinstance(body, AsyncGenerator):
+                stack.push_async_callback(body.aclose)
+            while not attempt.over:  # another request's tick may cancel it
+                data = b""
+                with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+                    try:
+                        data = await anext(body, b"")
+                    except _STREAM_ERRORS as error:
+                        reader.broken(stream_failure(error))
+                if waited.cancelled_caught:
+                    link.expire(run, attempt, TimeoutPhase.READ)
+                    break
+                chunks = reader.feed(data) if data else reader.end()
+                for chunk in link.deliver(run, attempt, chunks):
+                    yield chunk
+                if reader.ending is not None:
+                    link.finish(run, attempt, reader.ending)
+                    break
+
+    def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+        pool = self._pools.get(backend)
+        if pool is None:
+            # retries=0: the core owns retries; nothing may retry underneath it.
+            pool = self._pools[backend] = httpcore.AsyncConnectionPool(
+                max_connections=self._max_connections, retries=0
+            )
+        return pool
+
+
+def _text_headers(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers
+    )
