@@ -19,9 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from lbcore import BackendSpec, BalancerConfig, ConfigError, Settings, Strategy, clean_text
+from lbcore import (
+    BackendSpec,
+    BalancerConfig,
+    ConfigError,
+    Settings,
+    Strategy,
+    clean_text,
+    truncate,
+)
 
-from ._config import DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, ClientConfig
+from ._config import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_IDLE_TIMEOUT_MS,
+    ClientConfig,
+    _check_base_url,
+)
 from .wire import BackendTarget, CredentialSource
 
 # Everything in __all__ is re-exported by lbtransports.
@@ -137,9 +150,12 @@ def _is_version_1(value: object) -> bool:
 def _check_version(path: Path, data: Mapping[str, Any]) -> None:
     version = data.get("version", _ABSENT)
     if not _is_version_1(version):
-        shown = _json_type(version) if isinstance(version, str | bool) else repr(version)
         if version is _ABSENT:
             shown = "missing"
+        elif isinstance(version, int | float) and not isinstance(version, bool):
+            shown = truncate(repr(version), 24)
+        else:
+            shown = _json_type(version)
         raise ConfigError(f"{path}: unsupported profile version {shown} (expected 1)")
 
 
@@ -208,7 +224,10 @@ def _parse_load_balancer(
 
     policy = data.get("policy", _ABSENT)
     if not isinstance(policy, str) or policy not in _POLICIES:
-        shown = f'"{clean_text(policy, 50)}"' if isinstance(policy, str) else _json_type(policy)
+        if isinstance(policy, str):
+            shown = f'"{clean_text(policy, 50)}"'
+        else:
+            shown = "(missing)" if policy is _ABSENT else f"({_json_type(policy)})"
         raise ConfigError(f'{path}: Invalid policy {shown}. Must be "roundrobin" or "failover".')
 
     limit = data.get("contextLimit", _ABSENT)
@@ -300,11 +319,18 @@ def _load_member(
     model_params = _object_field(path, data, "modelParams")
     settings = _object_field(path, data, "ephemeralSettings")
 
+    base_url = _setting_text(path, settings, _BASE_URL)
+    try:
+        # ClientConfig checks this too, but would name the backend, not this file.
+        _check_base_url(member, base_url)
+    except ConfigError as error:
+        rule = str(error).split(": ", 1)[-1]
+        raise ConfigError(f"{path}: ephemeralSettings.{_BASE_URL}: {rule}") from None
     target = BackendTarget(
         name=member,
         provider=provider,
         model=model,
-        base_url=_setting_text(path, settings, _BASE_URL),
+        base_url=base_url,
         credential=_credential(path, settings),
         ephemeral_settings={k: v for k, v in settings.items() if k not in _CONNECTION_KEYS},
         model_params=model_params,
