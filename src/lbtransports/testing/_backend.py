@@ -12,24 +12,11 @@ import threading
 
 from lbtransports.wire import Provider
 
-from ._behaviours import (
-    Behaviour,
-    ErrorEvent,
-    Fail,
-    Hang,
-    KeepAlive,
-    Malformed,
-    NoTerminator,
-    Reset,
-    Stall,
-    Stream,
-)
+from ._behaviours import BEHAVIOURS, Behaviour, Stream
 from ._formats import ProviderFormat, format_for
 from ._received import Received
 
 __all__ = ("LocalBackend", "check_script")
-
-_BEHAVIOURS = (Stream, Fail, Hang, Stall, KeepAlive, Reset, Malformed, NoTerminator, ErrorEvent)
 
 
 def check_script(script: tuple[object, ...], default: object) -> None:
@@ -38,7 +25,7 @@ def check_script(script: tuple[object, ...], default: object) -> None:
     A ``default`` of None is fine: it means "the usual one".
     """
     for step in (*script, default) if default is not None else script:
-        if not isinstance(step, _BEHAVIOURS):
+        if not isinstance(step, BEHAVIOURS):
             raise TypeError(f"a script step must be a behaviour such as Stream(), not {step!r}")
 
 

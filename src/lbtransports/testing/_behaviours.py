@@ -18,6 +18,7 @@ import msgspec
 from lbtransports.wire import Usage
 
 __all__ = (
+    "BEHAVIOURS",
     "Behaviour",
     "ErrorEvent",
     "Fail",
@@ -224,4 +225,17 @@ class ErrorEvent(_ErrorEventOptions, frozen=True, tag="errorevent"):
 #: Any step of a script.
 Behaviour: TypeAlias = (
     Stream | Fail | Hang | Stall | KeepAlive | Reset | Malformed | NoTerminator | ErrorEvent
+)
+
+#: Every behaviour class, in the order the documentation lists them.
+BEHAVIOURS: tuple[type[Behaviour], ...] = (
+    Stream,
+    Fail,
+    Hang,
+    Stall,
+    KeepAlive,
+    Reset,
+    Malformed,
+    NoTerminator,
+    ErrorEvent,
 )
