@@ -25,7 +25,7 @@ from lbtransports.testing import (
     Stall,
     Stream,
 )
-from lbtransports.wire import ChatResponse, Chunk, Usage
+from lbtransports.wire import ChatResponse, Usage
 
 from .client import PROVIDERS, ending_chunks, fetch, text_chunks
 
@@ -68,8 +68,9 @@ def test_stream_decodes_into_the_intended_chunks_and_usage(
     assert out.header("transfer-encoding") == "chunked"
     assert out.failure is None and out.error is None
     texts = [f"<{provider}:{i}>" for i in range(4)]
-    assert out.chunks == text_chunks(texts) + ending_chunks(provider, Usage(input_tokens=7, output_tokens=30))
-    assert out.usage == behaviour.usage == Usage(input_tokens=7, output_tokens=30)
+    usage = Usage(input_tokens=7, output_tokens=30)
+    assert out.chunks == text_chunks(texts) + ending_chunks(provider, usage)
+    assert out.usage == behaviour.usage == usage
 
 
 def test_stream_defaults_count_one_output_token_per_chunk(
@@ -88,8 +89,9 @@ def test_a_non_streamed_request_gets_one_json_answer(
     out = fetch(pool, backend, stream=False)
     assert out.header("content-type") == "application/json"
     assert out.header("content-length") == str(len(out.body))
+    usage = Usage(input_tokens=5, output_tokens=2)
     assert out.response == ChatResponse(
-        text=f"{provider}-0 {provider}-1 ", finish_reason="stop", usage=Usage(input_tokens=5, output_tokens=2)
+        text=f"{provider}-0 {provider}-1 ", finish_reason="stop", usage=usage
     )
     assert backend.received[-1].stream is False
 
