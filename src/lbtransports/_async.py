@@ -36,6 +36,9 @@ __all__ = ("AsyncChatStream", "AsyncClient")
 _USER_AGENT: Final = b"lbcore"
 #: Failures of the connection itself, once the request may have been sent.
 _STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
+#: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
+_DRAIN_SECONDS: Final = 1.0
+_DRAIN_READS: Final = 10_000
 
 
 class AsyncChatStream:
@@ -267,8 +270,7 @@ class AsyncClient:
             reader.start(response.status, _text_headers(response.headers))
             assert isinstance(response.stream, AsyncIterable)
             body: AsyncIterator[bytes] = aiter(response.stream)
-            if isinstance(body, AsyncGenerator):
-                stack.push_async_callback(body.aclose)
+            stack.push_async_callback(_abandon, response, body)
             while not attempt.over:  # another request's tick may cancel it
                 data = b""
                 with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
@@ -296,6 +298,23 @@ class AsyncClient:
                 max_connections=self._max_connections, retries=0
             )
         return pool
+
+
+async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:
+    """Close the connection, then run httpcore's body generators to their end.
+
+    httpcore reads a body through nested async generators. Closing the
+    outermost one leaves the inner ones suspended, and trio rightly warns when
+    they are collected. Once the connection is closed, each further read ends
+    at once (with buffered data, the end, or an error), so the chain finishes.
+    """
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_SECONDS):
+        await response.aclose()
+        for _ in range(_DRAIN_READS):
+            try:
+                await anext(body)
+            except (StopAsyncIteration, httpcore.NetworkError, httpcore.ProtocolError):
+                return
 
 
 def _text_headers(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:

@@ -29,6 +29,8 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         yield current
         wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
         wrapped += [arg for arg in current.args if isinstance(arg, BaseException)]
+        # anyio reports a failed connect as an OSError caused by a group of them.
+        wrapped += list(getattr(current, "exceptions", ()))
         pending += [inner for inner in wrapped if isinstance(inner, BaseException)]
 
 
