@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpcore
 import msgspec
@@ -49,6 +49,13 @@ def connect(backend: LocalBackend) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", backend.port), timeout=2.0)
     sock.settimeout(2.0)
     return sock
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.005)
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -165,6 +172,7 @@ def test_open_connections_go_back_to_zero_when_clients_leave() -> None:
             out = fetch(pool, backend, stop_after=0.05)  # leaves mid-stream
             assert out.failure is None and 0 < len(out.chunks) < 50
             socks = [connect(backend) for _ in range(3)]
+            wait_for(lambda: backend.open_connections == 3)  # accepted, idle
             for sock in socks:
                 sock.close()
         backends.wait_idle(timeout=2.0)
@@ -178,9 +186,7 @@ def test_wait_idle_names_the_busy_backends() -> None:
     backends.add("quiet", "openai")
     busy = backends.add("busy", "gemini")
     with backends, connect(busy):
-        deadline = time.monotonic() + 2
-        while busy.open_connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for(lambda: busy.open_connections == 1)
         with pytest.raises(TimeoutError, match=r"busy: 1") as caught:
             backends.wait_idle(timeout=0.05)
         assert "quiet" not in str(caught.value)
@@ -203,9 +209,7 @@ def test_stopping_mid_hang_closes_connections_promptly(behaviour: Hang | Stall) 
     with backends:
         sock = connect(backend)
         sock.sendall(raw_request("/v1beta/models/m:streamGenerateContent"))
-        deadline = time.monotonic() + 2
-        while not backend.received and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for(lambda: bool(backend.received))
         started = time.monotonic()
     stopped = time.monotonic() - started
     with sock:

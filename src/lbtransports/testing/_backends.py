@@ -222,7 +222,9 @@ class LocalBackends:
     def wait_idle(self, timeout: float = 2.0) -> None:
         """Block until no backend has an open connection; ``TimeoutError`` naming them if not.
 
-        For ``with backends:``. On the serving event loop use :meth:`wait_idle_async`.
+        Connections count from the moment the server accepts them, so one a
+        client opened an instant ago may not be counted yet. For ``with
+        backends:``; on the serving event loop use :meth:`wait_idle_async`.
         """
         deadline = time.monotonic() + timeout
         while busy := self._busy():
