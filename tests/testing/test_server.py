@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,10 +14,14 @@ import pytest
 
 from lbcore import FailureKind
 from lbtransports.testing import (
+    ErrorEvent,
     Fail,
     Hang,
+    KeepAlive,
     LocalBackend,
     LocalBackends,
+    Malformed,
+    NoTerminator,
     Received,
     Reset,
     Stall,
@@ -179,6 +185,48 @@ def test_open_connections_go_back_to_zero_when_clients_leave() -> None:
         assert backend.open_connections == 0
         assert backend.connections_total == 4
     assert backend.errors == ()
+
+
+LEAVING_POINTS = ("mid-request", "after the request", "after the first bytes")
+
+
+@pytest.mark.parametrize("abortive", [False, True], ids=["fin", "rst"])
+def test_a_client_may_leave_at_any_point(abortive: bool) -> None:
+    behaviours = [
+        Stream(5, delay_ms=5),
+        Stream(),
+        Fail(500),
+        Hang(),
+        Stall(1),
+        KeepAlive(5),
+        Reset(1),
+        Reset(before_headers=True),
+        Malformed(1, kind="sse"),
+        NoTerminator(),
+        ErrorEvent(1),
+    ]
+    backends = LocalBackends()
+    backend = backends.add("a", "anthropic", default=Hang())
+    request = raw_request("/v1/messages", b'{"stream": true}')
+    with backends:
+        for behaviour in behaviours:
+            for point in LEAVING_POINTS:
+                backend.script(behaviour)
+                sock = connect(backend)
+                if abortive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                with sock:
+                    if point == "mid-request":
+                        sock.sendall(request[:-5])
+                        continue
+                    sock.sendall(request)
+                    if point == "after the first bytes":
+                        sock.settimeout(0.05)  # a hang sends no bytes at all
+                        with contextlib.suppress(ConnectionResetError, TimeoutError):
+                            sock.recv(10)
+        backends.wait_idle(timeout=2.0)
+    assert backend.errors == ()
+    assert backend.connections_total == len(behaviours) * len(LEAVING_POINTS)
 
 
 def test_wait_idle_names_the_busy_backends() -> None:
