@@ -12,6 +12,8 @@ from typing import Final, NoReturn
 import anyio
 import msgspec
 
+from lbtransports.wire._sse import DEFAULT_MAX_LINE
+
 from ._behaviours import (
     Behaviour,
     ErrorEvent,
@@ -34,8 +36,8 @@ __all__ = ("Exchange", "play", "play_no_route")
 _CHUNKS: Final = Stream()
 _KEEP_ALIVE: Final = b": keep-alive\n\n"
 _NOT_JSON: Final = b'data: {"choices": [{"delta": {"content": oops\n\n'
-#: One byte over the SSE parser's default line limit (lbtransports.wire._sse.DEFAULT_MAX_LINE).
-_TOO_LONG: Final = b"data: " + b"x" * (1 << 20) + b"\n\n"
+#: A line just over the SSE parser's default limit, which it refuses as a protocol error.
+_TOO_LONG: Final = b"data: " + b"x" * DEFAULT_MAX_LINE + b"\n\n"
 _JSON_TYPE: Final = ("content-type", "application/json")
 _SSE_HEADERS: Final = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
 _ENCODER: Final = msgspec.json.Encoder()
@@ -63,25 +65,16 @@ async def play(behaviour: Behaviour, exchange: Exchange) -> Ending:
         case Hang():
             await _wait_forever()
         case Stall():
-            await _start(exchange, behaviour.after_chunks, _whole_answer(exchange))
+            await _open(exchange, behaviour.after_chunks)
             await _wait_forever()
         case KeepAlive():
             return await _keep_alive(behaviour, exchange)
         case Reset():
-            if not behaviour.before_headers:
-                await _start(exchange, behaviour.after_chunks, _whole_answer(exchange))
-                if not exchange.stream and behaviour.after_chunks:
-                    await _half_answer(exchange)
-            return Ending.ABORT
+            return await _reset(behaviour, exchange)
         case Malformed():
             return await _malformed(behaviour, exchange)
         case NoTerminator():
-            await _start(exchange, behaviour.chunks, _whole_answer(exchange))
-            if not exchange.stream:
-                await _half_answer(exchange)
-                return Ending.CLOSE
-            await exchange.connection.end_body()
-            return Ending.KEEP
+            return await _no_terminator(behaviour, exchange)
         case ErrorEvent():
             return await _error_event(behaviour, exchange)
     raise AssertionError(f"unknown behaviour {behaviour!r}")  # pragma: no cover
@@ -114,12 +107,15 @@ def _whole_answer(exchange: Exchange, stream: Stream = _CHUNKS) -> bytes:
     return _ENCODER.encode(exchange.format.answer(exchange.reply, text, stream.usage))
 
 
-async def _start(exchange: Exchange, chunks: int, answer: bytes) -> None:
-    """Open the answer: SSE headers, opening events and ``chunks`` chunks for a stream;
-    JSON headers announcing ``answer``'s length otherwise."""
+async def _open(exchange: Exchange, chunks: int) -> None:
+    """Start an answer that a fault will break.
+
+    A stream gets its headers, opening events and ``chunks`` chunks; a JSON
+    answer gets headers announcing the length of a whole default answer.
+    """
     connection = exchange.connection
     if not exchange.stream:
-        length = ("content-length", str(len(answer)))
+        length = ("content-length", str(len(_whole_answer(exchange))))
         await connection.start_response(200, (_JSON_TYPE, *exchange.headers, length))
         return
     await connection.start_response(200, (*_SSE_HEADERS, *exchange.headers))
@@ -180,7 +176,7 @@ async def _fail(behaviour: Fail, exchange: Exchange) -> Ending:
 async def _keep_alive(behaviour: KeepAlive, exchange: Exchange) -> Ending:
     connection = exchange.connection
     if exchange.stream:
-        await _start(exchange, behaviour.after_chunks, b"")
+        await _open(exchange, behaviour.after_chunks)
         beat = _KEEP_ALIVE
     else:
         # No content-length: h11 sends a chunked body that can trickle forever.
@@ -191,11 +187,29 @@ async def _keep_alive(behaviour: KeepAlive, exchange: Exchange) -> Ending:
         await connection.send_body(beat)
 
 
+async def _reset(behaviour: Reset, exchange: Exchange) -> Ending:
+    if not behaviour.before_headers:
+        await _open(exchange, behaviour.after_chunks)
+        if not exchange.stream and behaviour.after_chunks:
+            await _half_answer(exchange)
+    return Ending.ABORT
+
+
+async def _no_terminator(behaviour: NoTerminator, exchange: Exchange) -> Ending:
+    await _open(exchange, behaviour.chunks)
+    if not exchange.stream:
+        # Fewer bytes than the content-length promised, then a clean close.
+        await _half_answer(exchange)
+        return Ending.CLOSE
+    await exchange.connection.end_body()  # a proper end of the HTTP body, minus the terminator
+    return Ending.KEEP
+
+
 async def _malformed(behaviour: Malformed, exchange: Exchange) -> Ending:
     if not exchange.stream:
         await _send_json(exchange, 200, b'{"id": "not json at all')
         return Ending.KEEP
-    await _start(exchange, behaviour.after_chunks, b"")
+    await _open(exchange, behaviour.after_chunks)
     await exchange.connection.send_body(_NOT_JSON if behaviour.kind == "json" else _TOO_LONG)
     await exchange.connection.end_body()
     return Ending.KEEP
@@ -206,7 +220,7 @@ async def _error_event(behaviour: ErrorEvent, exchange: Exchange) -> Ending:
     if not exchange.stream:
         await _send_json(exchange, 200, exchange.format.stream_error(message, behaviour.error_type))
         return Ending.KEEP
-    await _start(exchange, behaviour.after_chunks, b"")
+    await _open(exchange, behaviour.after_chunks)
     await exchange.connection.send_body(exchange.format.error_event(message, behaviour.error_type))
     await exchange.connection.end_body()
     return Ending.KEEP
