@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo replay lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# Until the HTTP clients exist, the main job is the core itself: replay every
-# golden trace byte for byte, then explain each request's decisions.
+# The main job on an embedded scenario: local backends that rate-limit, hang
+# and stream, both clients failing over between them, the decisions recorded
+# to a trace, then explained and replayed. No API key, no network.
 demo: $(STAMP)
+	$(BIN)/python -m lbtransports.demo --trace demo-trace.jsonl
+
+# Replay every golden trace byte for byte, then explain each request's decisions.
+replay: $(STAMP)
 	$(BIN)/python -m lbcore replay spec/traces/*.jsonl
 	$(BIN)/python -m lbcore show spec/traces/*.jsonl
 
