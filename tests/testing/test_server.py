@@ -347,3 +347,23 @@ def test_behaviours_are_a_tagged_union() -> None:
     steps = [Stream(2, delay_ms=5), Fail(429, retry_after="1"), Hang(), Reset(before_headers=True)]
     encoded = msgspec.json.encode(steps)
     assert msgspec.json.decode(encoded, type=list[Behaviour]) == steps
+
+
+def test_a_bug_in_an_answer_is_recorded_and_ends_only_its_connection(
+    monkeypatch: pytest.MonkeyPatch, pool: httpcore.ConnectionPool
+) -> None:
+    from lbtransports.testing import _server
+
+    real_play = _server.play
+
+    async def broken_once(behaviour: object, exchange: object) -> object:
+        monkeypatch.setattr(_server, "play", real_play)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_server, "play", broken_once)
+    backends = LocalBackends()
+    backend = backends.add("a", "openai")
+    with backends:
+        assert fetch(pool, backend).status is None  # the connection just closed
+        assert fetch(pool, backend).failure is None  # the next one is served
+    assert backend.errors == ("RuntimeError: a bug",)

@@ -67,10 +67,12 @@ class LocalBackend:
 
     @property
     def name(self) -> str:
+        """The name given to :meth:`LocalBackends.add`; it fills ``{backend}`` in texts."""
         return self._name
 
     @property
     def provider(self) -> Provider:
+        """The wire format spoken (a ``str`` enum: it equals "openai" and so on)."""
         return self._format.provider
 
     @property
@@ -130,16 +132,19 @@ class LocalBackend:
 
     @property
     def open_connections(self) -> int:
+        """Connections accepted and not closed yet (idle pooled ones included)."""
         with self._lock:
             return self._open
 
     @property
     def connections_total(self) -> int:
+        """Connections accepted since the backend was created."""
         with self._lock:
             return self._connections_total
 
     @property
     def requests_total(self) -> int:
+        """Requests read, answered with a fault or a 404 included."""
         with self._lock:
             return self._requests_total
 
@@ -186,5 +191,10 @@ class LocalBackend:
             self._received.append(received)
 
     def _note_error(self, error: BaseException) -> None:
+        # Task groups wrap what their tasks raise: keep the real exceptions.
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                self._note_error(inner)
+            return
         with self._lock:
             self._errors.append(f"{type(error).__name__}: {error}")
