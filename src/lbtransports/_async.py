@@ -242,6 +242,7 @@ class AsyncClient:
         headers += [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in http.headers
         ]
+        headers.append((b"Content-Length", str(len(http.body)).encode("ascii")))
         connect_s = config.connect_timeout_ms / 1000
         async with contextlib.AsyncExitStack() as stack:
             with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
@@ -251,7 +252,7 @@ class AsyncClient:
                             http.method,
                             http.url,
                             headers=headers,
-                            content=http.body,
+                            content=_BodyIterator(http.body),
                             extensions={"timeout": {"connect": connect_s, "pool": None}},
                         )
                     )
@@ -298,6 +299,30 @@ class AsyncClient:
                 max_connections=self._max_connections, retries=0
             )
         return pool
+
+
+class _BodyIterator:
+    """A request body httpcore can read without an async generator.
+
+    httpcore wraps plain bytes in an async generator; a deadline that
+    interrupts the send leaves it suspended, and trio warns when it is
+    collected. This iterator holds no frame to finish. It is read once: the
+    pool never retries (retries=0).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _BodyIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

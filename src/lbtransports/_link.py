@@ -112,6 +112,9 @@ class CoreLink:
     def next_step(self, run: RequestRun) -> Step:
         """What ``run``'s loop must do now, given everything the core decided."""
         with self._guard:
+            if run.finished:
+                run.inbox.clear()
+                return Finished()
             while run.inbox:
                 action = run.inbox.popleft()
                 if isinstance(action, RetryScheduled):

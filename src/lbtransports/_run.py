@@ -96,6 +96,14 @@ class RequestRun:
         elif isinstance(action, CancelAttempt):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.over = True
+            else:
+                # Started and given up (by another request's tick) before this
+                # request's loop got to it: it must never be sent.
+                self.inbox = deque(
+                    waiting
+                    for waiting in self.inbox
+                    if not (isinstance(waiting, StartAttempt) and waiting.attempt == action.attempt)
+                )
         elif isinstance(action, RequestCompleted):
             self.completed = action
         elif isinstance(action, RequestFailed):
