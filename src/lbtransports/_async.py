@@ -84,6 +84,13 @@ class AsyncChatStream:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
+        # A stream never iterated has no generator frame to run the cancel.
+        self._client._link.cancel(self._run)
+
+    def __del__(self) -> None:
+        # Dropped without being closed: the core must not keep the request live.
+        if not self._run.finished:
+            self._client._link.cancel(self._run)
 
     async def __aenter__(self) -> Self:
         return self

@@ -81,6 +81,13 @@ class ChatStream:
 
     def close(self) -> None:
         self._chunks.close()
+        # A stream never iterated has no generator frame to run the cancel.
+        self._client._link.cancel(self._run)
+
+    def __del__(self) -> None:
+        # Dropped without being closed: the core must not keep the request live.
+        if not self._run.finished:
+            self._client._link.cancel(self._run)
 
     def __enter__(self) -> Self:
         return self

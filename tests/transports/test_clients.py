@@ -446,3 +446,25 @@ def test_threads_share_one_client_and_each_gets_its_own_answer() -> None:
     assert len(results) == 20
     for backend, text in results:
         assert text == "".join(f"{backend}-{i} " for i in range(4))
+
+
+def test_a_stream_closed_or_dropped_before_iterating_leaves_no_live_request() -> None:
+    plans = [BackendPlan("a", default=Stream(1))]
+    trace = io.BytesIO()
+    with start_backends(plans) as backends:
+        config = client_config(backends, plans, strategy="round-robin")
+        with Client(config, trace=trace) as client:
+            with client.chat(REQUEST):
+                pass
+            client.chat(REQUEST)  # dropped at once
+            assert client.stats().in_flight == 0
+
+        async def main() -> None:
+            async with AsyncClient(config) as client:
+                async with client.chat(REQUEST):
+                    pass
+                assert client.stats().in_flight == 0
+
+        anyio.run(main)
+    lines = decision_lines(trace.getvalue())
+    assert lines.count(CANCELLED_IN_FLIGHT) == 2
