@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._profiles import ProfileWarning, load_profile
 from .wire import (
+    AssistantMessage,
     BackendTarget,
     ChatRequest,
     ChatResponse,
@@ -32,7 +33,12 @@ from .wire import (
     HttpRequest,
     Provider,
     StreamDecoder,
+    SystemMessage,
+    Tool,
+    ToolCall,
+    ToolResultMessage,
     Usage,
+    UserMessage,
     WireError,
     build_request,
     estimate_tokens,
@@ -69,6 +75,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = (
     "AllBackendsUnhealthyError",
+    "AssistantMessage",
     "AsyncChatStream",
     "AsyncClient",
     "BackendError",
@@ -90,7 +97,12 @@ __all__ = (
     "ProfileWarning",
     "Provider",
     "StreamDecoder",
+    "SystemMessage",
+    "Tool",
+    "ToolCall",
+    "ToolResultMessage",
     "Usage",
+    "UserMessage",
     "WireError",
     "build_request",
     "estimate_tokens",

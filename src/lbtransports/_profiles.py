@@ -356,6 +356,8 @@ def load_profile(
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from the load balancer profile ``<directory>/<name>.json``.
 
+    A leading ``~`` in ``directory`` is the user's home directory.
+
     Each profile it lists is read from the same directory and becomes one
     backend, in the listed order. With ``missing="warn"`` a member whose file
     does not exist is skipped with a :class:`ProfileWarning` (the reference's
@@ -367,7 +369,8 @@ def load_profile(
     """
     if missing not in ("error", "warn"):
         raise ValueError(f"missing must be 'error' or 'warn', got {missing!r}")
-    folder = Path(os.fspath(directory))
+    # "~/.llxprt/profiles" is how users name the reference's profile folder.
+    folder = Path(os.fspath(directory)).expanduser()
     problem = _name_problem(folder, name)
     if problem:
         shown = f" {_quoted(name)}" if isinstance(name, str) else ""
