@@ -20,9 +20,9 @@ from lbtransports.testing import (
     Stall,
     Stream,
 )
-from lbtransports.wire import Usage
+from lbtransports.wire import Chunk, Usage, stream_decoder
 
-from .client import PROVIDERS, afetch, ending_chunks, text_chunks
+from .client import PROVIDERS, afetch, ending_chunks, text_chunks, wire_request
 
 pytestmark = pytest.mark.anyio
 
@@ -96,36 +96,49 @@ async def test_waiting_behaviours_stall_the_client_until_it_leaves(
 
 async def test_three_hundred_concurrent_connections() -> None:
     backends = LocalBackends()
-    # Each answer takes 300 ms, so all 300 connections are open at once.
-    backend = backends.add("many", "openai", default=Stream(1, delay_ms=300))
-    peak = 0
+    # The first 300 requests stall after one chunk, so all 300 connections are
+    # open at once however slowly the clients start; later requests stream.
+    backend = backends.add("many", "openai", *[Stall(1)] * 300, default=Stream())
+    first_chunks = 0
     outcomes = []
+
+    async def stalled_client() -> None:
+        nonlocal first_chunks
+        # A pool per client: one shared httpcore pool spends seconds on its
+        # own bookkeeping at 300 connections, which is not what is tested here.
+        async with httpcore.AsyncConnectionPool() as pool:
+            http = wire_request(backend)
+            async with pool.stream(
+                http.method, http.url, headers=list(http.headers), content=http.body
+            ) as response:
+                decoder = stream_decoder("openai")
+                # Reads on until cancelled: the cancellation then lands inside
+                # httpcore's read and finishes its generators cleanly.
+                async for piece in response.aiter_stream():
+                    if decoder.feed(piece) == [Chunk(text="many-0 ")]:
+                        first_chunks += 1
+
+    async def full_client() -> None:
+        async with httpcore.AsyncConnectionPool() as pool:
+            outcomes.append(await afetch(pool, backend, read_timeout=5.0))
+
     async with backends:
-
-        async def one() -> None:
-            # A pool per client: one shared httpcore pool spends seconds on its
-            # own bookkeeping at 300 connections, which is not what is tested here.
-            async with httpcore.AsyncConnectionPool() as pool:
-                outcomes.append(await afetch(pool, backend, read_timeout=5.0))
-
-        async def watch_peak() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, backend.open_connections)
-                await anyio.sleep(0.005)
-
         with anyio.fail_after(10):
-            async with anyio.create_task_group() as watcher:
-                watcher.start_soon(watch_peak)
-                async with anyio.create_task_group() as clients:
-                    for _ in range(300):
-                        clients.start_soon(one)
-                watcher.cancel_scope.cancel()
+            async with anyio.create_task_group() as clients:
+                for _ in range(300):
+                    clients.start_soon(stalled_client)
+                while first_chunks < 300 or backend.open_connections < 300:
+                    await anyio.sleep(0.01)
+                assert backend.open_connections == 300
+                clients.cancel_scope.cancel()  # all 300 clients leave at once
+            await backends.wait_idle_async(timeout=5.0)
+            async with anyio.create_task_group() as clients:
+                for _ in range(300):
+                    clients.start_soon(full_client)
         await backends.wait_idle_async(timeout=5.0)
     assert len(outcomes) == 300
-    assert all(o.failure is None and len(o.chunks) == 3 for o in outcomes)
-    assert backend.connections_total == 300
-    assert peak == 300
+    assert all(o.failure is None and len(o.chunks) == 5 for o in outcomes)
+    assert backend.connections_total == 600
     assert backend.errors == ()
 
 
