@@ -77,6 +77,7 @@ def test_readme_python_examples_run(
         exec(compile(block, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
     assert "gpt-0 gpt-1 gpt-2 " in printed
+    assert "steady 'steady-0 steady-1 '" in printed  # the local backends example
     # Every request reached a real server, with the key from the environment.
     (first, *_) = providers_nearby["gpt"].received
     assert first.header("authorization") == "Bearer sk-o"
