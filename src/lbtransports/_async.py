@@ -14,22 +14,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import anyio
 import httpcore
 
 from lbcore import Stats, TimeoutPhase
 
-from ._completion import Completion, collect
+from ._completion import Completion
 from ._config import ClientConfig
 from ._errors import ClientClosedError
 from ._link import CoreLink
 from ._network import connect_failure, stream_failure
 from ._reader import AttemptReader, Failed
 from ._run import Attempt, Finished, RequestRun, Wait
+from ._stream import StreamView, completion_of
 from ._tracefile import TraceTarget, open_trace
-from .wire import ChatRequest, Chunk, Usage, WireError, build_request
+from .wire import ChatRequest, Chunk, WireError, build_request
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
@@ -41,7 +42,7 @@ _DRAIN_SECONDS: Final = 1.0
 _DRAIN_READS: Final = 10_000
 
 
-class AsyncChatStream:
+class AsyncChatStream(StreamView):
     """The chunks of one answer, as they arrive. Use ``async with``, then ``async for``.
 
     Closing it before the end (``aclose()``, leaving the ``async with``
@@ -50,31 +51,8 @@ class AsyncChatStream:
     """
 
     def __init__(self, client: AsyncClient, run: RequestRun) -> None:
-        self._client = client
-        self._run = run
+        super().__init__(client._link, run)
         self._chunks = client._drive(run)
-
-    @property
-    def request_id(self) -> str:
-        return self._run.request_id
-
-    @property
-    def backend(self) -> str | None:
-        """The backend whose answer this is, once the request completed."""
-        done = self._run.completed
-        return done.backend if done is not None else None
-
-    @property
-    def usage(self) -> Usage | None:
-        done = self._run.completed
-        if done is None:
-            return None
-        return Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
-
-    @property
-    def decisions(self) -> list[Any]:
-        """Every action the core took about this request so far (a copy)."""
-        return list(self._run.decisions)
 
     def __aiter__(self) -> Self:
         return self
@@ -84,13 +62,7 @@ class AsyncChatStream:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
-        # A stream never iterated has no generator frame to run the cancel.
-        self._client._link.cancel(self._run)
-
-    def __del__(self) -> None:
-        # Dropped without being closed: the core must not keep the request live.
-        if not self._run.finished:
-            self._client._link.cancel(self._run)
+        self._cancel()
 
     async def __aenter__(self) -> Self:
         return self
@@ -161,15 +133,7 @@ class AsyncClient:
             request, request_id=request_id, attempt_budget=attempt_budget
         ) as stream:
             chunks = [chunk async for chunk in stream]
-            done = stream._run.completed
-        assert done is not None
-        return collect(
-            chunks,
-            request_id=stream.request_id,
-            backend=done.backend,
-            model=self.config.target(done.backend).model,
-            usage=Usage(input_tokens=done.input_tokens, output_tokens=done.output_tokens),
-        )
+        return completion_of(stream, chunks)
 
     def stats(self) -> Stats:
         """The core's statistics: requests per backend, breakers, latency, tokens."""
