@@ -19,18 +19,17 @@ from typing import Final, Self
 import anyio
 import httpcore
 
-from lbcore import Stats, TimeoutPhase
+from lbcore import TimeoutPhase
 
+from ._client_base import ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._errors import ClientClosedError
-from ._link import CoreLink
 from ._network import connect_failure, stream_failure
-from ._reader import AttemptReader, Failed
+from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
-from ._tracefile import TraceTarget, open_trace
-from .wire import ChatRequest, Chunk, WireError, build_request
+from ._tracefile import TraceTarget
+from .wire import ChatRequest, Chunk
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
@@ -71,7 +70,7 @@ class AsyncChatStream(StreamView):
         await self.aclose()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """A load-balanced LLM client for async code (asyncio or trio).
 
     One client serves any number of concurrent requests on its event loop.
@@ -92,14 +91,9 @@ class AsyncClient:
                 JSON-lines trace that ``python -m lbcore replay`` verifies.
             max_connections: open connections allowed per backend.
         """
-        if not isinstance(config, ClientConfig):
-            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
-        self.config = config
-        self._trace, self._owns_trace = open_trace(trace)
-        self._link = CoreLink(config, trace=self._trace)
+        super().__init__(config, trace)
         self._max_connections = max_connections
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
-        self._closed = False
 
     # -- requests ---------------------------------------------------------------
 
@@ -115,11 +109,7 @@ class AsyncClient:
         The core decides where it goes before this returns (a request the core
         refuses outright raises here); the answer streams as you iterate.
         """
-        if self._closed:
-            raise ClientClosedError("this client is closed")
-        run = RequestRun(request_id=request_id or "", chat=request)
-        self._link.open(run, attempt_budget=attempt_budget)
-        return AsyncChatStream(self, run)
+        return AsyncChatStream(self, self._start(request, request_id, attempt_budget))
 
     async def complete(
         self,
@@ -135,13 +125,6 @@ class AsyncClient:
             chunks = [chunk async for chunk in stream]
         return completion_of(stream, chunks)
 
-    def stats(self) -> Stats:
-        """The core's statistics: requests per backend, breakers, latency, tokens."""
-        return self._link.stats()
-
-    def reset_stats(self) -> None:
-        self._link.reset_stats()
-
     async def aclose(self) -> None:
         """Close every pooled connection and the trace file this client opened."""
         self._closed = True
@@ -149,8 +132,7 @@ class AsyncClient:
         with anyio.CancelScope(shield=True):
             for pool in pools:
                 await pool.aclose()
-        if self._owns_trace and self._trace is not None:
-            self._trace.close()
+        self._close_trace()
 
     async def __aenter__(self) -> Self:
         return self
@@ -162,10 +144,6 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        names = [target.name for target in self.config.targets]
-        return f"AsyncClient(strategy={self.config.balancer.strategy!r}, backends={names!r})"
 
     # -- the loop ------------------------------------------------------------
 
@@ -197,18 +175,11 @@ class AsyncClient:
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
         link, config = self._link, self.config
-        try:
-            http = build_request(
-                attempt.target,
-                run.chat,
-                lb_settings=config.settings,
-                lb_model_params=config.model_params,
-            )
-        except WireError as error:
-            link.finish(run, attempt, Failed(error.failure))
+        reader = self._prepare(run, attempt)
+        if reader is None:
             return
-        attempt.http = http
-        reader = AttemptReader(attempt.target.provider, http)
+        http = attempt.http
+        assert http is not None
         headers = [(b"User-Agent", _USER_AGENT), (b"Accept-Encoding", b"identity")]
         headers += [
             (name.encode("latin-1"), value.encode("latin-1")) for name, value in http.headers
@@ -261,8 +232,7 @@ class AsyncClient:
                     break
 
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
-        if self._closed:
-            raise ClientClosedError("this client is closed")
+        self._check_open()
         pool = self._pools.get(backend)
         if pool is None:
             # retries=0: the core owns retries; nothing may retry underneath it.

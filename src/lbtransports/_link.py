@@ -170,11 +170,8 @@ class CoreLink:
         it cancel the attempt. Otherwise the transport's own timer fired.
         """
         with self._locked() as lines:
-            self._catch_up(lines)
-            if not run.attempt_is_live(attempt):
-                attempt.over = True
+            if not self._ending(run, attempt, lines):
                 return
-            attempt.over = True
             self._feed(
                 lines,
                 lambda at: AttemptTimedOut(
@@ -192,9 +189,7 @@ class CoreLink:
         if not chunks:
             return chunks
         with self._locked() as lines:
-            self._catch_up(lines)
-            if not run.attempt_is_live(attempt):
-                attempt.over = True
+            if not self._still_wanted(run, attempt, lines):
                 return []
             for _ in chunks:
                 self._feed(
@@ -210,11 +205,8 @@ class CoreLink:
     def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
         """Report how ``attempt`` ended (its answer completed, or it failed)."""
         with self._locked() as lines:
-            self._catch_up(lines)
-            if not run.attempt_is_live(attempt):
-                attempt.over = True
+            if not self._ending(run, attempt, lines):
                 return
-            attempt.over = True
             rid, number = run.request_id, attempt.number
             if isinstance(ending, Succeeded):
                 usage = ending.usage
@@ -266,6 +258,20 @@ class CoreLink:
         if attempt.chunks == 0 and deadline is not None:
             due = min(due, deadline)
         return due
+
+    def _still_wanted(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
+        """Let due deadlines act first, then say whether the core still wants news of it."""
+        self._catch_up(lines)
+        if run.attempt_is_live(attempt):
+            return True
+        attempt.over = True
+        return False
+
+    def _ending(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
+        """Like :meth:`_still_wanted`, for news that ends the attempt either way."""
+        wanted = self._still_wanted(run, attempt, lines)
+        attempt.over = True
+        return wanted
 
     def _catch_up(self, lines: list[bytes]) -> None:
         now = self._read_clock()

@@ -19,18 +19,17 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from lbcore import Stats, TimeoutPhase
+from lbcore import TimeoutPhase
 
+from ._client_base import ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._errors import ClientClosedError
-from ._link import CoreLink
 from ._network import connect_failure, stream_failure
-from ._reader import AttemptReader, Failed
+from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
-from ._tracefile import TraceTarget, open_trace
-from .wire import ChatRequest, Chunk, WireError, build_request
+from ._tracefile import TraceTarget
+from .wire import ChatRequest, Chunk
 
 __all__ = ("ChatStream", "Client")
 
@@ -68,7 +67,7 @@ class ChatStream(StreamView):
         self.close()
 
 
-class Client:
+class Client(ClientBase):
     """A load-balanced LLM client for blocking code; safe to share between threads.
 
     Every request goes through the decision core: which backend, when to
@@ -94,16 +93,11 @@ class Client:
                 environment. Off by default: a ``.netrc`` entry would replace
                 a backend's own credential.
         """
-        if not isinstance(config, ClientConfig):
-            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
-        self.config = config
-        self._trace, self._owns_trace = open_trace(trace)
-        self._link = CoreLink(config, trace=self._trace)
+        super().__init__(config, trace)
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
         self._sessions_lock = threading.Lock()
-        self._closed = False
 
     # -- requests ---------------------------------------------------------------
 
@@ -119,11 +113,7 @@ class Client:
         The core decides where it goes before this returns (a request the core
         refuses outright raises here); the answer streams as you iterate.
         """
-        if self._closed:
-            raise ClientClosedError("this client is closed")
-        run = RequestRun(request_id=request_id or "", chat=request)
-        self._link.open(run, attempt_budget=attempt_budget)
-        return ChatStream(self, run)
+        return ChatStream(self, self._start(request, request_id, attempt_budget))
 
     def complete(
         self,
@@ -137,22 +127,14 @@ class Client:
             chunks = list(stream)
         return completion_of(stream, chunks)
 
-    def stats(self) -> Stats:
-        """The core's statistics: requests per backend, breakers, latency, tokens."""
-        return self._link.stats()
-
-    def reset_stats(self) -> None:
-        self._link.reset_stats()
-
     def close(self) -> None:
         """Close every pooled connection and the trace file this client opened."""
-        self._closed = True
         with self._sessions_lock:
+            self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             session.close()
-        if self._owns_trace and self._trace is not None:
-            self._trace.close()
+        self._close_trace()
 
     def __enter__(self) -> Self:
         return self
@@ -164,10 +146,6 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        names = [target.name for target in self.config.targets]
-        return f"Client(strategy={self.config.balancer.strategy!r}, backends={names!r})"
 
     # -- the loop ------------------------------------------------------------
 
@@ -195,18 +173,11 @@ class Client:
 
     def _attempt(self, run: RequestRun, attempt: Attempt) -> Iterator[Chunk]:
         link, config = self._link, self.config
-        try:
-            http = build_request(
-                attempt.target,
-                run.chat,
-                lb_settings=config.settings,
-                lb_model_params=config.model_params,
-            )
-        except WireError as error:
-            link.finish(run, attempt, Failed(error.failure))
+        reader = self._prepare(run, attempt)
+        if reader is None:
             return
-        attempt.http = http
-        reader = AttemptReader(attempt.target.provider, http)
+        http = attempt.http
+        assert http is not None
         limit = max(link.wait_limit(run, attempt), 0.001)
         try:
             response = self._session(attempt.backend).request(
@@ -257,8 +228,7 @@ class Client:
 
     def _session(self, backend: str) -> requests.Session:
         with self._sessions_lock:
-            if self._closed:
-                raise ClientClosedError("this client is closed")
+            self._check_open()
             session = self._sessions.get(backend)
             if session is None:
                 session = self._sessions[backend] = _new_session(

@@ -1,0 +1,71 @@
+"""What the blocking and the async client share: everything but waiting and HTTP."""
+
+from __future__ import annotations
+
+from lbcore import Stats
+
+from ._config import ClientConfig
+from ._errors import ClientClosedError
+from ._link import CoreLink
+from ._reader import AttemptReader, Failed
+from ._run import Attempt, RequestRun
+from ._tracefile import TraceTarget, open_trace
+from .wire import ChatRequest, WireError, build_request
+
+__all__ = ("ClientBase",)
+
+
+class ClientBase:
+    """A client's core link, trace file and request bookkeeping."""
+
+    def __init__(self, config: ClientConfig, trace: TraceTarget | None) -> None:
+        if not isinstance(config, ClientConfig):
+            raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+        self.config = config
+        self._trace, self._owns_trace = open_trace(trace)
+        self._link = CoreLink(config, trace=self._trace)
+        self._closed = False
+
+    def stats(self) -> Stats:
+        """The core's statistics: requests per backend, breakers, latency, tokens."""
+        return self._link.stats()
+
+    def reset_stats(self) -> None:
+        """Clear the request counters (a ``StatsReset`` event, so traces still replay)."""
+        self._link.reset_stats()
+
+    def __repr__(self) -> str:
+        names = [target.name for target in self.config.targets]
+        strategy = self.config.balancer.strategy
+        return f"{type(self).__name__}(strategy={strategy!r}, backends={names!r})"
+
+    def _start(
+        self, request: ChatRequest, request_id: str | None, attempt_budget: int | None
+    ) -> RequestRun:
+        self._check_open()
+        run = RequestRun(request_id=request_id or "", chat=request)
+        self._link.open(run, attempt_budget=attempt_budget)
+        return run
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this client is closed")
+
+    def _prepare(self, run: RequestRun, attempt: Attempt) -> AttemptReader | None:
+        """Build ``attempt``'s HTTP request; None (reported to the core) if it cannot be."""
+        try:
+            attempt.http = build_request(
+                attempt.target,
+                run.chat,
+                lb_settings=self.config.settings,
+                lb_model_params=self.config.model_params,
+            )
+        except WireError as error:
+            self._link.finish(run, attempt, Failed(error.failure))
+            return None
+        return AttemptReader(attempt.target.provider, attempt.http)
+
+    def _close_trace(self) -> None:
+        self._closed = True
+        if self._owns_trace and self._trace is not None:
+            self._trace.close()
