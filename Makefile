@@ -39,6 +39,7 @@ replay: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/core_decisions.py
 	$(BIN)/python bench/wire_decoding.py
+	$(BIN)/python bench/transport_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
