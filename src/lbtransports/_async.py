@@ -36,6 +36,7 @@ __all__ = ("AsyncChatStream", "AsyncClient")
 _USER_AGENT: Final = b"lbcore"
 #: Failures of the connection itself, once the request may have been sent.
 _STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
+_TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
 #: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_READS: Final = 10_000
@@ -186,6 +187,7 @@ class AsyncClient(ClientBase):
         ]
         headers.append((b"Content-Length", str(len(http.body)).encode("ascii")))
         connect_s = config.connect_timeout_ms / 1000
+        idle_s = config.idle_timeout_ms / 1000
         async with contextlib.AsyncExitStack() as stack:
             with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                 try:
@@ -195,7 +197,14 @@ class AsyncClient(ClientBase):
                             http.url,
                             headers=headers,
                             content=_BodyIterator(http.body),
-                            extensions={"timeout": {"connect": connect_s, "pool": None}},
+                            extensions={
+                                "timeout": {
+                                    "connect": connect_s,
+                                    "read": idle_s,
+                                    "write": idle_s,
+                                    "pool": None,
+                                }
+                            },
                         )
                     )
                 except httpcore.ConnectTimeout:
@@ -213,23 +222,45 @@ class AsyncClient(ClientBase):
             reader.start(response.status, _text_headers(response.headers))
             assert isinstance(response.stream, AsyncIterable)
             body: AsyncIterator[bytes] = aiter(response.stream)
-            stack.push_async_callback(_abandon, response, body)
-            while not attempt.over:  # another request's tick may cancel it
-                data = b""
-                with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+            finished = False  # httpcore's body generators ran to their end
+            try:
+                while not attempt.over:  # another request's tick may cancel it
+                    data = b""
                     try:
-                        data = await anext(body, b"")
+                        if _deadline_pending(attempt):
+                            # A cancel scope per read is costly (a timer each), so
+                            # only the first-chunk deadline gets one; the idle
+                            # timeout is httpcore's read timeout, set per request.
+                            with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+                                data = await anext(body, b"")
+                            if waited.cancelled_caught:
+                                finished = True
+                                link.expire(run, attempt, TimeoutPhase.READ)
+                                break
+                        else:
+                            data = await anext(body, b"")
+                    except _TIMEOUTS:
+                        finished = True
+                        link.expire(run, attempt, TimeoutPhase.READ)
+                        break
                     except _STREAM_ERRORS as error:
+                        finished = True
                         reader.broken(stream_failure(error))
-                if waited.cancelled_caught:
-                    link.expire(run, attempt, TimeoutPhase.READ)
-                    break
-                chunks = reader.feed(data) if data else reader.end()
-                for chunk in link.deliver(run, attempt, chunks):
-                    yield chunk
-                if reader.ending is not None:
-                    link.finish(run, attempt, reader.ending)
-                    break
+                    if not data:
+                        finished = True
+                    elif link.wait_limit(run, attempt) <= 0:
+                        # Keep-alives arrive, but no chunk came in time.
+                        link.expire(run, attempt, TimeoutPhase.READ)
+                        break
+                    chunks = reader.feed(data) if data else reader.end()
+                    for chunk in link.deliver(run, attempt, chunks):
+                        yield chunk
+                    if reader.ending is not None:
+                        link.finish(run, attempt, reader.ending)
+                        break
+            finally:
+                if not finished:
+                    await _abandon(response, body)
 
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
         self._check_open()
@@ -264,6 +295,11 @@ class _BodyIterator:
         if not data:
             raise StopAsyncIteration
         return data
+
+
+def _deadline_pending(attempt: Attempt) -> bool:
+    """Whether the core's first-chunk deadline still runs for ``attempt``."""
+    return attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

@@ -35,6 +35,7 @@ from lbcore import (
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
+    StartAttempt,
     Stats,
     Tick,
     TimeoutPhase,
@@ -79,6 +80,8 @@ class CoreLink:
         self._epoch = clock()
         self._now = 0
         self._runs: dict[str, RequestRun] = {}
+        #: Never later than the core's next deadline (None: the core has none).
+        self._deadline_hint: int | None = None
         self._next_id = 0
         self._targets = {target.name: target for target in config.targets}
         if trace is not None:
@@ -143,8 +146,8 @@ class CoreLink:
     # -- time -----------------------------------------------------------------
 
     def now(self) -> int:
-        with self._guard:
-            return self._read_clock()
+        """The client's clock in milliseconds (for waits; events use the guarded reading)."""
+        return self._clock() - self._epoch
 
     def tick(self) -> None:
         """Let the core act on every deadline that has passed."""
@@ -158,10 +161,9 @@ class CoreLink:
         and the transport's idle timeout. One millisecond is added so that on
         waking the deadline has surely passed on the millisecond clock.
         """
-        with self._guard:
-            now = self._read_clock()
-            due = self._attempt_due(attempt)
-        return max(0.0, (due - now + 1) / 1000)
+        # No guard: only this attempt's own loop moves its progress, and a fresh
+        # clock reading is never earlier than one the core has seen.
+        return max(0.0, (self._attempt_due(attempt) - self.now() + 1) / 1000)
 
     def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
         """A wait for ``attempt`` ran out (its connection is being closed): report it.
@@ -191,15 +193,16 @@ class CoreLink:
         with self._locked() as lines:
             if not self._still_wanted(run, attempt, lines):
                 return []
+            # The hot path: one clock reading for the batch, events built directly.
+            at, rid, number = self._now, run.request_id, attempt.number
+            handle = self._balancer.handle
             for _ in chunks:
-                self._feed(
-                    lines,
-                    lambda at: ChunkReceived(
-                        at=at, request_id=run.request_id, attempt=attempt.number
-                    ),
-                )
+                actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
+                if actions:
+                    self._file(actions)
+            self._take_trace(lines)
             attempt.chunks += len(chunks)
-            attempt.last_progress = self._now
+            attempt.last_progress = at
         return chunks
 
     def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
@@ -275,15 +278,35 @@ class CoreLink:
 
     def _catch_up(self, lines: list[bytes]) -> None:
         now = self._read_clock()
+        # The hint is never later than the core's next deadline, so while the
+        # clock is before it nothing can be due and the core need not be asked.
+        if self._deadline_hint is None or now < self._deadline_hint:
+            return
         deadline = self._balancer.next_deadline()
         if deadline is not None and deadline <= now:
             self._route(self._balancer.handle(Tick(at=now)), lines)
+            deadline = self._balancer.next_deadline()
+        self._deadline_hint = deadline
 
     def _feed(self, lines: list[bytes], event: Callable[[int], Event]) -> None:
         self._route(self._balancer.handle(event(self._read_clock())), lines)
 
     def _route(self, actions: Iterable[Action], lines: list[bytes]) -> None:
+        self._file(actions)
+        self._take_trace(lines)
+
+    def _file(self, actions: Iterable[Action]) -> None:
+        """Give each action to the run it concerns, and note any new deadline."""
         for action in actions:
+            due = (
+                action.first_chunk_deadline
+                if isinstance(action, StartAttempt)
+                else action.due
+                if isinstance(action, RetryScheduled)
+                else None
+            )
+            if due is not None and (self._deadline_hint is None or due < self._deadline_hint):
+                self._deadline_hint = due
             rid = getattr(action, "request_id", None)
             run = self._runs.get(rid) if rid is not None else None
             if run is None:
@@ -291,6 +314,8 @@ class CoreLink:
             run.accept(action)
             if run.finished:
                 del self._runs[rid]  # type: ignore[arg-type]
+
+    def _take_trace(self, lines: list[bytes]) -> None:
         if self._trace is not None:
             lines.extend(encode_line(step) for step in self._balancer.take_steps())
 
