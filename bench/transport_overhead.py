@@ -151,6 +151,11 @@ def failover_config(urls: dict[str, str], first: str, second: str) -> ClientConf
 
 # -- one request, each way ---------------------------------------------------------
 
+#: The direct paths set the timeouts any careful caller sets (the sync one passes
+#: ``timeout=(10, 300)``): httpcore then bounds every read with a timer, as the
+#: balanced client does.
+TIMEOUTS: dict[str, object] = {"timeout": {"connect": 10, "read": 300, "write": 300, "pool": None}}
+
 
 def direct_sync(session: requests.Session, where: BackendTarget) -> int:
     http = build_request(where, REQUEST)
@@ -190,7 +195,9 @@ async def direct_async(pool: httpcore.AsyncConnectionPool, where: BackendTarget)
     headers = [(b"User-Agent", b"bench"), (b"Accept-Encoding", b"identity")]
     headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in http.headers]
     count = 0
-    async with pool.stream(http.method, http.url, headers=headers, content=http.body) as response:
+    async with pool.stream(
+        http.method, http.url, headers=headers, content=http.body, extensions=TIMEOUTS
+    ) as response:
         assert response.status == 200
         body = response.stream
         assert isinstance(body, AsyncIterable)
@@ -204,7 +211,9 @@ async def by_hand_async(
 ) -> int:
     http = build_request(limited, REQUEST)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in http.headers]
-    response = await pool.request(http.method, http.url, headers=headers, content=http.body)
+    response = await pool.request(
+        http.method, http.url, headers=headers, content=http.body, extensions=TIMEOUTS
+    )
     assert response.status == 429 and response.content
     return await direct_async(pool, where)
 

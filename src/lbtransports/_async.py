@@ -227,7 +227,7 @@ class AsyncClient(ClientBase):
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if _deadline_pending(attempt):
+                        if attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None:
                             # A cancel scope per read is costly (a timer each), so
                             # only the first-chunk deadline gets one; the idle
                             # timeout is httpcore's read timeout, set per request.
@@ -248,11 +248,11 @@ class AsyncClient(ClientBase):
                         reader.broken(stream_failure(error))
                     if not data:
                         finished = True
-                    elif link.wait_limit(run, attempt) <= 0:
-                        # Keep-alives arrive, but no chunk came in time.
+                    chunks = reader.feed(data) if data else reader.end()
+                    if not chunks and reader.ending is None and link.wait_limit(run, attempt) <= 0:
+                        # Bytes arrive (keep-alives), but no chunk came in time.
                         link.expire(run, attempt, TimeoutPhase.READ)
                         break
-                    chunks = reader.feed(data) if data else reader.end()
                     for chunk in link.deliver(run, attempt, chunks):
                         yield chunk
                     if reader.ending is not None:
@@ -295,11 +295,6 @@ class _BodyIterator:
         if not data:
             raise StopAsyncIteration
         return data
-
-
-def _deadline_pending(attempt: Attempt) -> bool:
-    """Whether the core's first-chunk deadline still runs for ``attempt``."""
-    return attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

@@ -190,20 +190,37 @@ class CoreLink:
         """
         if not chunks:
             return chunks
-        with self._locked() as lines:
-            if not self._still_wanted(run, attempt, lines):
-                return []
-            # The hot path: one clock reading for the batch, events built directly.
-            at, rid, number = self._now, run.request_id, attempt.number
-            handle = self._balancer.handle
-            for _ in chunks:
-                actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
-                if actions:
-                    self._file(actions)
-            self._take_trace(lines)
-            attempt.chunks += len(chunks)
-            attempt.last_progress = at
-        return chunks
+        # The hot path, once per piece of every answer: one clock reading serves
+        # the batch and events are built inline.
+        lines: list[bytes] = []
+        with self._guard:
+            now = self._read_clock()
+            hint = self._deadline_hint
+            if hint is not None and now >= hint:
+                self._catch_up(lines)
+            wanted = run.attempt_is_live(attempt)
+            if wanted:
+                at, rid, number = self._now, run.request_id, attempt.number
+                handle = self._balancer.handle
+                for _ in chunks:
+                    actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
+                    if actions:
+                        self._file(actions)
+                attempt.chunks += len(chunks)
+                attempt.last_progress = at
+                if self._trace is not None:
+                    self._take_trace(lines)
+            else:
+                attempt.over = True
+            if lines:
+                # Hand over hand, as in _Locked: the trace lock before the guard goes.
+                self._trace_lock.acquire()
+        if lines:
+            try:
+                self._write(lines)
+            finally:
+                self._trace_lock.release()
+        return chunks if wanted else []
 
     def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
         """Report how ``attempt`` ended (its answer completed, or it failed)."""
@@ -252,7 +269,8 @@ class CoreLink:
 
     def _read_clock(self) -> int:
         # Threads read the clock in any order; the core needs time never to go back.
-        self._now = max(self._now, self._clock() - self._epoch)
+        now = self._clock() - self._epoch
+        self._now = max(self._now, now)
         return self._now
 
     def _attempt_due(self, attempt: Attempt) -> int:

@@ -84,7 +84,12 @@ class AttemptReader:
         if self.ending is not None:
             return []
         if self._decoder is not None:
-            return self._decode(lambda decoder: decoder.feed(data))
+            # Inline rather than through _decode: this runs once per piece.
+            try:
+                return self._decoder.feed(data)
+            except WireError as error:
+                self.ending = Failed(error.failure)
+                return list(error.chunks)
         self._body += data
         if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
             # Enough to read the error; the rest is not worth waiting for.

@@ -41,10 +41,11 @@ class Attempt:
     chunks: int = 0
     #: The core no longer wants it (cancelled), or its ending was reported.
     over: bool = False
+    #: The core's attempt number (a plain field: it is read once per chunk).
+    number: int = field(init=False)
 
-    @property
-    def number(self) -> int:
-        return self.start.attempt
+    def __post_init__(self) -> None:
+        self.number = self.start.attempt
 
     @property
     def backend(self) -> str:
@@ -104,13 +105,17 @@ class RequestRun:
                     for waiting in self.inbox
                     if not (isinstance(waiting, StartAttempt) and waiting.attempt == action.attempt)
                 )
-        elif isinstance(action, RequestCompleted):
-            self.completed = action
-        elif isinstance(action, RequestFailed):
-            self.error = error_for(self.request_id, action.error)
-        elif isinstance(action, RequestAborted):
-            self.aborted = True
+        elif isinstance(action, RequestCompleted | RequestFailed | RequestAborted):
+            if isinstance(action, RequestCompleted):
+                self.completed = action
+            elif isinstance(action, RequestFailed):
+                self.error = error_for(self.request_id, action.error)
+            else:
+                self.aborted = True
+            # Once the request has ended, nothing about any attempt is news.
+            if self.attempt is not None:
+                self.attempt.over = True
 
     def attempt_is_live(self, attempt: Attempt) -> bool:
         """Whether news of ``attempt`` is still wanted by the core."""
-        return self.attempt is attempt and not attempt.over and not self.finished
+        return self.attempt is attempt and not attempt.over
