@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import IO, Final
 
@@ -80,6 +81,8 @@ class CoreLink:
         self._epoch = clock()
         self._now = 0
         self._runs: dict[str, RequestRun] = {}
+        #: Streams dropped unclosed, to cancel under the guard (see abandon()).
+        self._abandoned: deque[RequestRun] = deque()
         #: Never later than the core's next deadline (None: the core has none).
         self._deadline_hint: int | None = None
         self._next_id = 0
@@ -114,7 +117,7 @@ class CoreLink:
 
     def next_step(self, run: RequestRun) -> Step:
         """What ``run``'s loop must do now, given everything the core decided."""
-        with self._guard:
+        with self._locked():
             if run.finished:
                 run.inbox.clear()
                 return Finished()
@@ -136,6 +139,15 @@ class CoreLink:
             if run.retry_due is not None:
                 return Wait(run.retry_due)
         raise RuntimeError(_NO_STEP.format(rid=run.request_id))
+
+    def abandon(self, run: RequestRun) -> None:
+        """Cancel ``run`` at the next call that takes the guard.
+
+        For finalizers: the garbage collector may run one while this very
+        thread holds the guard, where cancelling at once would deadlock.
+        Appending to a deque takes no lock.
+        """
+        self._abandoned.append(run)
 
     def cancel(self, run: RequestRun) -> None:
         """The caller gave up: tell the core, unless the request already ended."""
@@ -194,6 +206,8 @@ class CoreLink:
         # the batch and events are built inline.
         lines: list[bytes] = []
         with self._guard:
+            if self._abandoned:
+                self._drain_abandoned(lines)
             now = self._read_clock()
             hint = self._deadline_hint
             if hint is not None and now >= hint:
@@ -252,7 +266,7 @@ class CoreLink:
     # -- reading the core ------------------------------------------------------
 
     def stats(self) -> Stats:
-        with self._guard:
+        with self._locked():
             return self._balancer.stats()
 
     def reset_stats(self) -> None:
@@ -266,6 +280,13 @@ class CoreLink:
         return self._balancer
 
     # -- inside the guard ----------------------------------------------------
+
+    def _drain_abandoned(self, lines: list[bytes]) -> None:
+        while self._abandoned:
+            run = self._abandoned.popleft()
+            if not run.finished and run.request_id in self._runs:
+                event = RequestCancelled(at=self._read_clock(), request_id=run.request_id)
+                self._route(self._balancer.handle(event), lines)
 
     def _read_clock(self) -> int:
         # Threads read the clock in any order; the core needs time never to go back.
@@ -356,7 +377,14 @@ class _Locked:
         self._lines: list[bytes] = []
 
     def __enter__(self) -> list[bytes]:
-        self._link._guard.acquire()
+        link = self._link
+        link._guard.acquire()
+        if link._abandoned:
+            try:
+                link._drain_abandoned(self._lines)
+            except BaseException:
+                link._guard.release()
+                raise
         return self._lines
 
     def __exit__(self, *exc: object) -> None:

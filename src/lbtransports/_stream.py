@@ -50,8 +50,9 @@ class StreamView:
 
     def __del__(self) -> None:
         # Dropped without being closed: the core must not keep the request live.
+        # Deferred, because a finalizer may run while this thread holds the guard.
         if not self._run.finished:
-            self._link.cancel(self._run)
+            self._link.abandon(self._run)
 
 
 def completion_of(view: StreamView, chunks: Sequence[Chunk]) -> Completion:

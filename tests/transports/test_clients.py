@@ -468,3 +468,22 @@ def test_a_stream_closed_or_dropped_before_iterating_leaves_no_live_request() ->
         anyio.run(main)
     lines = decision_lines(trace.getvalue())
     assert lines.count(CANCELLED_IN_FLIGHT) == 2
+
+
+def test_a_finalizer_running_under_the_guard_does_not_deadlock() -> None:
+    # The garbage collector may finalize a dropped stream at any allocation,
+    # including one inside the client's own guarded section, on the same thread.
+    plans = [BackendPlan("a", default=Stream(1))]
+    with start_backends(plans) as backends:
+        with Client(client_config(backends, plans, strategy="round-robin")) as client:
+            stream = client.chat(REQUEST)
+
+            def finalize_while_guarded() -> None:
+                with client._link._guard:
+                    stream.__del__()
+
+            worker = threading.Thread(target=finalize_while_guarded, daemon=True)
+            worker.start()
+            worker.join(timeout=5)
+            assert not worker.is_alive(), "the finalizer deadlocked on the guard"
+            assert client.stats().in_flight == 0
