@@ -3,7 +3,7 @@ the frame of a non-streamed answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -22,6 +22,7 @@ __all__ = (
     "as_obj",
     "encode_body",
     "encode_json",
+    "generation_params",
     "join_url",
     "opt_int",
     "opt_list",
@@ -40,6 +41,23 @@ _ENCODER: Final = msgspec.json.Encoder()
 
 class ShapeError(Exception):
     """A JSON value does not have the shape the provider documents."""
+
+
+def generation_params(request: ChatRequest, names: Mapping[str, str]) -> dict[str, Any]:
+    """The caller's generation parameters that are set, under the provider's field names.
+
+    ``names`` maps ``temperature``, ``max_tokens``, ``top_p`` and ``stop`` to
+    the provider's field; a parameter the map leaves out is not written.
+    """
+    values = {
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "top_p": request.top_p,
+        "stop": list(request.stop) or None,
+    }
+    return {
+        names[key]: value for key, value in values.items() if key in names and value is not None
+    }
 
 
 def join_url(base: str, path: str) -> str:

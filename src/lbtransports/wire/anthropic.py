@@ -18,6 +18,7 @@ from ._common import (
     ShapeError,
     as_obj,
     encode_json,
+    generation_params,
     join_url,
     opt_int,
     opt_list,
@@ -59,7 +60,11 @@ __all__ = (
 
 PROVIDER: Final = Provider.ANTHROPIC
 DEFAULT_BASE_URL: Final = "https://api.anthropic.com"
+
+#: Where the caller's generation parameters go; ``max_tokens`` is always written, above.
+_PARAM_NAMES: Final = {"temperature": "temperature", "top_p": "top_p", "stop": "stop_sequences"}
 API_VERSION: Final = "2023-06-01"
+
 #: The Messages API refuses a request without max_tokens; this fills the gap.
 DEFAULT_MAX_TOKENS: Final = 4096
 RESERVED: Final = frozenset({"model", "messages", "system", "tools", "stream"})
@@ -135,12 +140,7 @@ def encode_request(
             }
             for tool in request.tools
         ]
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = list(request.stop)
+    body.update(generation_params(request, _PARAM_NAMES))
     apply_settings(body, PROVIDER, settings)
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     body["stream"] = stream

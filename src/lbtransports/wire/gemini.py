@@ -20,6 +20,7 @@ from lbcore import Failure, FailureKind
 from ._common import (
     as_obj,
     encode_json,
+    generation_params,
     join_url,
     opt_int,
     opt_list,
@@ -61,6 +62,14 @@ __all__ = (
 
 PROVIDER: Final = Provider.GEMINI
 DEFAULT_BASE_URL: Final = "https://generativelanguage.googleapis.com/v1beta"
+
+#: Where the caller's generation parameters go in ``generationConfig``.
+_PARAM_NAMES: Final = {
+    "temperature": "temperature",
+    "max_tokens": "maxOutputTokens",
+    "top_p": "topP",
+    "stop": "stopSequences",
+}
 RESERVED: Final = frozenset({"contents", "systemInstruction", "tools", "generationConfig"})
 
 _FILTERED: Final = frozenset(
@@ -146,15 +155,7 @@ def encode_request(
                 ]
             }
         ]
-    config: dict[str, Any] = {}
-    if request.temperature is not None:
-        config["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        config["maxOutputTokens"] = request.max_tokens
-    if request.top_p is not None:
-        config["topP"] = request.top_p
-    if request.stop:
-        config["stopSequences"] = list(request.stop)
+    config = generation_params(request, _PARAM_NAMES)
     if config:
         body["generationConfig"] = config
     apply_settings(body, PROVIDER, settings)

@@ -16,6 +16,7 @@ from ._common import (
     ShapeError,
     as_obj,
     encode_json,
+    generation_params,
     join_url,
     opt_int,
     opt_list,
@@ -55,6 +56,15 @@ __all__ = (
 
 PROVIDER: Final = Provider.OPENAI
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+
+#: Where the caller's generation parameters go in a Chat Completions body.
+_PARAM_NAMES: Final = {
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "top_p": "top_p",
+    "stop": "stop",
+}
+
 #: Body fields this module writes itself; extras cannot replace them.
 RESERVED: Final = frozenset({"model", "messages", "tools", "stream", "stream_options"})
 
@@ -98,14 +108,7 @@ def encode_request(
             {"type": "function", "function": {k: v for k, v in tool.items() if v}}
             for tool in tools_json(request.tools)
         ]
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop"] = list(request.stop)
+    body.update(generation_params(request, _PARAM_NAMES))
     apply_settings(body, PROVIDER, settings)
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     body["stream"] = stream
