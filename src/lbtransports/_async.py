@@ -210,6 +210,11 @@ class AsyncClient(ClientBase):
                 except httpcore.ConnectTimeout:
                     link.expire(run, attempt, TimeoutPhase.CONNECT)
                     return
+                except _TIMEOUTS:
+                    # httpcore's own read (or write) timeout, idle_timeout_ms per
+                    # read, may fire a hair before the scope around it.
+                    link.expire(run, attempt, TimeoutPhase.READ)
+                    return
                 except httpcore.ConnectError as error:
                     link.finish(run, attempt, Failed(connect_failure(error)))
                     return
