@@ -70,6 +70,9 @@ class CoreLink:
         self.config = config
         self._balancer = Balancer(config.balancer, record=trace is not None)
         self._guard = threading.Lock()
+        #: The thread holding the guard, so that a finalizer that thread runs
+        #: inside a guarded section can tell, and defer instead of deadlocking.
+        self._owner: int | None = None
         # Trace lines are written in the order the core produced them, but
         # outside the core's guard: the writer takes this lock before letting
         # go of the guard (hand over hand), so order holds without file I/O
@@ -150,7 +153,16 @@ class CoreLink:
         self._abandoned.append(run)
 
     def cancel(self, run: RequestRun) -> None:
-        """The caller gave up: tell the core, unless the request already ended."""
+        """The caller gave up: tell the core, unless the request already ended.
+
+        Also called from a dropped stream's generator as the collector
+        finalizes it, which may happen inside a guarded section of this very
+        thread: then the cancel waits for the next guarded call, like
+        :meth:`abandon`.
+        """
+        if self._owner == threading.get_ident():
+            self._abandoned.append(run)
+            return
         with self._locked() as lines:
             if not run.finished and run.request_id in self._runs:
                 self._feed(lines, lambda at: RequestCancelled(at=at, request_id=run.request_id))
@@ -206,26 +218,30 @@ class CoreLink:
         # the batch and events are built inline.
         lines: list[bytes] = []
         with self._guard:
-            if self._abandoned:
-                self._drain_abandoned(lines)
-            now = self._read_clock()
-            hint = self._deadline_hint
-            if hint is not None and now >= hint:
-                self._catch_up(lines)
-            wanted = run.attempt_is_live(attempt)
-            if wanted:
-                at, rid, number = self._now, run.request_id, attempt.number
-                handle = self._balancer.handle
-                for _ in chunks:
-                    actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
-                    if actions:
-                        self._file(actions)
-                attempt.chunks += len(chunks)
-                attempt.last_progress = at
-                if self._trace is not None:
-                    self._take_trace(lines)
-            else:
-                attempt.over = True
+            self._owner = threading.get_ident()
+            try:
+                if self._abandoned:
+                    self._drain_abandoned(lines)
+                now = self._read_clock()
+                hint = self._deadline_hint
+                if hint is not None and now >= hint:
+                    self._catch_up(lines)
+                wanted = run.attempt_is_live(attempt)
+                if wanted:
+                    at, rid, number = self._now, run.request_id, attempt.number
+                    handle = self._balancer.handle
+                    for _ in chunks:
+                        actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
+                        if actions:
+                            self._file(actions)
+                    attempt.chunks += len(chunks)
+                    attempt.last_progress = at
+                    if self._trace is not None:
+                        self._take_trace(lines)
+                else:
+                    attempt.over = True
+            finally:
+                self._owner = None
             if lines:
                 # Hand over hand, as in _Locked: the trace lock before the guard goes.
                 self._trace_lock.acquire()
@@ -379,16 +395,19 @@ class _Locked:
     def __enter__(self) -> list[bytes]:
         link = self._link
         link._guard.acquire()
+        link._owner = threading.get_ident()
         if link._abandoned:
             try:
                 link._drain_abandoned(self._lines)
             except BaseException:
+                link._owner = None
                 link._guard.release()
                 raise
         return self._lines
 
     def __exit__(self, *exc: object) -> None:
         link = self._link
+        link._owner = None
         if not self._lines:
             link._guard.release()
             return

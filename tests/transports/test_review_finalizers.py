@@ -1,0 +1,54 @@
+"""Review regressions: a stream the garbage collector finalizes never deadlocks the client.
+
+A collection can start at any allocation, including one inside the client's
+guarded section, on the thread holding the guard. A started stream's generator
+is finalized there too, and its cleanup must not wait for that guard.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import threading
+
+import pytest
+
+from lbtransports import Client
+from lbtransports.testing import Stream
+
+from .harness import REQUEST, BackendPlan, client_config, decision_lines, start_backends
+
+
+# A collection finalizes everything in the cycle in no set order: the socket's own
+# finalizer may run before the generator's closes it, and warn that it is unclosed.
+@pytest.mark.filterwarnings("ignore:unclosed:ResourceWarning")
+def test_a_started_stream_collected_under_the_guard_does_not_deadlock() -> None:
+    plans = [BackendPlan("a", default=Stream(20, delay_ms=20))]
+    trace = io.BytesIO()
+    with start_backends(plans) as backends:
+        config = client_config(backends, plans, strategy="round-robin")
+        with Client(config, trace=trace) as client:
+            stream = client.chat(REQUEST)
+            assert next(stream).text == "a-0 "
+            # Only the collector can free it now: it sits in a reference cycle.
+            cycle: list[object] = [stream]
+            cycle.append(cycle)
+            del stream, cycle
+
+            def collect_while_guarded() -> None:
+                with client._link._locked():  # how every guarded section is entered
+                    gc.collect()
+
+            gc.disable()  # the collection must happen under the guard, not before
+            try:
+                worker = threading.Thread(target=collect_while_guarded, daemon=True)
+                worker.start()
+                worker.join(timeout=5)
+            finally:
+                gc.enable()
+            assert not worker.is_alive(), "the stream's finalizer deadlocked on the guard"
+            assert client.stats().in_flight == 0
+        backends.wait_idle(timeout=3.0)
+    assert decision_lines(trace.getvalue())[-1] == (
+        "RequestCancelled -> CancelAttempt#1(cancelled), RequestAborted"
+    )
