@@ -133,7 +133,7 @@ class Client(ClientBase):
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
-            session.close()
+            _close_session(session)
         self._close_trace()
 
     def __enter__(self) -> Self:
@@ -252,6 +252,25 @@ def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _close_session(session: requests.Session) -> None:
+    """Close every connection ``session`` pools, then the session.
+
+    ``Session.close`` only makes urllib3 forget its pools; each pool closes its
+    connections when it is garbage collected, which a reference cycle (an
+    exception's traceback holds the pool) can put off indefinitely.
+    """
+    for adapter in session.adapters.values():
+        manager = getattr(adapter, "poolmanager", None)
+        if manager is None:
+            continue
+        # keys() takes the container's lock; iterating it directly is refused.
+        for key in manager.pools.keys():  # noqa: SIM118
+            pool = manager.pools.get(key)
+            if pool is not None:
+                pool.close()
+    session.close()
 
 
 def _connecting(error: requests.exceptions.ConnectionError) -> bool:
