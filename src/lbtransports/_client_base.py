@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lbcore import Stats
+from lbcore import Failure, FailureKind, Stats, clean_text
 
 from ._config import ClientConfig
 from ._errors import ClientClosedError
@@ -63,9 +63,34 @@ class ClientBase:
         except WireError as error:
             self._link.finish(run, attempt, Failed(error.failure))
             return None
+        unsendable = _unsendable_header(attempt.http.headers)
+        if unsendable is not None:
+            message = (
+                f'Backend "{clean_text(attempt.backend, 64)}": the {unsendable} header '
+                "holds characters HTTP headers cannot carry (not Latin-1)"
+            )
+            failure = Failure(kind=FailureKind.SETUP, message=message)
+            self._link.finish(run, attempt, Failed(failure))
+            return None
         return AttemptReader(attempt.target.provider, attempt.http)
 
     def _close_trace(self) -> None:
         self._closed = True
         if self._owns_trace and self._trace is not None:
             self._trace.close()
+
+
+def _unsendable_header(headers: tuple[tuple[str, str], ...]) -> str | None:
+    """The name of the first header HTTP/1.1 cannot carry, if any.
+
+    Both HTTP libraries encode headers as Latin-1 and would raise an encoding
+    error holding the whole value (a key pasted with a typographic character,
+    say) to the caller; the value itself is never named.
+    """
+    for name, value in headers:
+        try:
+            name.encode("latin-1")
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return clean_text(name.lower(), 64)
+    return None
