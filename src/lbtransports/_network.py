@@ -8,11 +8,12 @@ operating system's error name (``ECONNREFUSED``...) as the failure's code.
 from __future__ import annotations
 
 import errno
+import ssl
 from collections.abc import Iterator
 
 from lbcore import Failure, FailureKind
 
-__all__ = ("connect_failure", "os_error_code", "stream_failure")
+__all__ = ("connect_failure", "os_error_code", "stream_failure", "tls_failed")
 
 _MAX_DEPTH = 12
 
@@ -37,16 +38,24 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 def os_error_code(error: BaseException) -> str | None:
     """The first operating-system error name found in ``error``'s chain."""
     for cause in _causes(error):
+        if isinstance(cause, ssl.SSLError):
+            continue  # an OSError whose errno is OpenSSL's (1 would read EPERM)
         number = getattr(cause, "errno", None)
         if isinstance(cause, OSError) and isinstance(number, int):
             return errno.errorcode.get(number)
     return None
 
 
+def tls_failed(error: BaseException) -> bool:
+    """Whether ``error`` comes from TLS (a failed handshake, an unverifiable certificate)."""
+    return any(isinstance(cause, ssl.SSLError) for cause in _causes(error))
+
+
 def connect_failure(error: BaseException) -> Failure:
-    """The backend could not be reached (refused, unreachable, reset while connecting)."""
+    """The backend could not be reached (refused, unreachable, reset while connecting,
+    TLS handshake failed)."""
     code = os_error_code(error)
-    detail = f" ({code})" if code else ""
+    detail = f" ({code})" if code else " (TLS handshake failed)" if tls_failed(error) else ""
     return Failure(
         kind=FailureKind.NETWORK, message=f"could not connect to the backend{detail}", code=code
     )

@@ -274,9 +274,13 @@ def _close_session(session: requests.Session) -> None:
 
 
 def _connecting(error: requests.exceptions.ConnectionError) -> bool:
-    """Whether ``error`` happened while opening the connection, before anything was sent."""
+    """Whether ``error`` happened while opening the connection, before anything was sent.
+
+    A TLS error raised while sending the request comes from the handshake, which
+    urllib3 runs as part of connecting (httpcore reports it as a ConnectError).
+    """
     reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.SSLError)
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
