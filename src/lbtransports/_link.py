@@ -119,8 +119,15 @@ class CoreLink:
                 raise
 
     def next_step(self, run: RequestRun) -> Step:
-        """What ``run``'s loop must do now, given everything the core decided."""
-        with self._locked():
+        """What ``run``'s loop must do now, given everything the core decided.
+
+        Time passes first: an attempt whose first-chunk deadline passed before
+        the loop came for it (the caller iterated late) is cancelled by the
+        core here, and never sent. This also reads the clock, so the attempt's
+        idle timer starts now, not when the core started it.
+        """
+        with self._locked() as lines:
+            self._catch_up(lines)
             if run.finished:
                 run.inbox.clear()
                 return Finished()
