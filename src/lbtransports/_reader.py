@@ -49,6 +49,14 @@ class Failed(msgspec.Struct, frozen=True):
 Ending = Succeeded | Failed
 
 
+def _is_json(headers: tuple[tuple[str, str], ...]) -> bool:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            media = value.split(";", 1)[0].strip().lower()
+            return media == "application/json" or media.endswith("+json")
+    return False
+
+
 def _protocol(message: str) -> Failure:
     return Failure(kind=FailureKind.PROTOCOL, message=message)
 
@@ -75,9 +83,11 @@ class AttemptReader:
     def _secrets(self) -> tuple[str, ...]:
         return self._request.secrets
 
-    def start(self, status: int, headers: Headers) -> None:
+    def start(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         self._status, self._headers = status, headers
-        if 200 <= status <= 299 and self._request.stream:
+        if 200 <= status <= 299 and self._request.stream and not _is_json(headers):
+            # A JSON body answering a stream request (an error object sent
+            # with 200, or a server that ignored stream) is read whole.
             self._decoder = stream_decoder(self._provider, secrets=self._secrets)
 
     def feed(self, data: bytes) -> list[Chunk]:
