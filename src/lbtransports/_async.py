@@ -4,9 +4,11 @@ It runs on asyncio and on trio (through anyio). Its twin is
 :mod:`lbtransports._sync`: same loop, same :class:`CoreLink`, same
 :class:`AttemptReader`; only the waiting and the HTTP library differ.
 
-Every wait is a cancel scope ending at the attempt's next deadline. A read
-that a scope interrupts leaves httpcore's connection unusable, which is what
-we want: at a deadline the attempt is over and its connection is closed.
+Until the first chunk, each wait is a cancel scope ending at the attempt's
+next deadline; after it, httpcore's read timeout (``idle_timeout_ms``) bounds
+each read (spec/transports.md section 4). A read that a scope interrupts
+leaves httpcore's connection unusable, which is what we want: at a deadline
+the attempt is over and its connection is closed.
 """
 
 from __future__ import annotations
