@@ -109,8 +109,8 @@ class AsyncClient(ClientBase):
     ) -> AsyncChatStream:
         """Send ``request`` and stream its answer.
 
-        The core decides where it goes before this returns (a request the core
-        refuses outright raises here); the answer streams as you iterate.
+        Nothing is sent before the stream is iterated: the request starts in
+        the core then, and its answer streams as it arrives.
         """
         return AsyncChatStream(self, self._start(request, request_id, attempt_budget))
 
@@ -153,6 +153,7 @@ class AsyncClient(ClientBase):
     async def _drive(self, run: RequestRun) -> AsyncGenerator[Chunk, None]:
         link = self._link
         try:
+            link.open(run)
             while True:
                 step = link.next_step(run)
                 if isinstance(step, Finished):

@@ -42,9 +42,11 @@ class ClientBase:
     def _start(
         self, request: ChatRequest, request_id: str | None, attempt_budget: int | None
     ) -> RequestRun:
+        # The request starts in the core when its stream is first iterated, so
+        # a caller who iterates late is not charged a first-chunk timeout.
         self._check_open()
-        run = RequestRun(request_id=request_id or "", chat=request)
-        self._link.open(run, attempt_budget=attempt_budget)
+        run = RequestRun(request_id=request_id or "", chat=request, attempt_budget=attempt_budget)
+        self._link.name(run)
         return run
 
     def _check_open(self) -> None:

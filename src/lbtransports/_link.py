@@ -95,14 +95,25 @@ class CoreLink:
 
     # -- requests -------------------------------------------------------------
 
-    def open(self, run: RequestRun, *, attempt_budget: int | None = None) -> None:
-        """Start ``run`` in the core (its ``request_id`` may be empty: one is given)."""
-        first = self.config.targets[0]
-        prompt = estimate_tokens(first, run.chat).tokens
-        with self._locked() as lines:
+    def name(self, run: RequestRun) -> None:
+        """Give ``run`` the next id (``r1``, ``r2``...) unless the caller chose one."""
+        with self._guard:
             if not run.request_id:
                 self._next_id += 1
                 run.request_id = f"r{self._next_id}"
+
+    def open(self, run: RequestRun) -> None:
+        """Start ``run`` in the core: its first-chunk deadline runs from now.
+
+        Raises :class:`lbcore.InvalidEvent` (changing nothing) for an id the
+        core has already seen.
+        """
+        if not run.request_id:
+            self.name(run)
+        first = self.config.targets[0]
+        prompt = estimate_tokens(first, run.chat).tokens
+        attempt_budget = run.attempt_budget
+        with self._locked() as lines:
             self._runs[run.request_id] = run
             try:
                 self._feed(

@@ -75,6 +75,7 @@ Step = Send | Wait | Finished
 class RequestRun:
     request_id: str
     chat: ChatRequest
+    attempt_budget: int | None = None
     #: Actions that ask this request's loop to act, in the order the core gave them.
     inbox: deque[StartAttempt | RetryScheduled] = field(default_factory=deque)
     #: Every action the core took about this request, for callers who want the story.

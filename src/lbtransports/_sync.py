@@ -110,8 +110,8 @@ class Client(ClientBase):
     ) -> ChatStream:
         """Send ``request`` and stream its answer.
 
-        The core decides where it goes before this returns (a request the core
-        refuses outright raises here); the answer streams as you iterate.
+        Nothing is sent before the stream is iterated: the request starts in
+        the core then, and its answer streams as it arrives.
         """
         return ChatStream(self, self._start(request, request_id, attempt_budget))
 
@@ -152,6 +152,7 @@ class Client(ClientBase):
     def _drive(self, run: RequestRun) -> Generator[Chunk, None, None]:
         link = self._link
         try:
+            link.open(run)
             while True:
                 step = link.next_step(run)
                 if isinstance(step, Finished):

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import threading
+import time
 
 import anyio
 import pytest
@@ -448,7 +449,9 @@ def test_threads_share_one_client_and_each_gets_its_own_answer() -> None:
         assert text == "".join(f"{backend}-{i} " for i in range(4))
 
 
-def test_a_stream_closed_or_dropped_before_iterating_leaves_no_live_request() -> None:
+def test_a_stream_never_iterated_sends_nothing_and_leaves_nothing_live() -> None:
+    # A request starts in the core when its stream is first iterated: one
+    # closed or dropped before that was never there.
     plans = [BackendPlan("a", default=Stream(1))]
     trace = io.BytesIO()
     with start_backends(plans) as backends:
@@ -466,8 +469,24 @@ def test_a_stream_closed_or_dropped_before_iterating_leaves_no_live_request() ->
                 assert client.stats().in_flight == 0
 
         anyio.run(main)
-    lines = decision_lines(trace.getvalue())
-    assert lines.count(CANCELLED_IN_FLIGHT) == 2
+        assert backends["a"].received == []
+    assert decision_lines(trace.getvalue()) == []
+
+
+def test_the_first_chunk_deadline_runs_from_the_first_iteration() -> None:
+    # A caller who starts reading late must not have a healthy backend blamed.
+    plans = [BackendPlan("a", default=Stream(2)), BackendPlan("b", default=Stream(2))]
+    with start_backends(plans) as backends:
+        config = client_config(
+            backends, plans, settings={"timeout_ms": 200, "failover_retry_count": 1}
+        )
+        with Client(config) as client:
+            stream = client.chat(REQUEST)
+            time.sleep(0.4)  # twice the first-chunk timeout
+            texts = [chunk.text for chunk in stream if chunk.text]
+            stats = client.stats()
+    assert (stream.backend, texts) == ("a", ["a-0 ", "a-1 "])
+    assert stats.backend_metrics["a"].timeouts == 0
 
 
 def test_a_finalizer_running_under_the_guard_does_not_deadlock() -> None:
