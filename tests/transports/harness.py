@@ -178,7 +178,7 @@ _CLOCK_FIELDS = frozenset({"at", "first_chunk_deadline", "due", "half_open_after
 def _without_clock(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_clock(v) for k, v in value.items() if k not in _CLOCK_FIELDS}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_without_clock(v) for v in value]
     return value
 
