@@ -133,8 +133,8 @@ class CoreLink:
         """What ``run``'s loop must do now, given everything the core decided.
 
         Time passes first: an attempt whose first-chunk deadline passed before
-        the loop came for it (the caller iterated late) is cancelled by the
-        core here, and never sent. This also reads the clock, so the attempt's
+        the loop came for it (a busy machine, a loop late from a retry delay)
+        is cancelled by the core here, and never sent. This also reads the clock, so the attempt's
         idle timer starts now, not when the core started it.
         """
         with self._locked() as lines:
@@ -397,6 +397,10 @@ class CoreLink:
 
     def _write(self, lines: list[bytes]) -> None:
         assert self._trace is not None
+        if self._trace.closed:
+            # The client was closed under requests still running: what they
+            # decide from now on is not recorded (spec/transports.md section 5).
+            return
         self._trace.write(b"".join(line + b"\n" for line in lines))
         self._trace.flush()
 

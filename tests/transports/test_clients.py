@@ -25,6 +25,7 @@ from lbtransports import (
     ClientConfig,
     Completion,
     FailoverError,
+    LoadBalancerError,
     load_profile,
 )
 from lbtransports.testing import Fail, Hang, Reset, Stream
@@ -506,3 +507,31 @@ def test_a_finalizer_running_under_the_guard_does_not_deadlock() -> None:
             worker.join(timeout=5)
             assert not worker.is_alive(), "the finalizer deadlocked on the guard"
             assert client.stats().in_flight == 0
+
+
+def test_closing_a_client_under_a_running_request_ends_it_cleanly(
+    tmp_path: os.PathLike[str],
+) -> None:
+    plans = [BackendPlan("a", default=Stream(50, delay_ms=20))]
+    raised: list[BaseException] = []
+    with start_backends(plans) as backends:
+        config = client_config(backends, plans, strategy="round-robin")
+        client = Client(config, trace=os.path.join(tmp_path, "trace.jsonl"))
+        started = threading.Event()
+
+        def read() -> None:
+            try:
+                for _ in client.chat(REQUEST):
+                    started.set()
+            except Exception as error:  # the test inspects what the caller got
+                raised.append(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert started.wait(timeout=5)
+        client.close()
+        reader.join(timeout=10)
+        assert not reader.is_alive(), "the request hung after close()"
+        backends.wait_idle(timeout=3.0)
+    # The request ran on to its end (or was told it could not), never a file error.
+    assert all(isinstance(e, LoadBalancerError | ClientClosedError) for e in raised), raised
