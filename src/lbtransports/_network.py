@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from lbcore import Failure, FailureKind
 
-__all__ = ("connect_failure", "os_error_code", "stream_failure", "tls_failed")
+__all__ = ("connect_failure", "os_error_code", "stream_failure", "timed_out", "tls_failed")
 
 _MAX_DEPTH = 12
 
@@ -44,6 +44,12 @@ def os_error_code(error: BaseException) -> str | None:
         if isinstance(cause, OSError) and isinstance(number, int):
             return errno.errorcode.get(number)
     return None
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether a socket timeout is what ``error`` wraps (urllib3 reports one that
+    ends a blocked send as a broken connection)."""
+    return any(isinstance(cause, TimeoutError) for cause in _causes(error))
 
 
 def tls_failed(error: BaseException) -> bool:

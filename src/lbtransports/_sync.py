@@ -24,7 +24,7 @@ from lbcore import TimeoutPhase
 from ._client_base import ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stream_failure
+from ._network import connect_failure, stream_failure, timed_out
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
@@ -200,6 +200,11 @@ class Client(ClientBase):
             connecting = isinstance(error, requests.exceptions.ConnectionError) and _connecting(
                 error
             )
+            if timed_out(error):
+                # A send that never drained: the same timeout the async client reports.
+                phase = TimeoutPhase.CONNECT if connecting else TimeoutPhase.READ
+                link.expire(run, attempt, phase)
+                return
             failure = connect_failure(error) if connecting else stream_failure(error)
             link.finish(run, attempt, Failed(failure))
             return
