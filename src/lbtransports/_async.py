@@ -4,11 +4,12 @@ It runs on asyncio and on trio (through anyio). Its twin is
 :mod:`lbtransports._sync`: same loop, same :class:`CoreLink`, same
 :class:`AttemptReader`; only the waiting and the HTTP library differ.
 
-Until the first chunk, each wait is a cancel scope ending at the attempt's
-next deadline; after it, httpcore's read timeout (``idle_timeout_ms``) bounds
-each read (spec/transports.md section 4). A read that a scope interrupts
-leaves httpcore's connection unusable, which is what we want: at a deadline
-the attempt is over and its connection is closed.
+httpcore's read timeout (``idle_timeout_ms``, from the start of each read)
+bounds the reads that follow a chunk; the others (before the first chunk,
+after keep-alives) get a cancel scope ending at the attempt's real deadline
+(spec/transports.md section 4). A read that a scope interrupts leaves
+httpcore's connection unusable, which is what we want: at a deadline the
+attempt is over and its connection is closed.
 """
 
 from __future__ import annotations
@@ -231,14 +232,18 @@ class AsyncClient(ClientBase):
             assert isinstance(response.stream, AsyncIterable)
             body: AsyncIterator[bytes] = aiter(response.stream)
             finished = False  # httpcore's body generators ran to their end
+            quiet = False  # the last read brought bytes but no chunk (keep-alives)
             try:
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None:
-                            # A cancel scope per read is costly (a timer each), so
-                            # only the first-chunk deadline gets one; the idle
-                            # timeout is httpcore's read timeout, set per request.
+                        if quiet or (
+                            attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None
+                        ):
+                            # A cancel scope per read costs a timer, so only reads
+                            # whose deadline httpcore's read timeout (the idle
+                            # timeout, counted from each read) would not meet get
+                            # one: before the first chunk, and after keep-alives.
                             with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                                 data = await anext(body, b"")
                             if waited.cancelled_caught:
@@ -257,12 +262,16 @@ class AsyncClient(ClientBase):
                     if not data:
                         finished = True
                     chunks = reader.feed(data) if data else reader.end()
-                    if not chunks and reader.ending is None and link.wait_limit(run, attempt) <= 0:
+                    quiet = not chunks
+                    if quiet and reader.ending is None and link.wait_limit(run, attempt) <= 0:
                         # Bytes arrive (keep-alives), but no chunk came in time.
                         link.expire(run, attempt, TimeoutPhase.READ)
                         break
-                    for chunk in link.deliver(run, attempt, chunks):
-                        yield chunk
+                    visible = link.deliver(run, attempt, chunks)
+                    if visible:
+                        for chunk in visible:
+                            yield chunk
+                        link.resumed(attempt)
                     if reader.ending is not None:
                         link.finish(run, attempt, reader.ending)
                         break

@@ -207,6 +207,15 @@ class CoreLink:
         # clock reading is never earlier than one the core has seen.
         return max(0.0, (self._attempt_due(attempt) - self.now() + 1) / 1000)
 
+    def resumed(self, attempt: Attempt) -> None:
+        """The caller took the chunks it was given and asks for more: waiting starts now.
+
+        The idle timeout measures how long the backend keeps the client waiting,
+        not how long the caller spends on each chunk. Only the attempt's own loop
+        calls this, so no guard is needed.
+        """
+        attempt.last_progress = max(attempt.last_progress, self.now())
+
     def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
         """A wait for ``attempt`` ran out (its connection is being closed): report it.
 

@@ -227,7 +227,10 @@ class Client(ClientBase):
                     reader.broken(stream_failure(error))
                     data = b""
                 chunks = reader.feed(data) if data else reader.end()
-                yield from link.deliver(run, attempt, chunks)
+                visible = link.deliver(run, attempt, chunks)
+                if visible:
+                    yield from visible
+                    link.resumed(attempt)
                 if reader.ending is not None:
                     link.finish(run, attempt, reader.ending)
                     break

@@ -535,3 +535,30 @@ def test_closing_a_client_under_a_running_request_ends_it_cleanly(
         backends.wait_idle(timeout=3.0)
     # The request ran on to its end (or was told it could not), never a file error.
     assert all(isinstance(e, LoadBalancerError | ClientClosedError) for e in raised), raised
+
+
+@pytest.mark.parametrize("mode", ("sync", *ASYNC_MODES))
+def test_a_slow_reader_is_not_charged_as_an_idle_backend(mode: str) -> None:
+    # The idle timeout measures the backend's silence while the client waits for
+    # it, not the time the caller spends on each chunk.
+    plans = [BackendPlan("a", default=Stream(3))]
+    with start_backends(plans) as backends:
+        config = client_config(backends, plans, strategy="round-robin", idle_timeout_ms=200)
+        if mode == "sync":
+            texts = []
+            with Client(config) as client:
+                for chunk in client.chat(REQUEST):
+                    texts.append(chunk.text)
+                    time.sleep(0.3)
+        else:
+
+            async def main() -> list[str]:
+                texts = []
+                async with AsyncClient(config) as client, client.chat(REQUEST) as stream:
+                    async for chunk in stream:
+                        texts.append(chunk.text)
+                        await anyio.sleep(0.3)
+                return texts
+
+            texts = anyio.run(main, backend=mode)
+    assert [t for t in texts if t] == ["a-0 ", "a-1 ", "a-2 "]
