@@ -192,8 +192,12 @@ class AsyncClient(ClientBase):
         headers.append((b"Content-Length", str(len(http.body)).encode("ascii")))
         connect_s = config.connect_timeout_ms / 1000
         idle_s = config.idle_timeout_ms / 1000
+        limit = link.wait_limit(run, attempt)
+        # As in the sync client, a connect slower than the attempt's first deadline
+        # is a connect timeout: httpcore's connect timer ends with that deadline.
+        connect_s = min(connect_s, limit)
         async with contextlib.AsyncExitStack() as stack:
-            with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+            with anyio.move_on_after(limit) as waited:
                 try:
                     response = await stack.enter_async_context(
                         self._pool(attempt.backend).stream(
