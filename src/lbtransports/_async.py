@@ -24,7 +24,7 @@ import httpcore
 
 from lbcore import TimeoutPhase
 
-from ._client_base import ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
 from ._network import connect_failure, stream_failure
@@ -32,11 +32,10 @@ from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._tracefile import TraceTarget
-from .wire import ChatRequest, Chunk
+from .wire import ChatRequest, Chunk, HttpRequest
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
-_USER_AGENT: Final = b"lbcore"
 #: Failures of the connection itself, once the request may have been sent.
 _STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
 _TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
@@ -179,58 +178,13 @@ class AsyncClient(ClientBase):
             await anyio.sleep((left + 1) / 1000)
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
-        link, config = self._link, self.config
+        link = self._link
         reader = self._prepare(run, attempt)
         if reader is None:
             return
-        http = attempt.http
-        assert http is not None
-        headers = [(b"User-Agent", _USER_AGENT), (b"Accept-Encoding", b"identity")]
-        headers += [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in http.headers
-        ]
-        headers.append((b"Content-Length", str(len(http.body)).encode("ascii")))
-        connect_s = config.connect_timeout_ms / 1000
-        idle_s = config.idle_timeout_ms / 1000
-        limit = link.wait_limit(run, attempt)
-        # As in the sync client, a connect slower than the attempt's first deadline
-        # is a connect timeout: httpcore's connect timer ends with that deadline.
-        connect_s = min(connect_s, limit)
         async with contextlib.AsyncExitStack() as stack:
-            with anyio.move_on_after(limit) as waited:
-                try:
-                    response = await stack.enter_async_context(
-                        self._pool(attempt.backend).stream(
-                            http.method,
-                            http.url,
-                            headers=headers,
-                            content=_BodyIterator(http.body),
-                            extensions={
-                                "timeout": {
-                                    "connect": connect_s,
-                                    "read": idle_s,
-                                    "write": idle_s,
-                                    "pool": None,
-                                }
-                            },
-                        )
-                    )
-                except httpcore.ConnectTimeout:
-                    link.expire(run, attempt, TimeoutPhase.CONNECT)
-                    return
-                except _TIMEOUTS:
-                    # httpcore's own read (or write) timeout, idle_timeout_ms per
-                    # read, may fire a hair before the scope around it.
-                    link.expire(run, attempt, TimeoutPhase.READ)
-                    return
-                except httpcore.ConnectError as error:
-                    link.finish(run, attempt, Failed(connect_failure(error)))
-                    return
-                except _STREAM_ERRORS as error:
-                    link.finish(run, attempt, Failed(stream_failure(error)))
-                    return
-            if waited.cancelled_caught:
-                link.expire(run, attempt, TimeoutPhase.READ)
+            response = await self._send(stack, run, attempt)
+            if response is None:
                 return
             reader.start(response.status, _text_headers(response.headers))
             assert isinstance(response.stream, AsyncIterable)
@@ -283,6 +237,50 @@ class AsyncClient(ClientBase):
                 if not finished:
                     await _abandon(response, body)
 
+    async def _send(
+        self, stack: contextlib.AsyncExitStack, run: RequestRun, attempt: Attempt
+    ) -> httpcore.Response | None:
+        """Send ``attempt`` and wait for its status line, keeping the response open
+        on ``stack``; None, already reported to the core, if that fails."""
+        link, config, http = self._link, self.config, attempt.http
+        assert http is not None
+        limit = link.wait_limit(run, attempt)
+        idle_s = config.idle_timeout_ms / 1000
+        timeouts = {
+            # As in the sync client, a connect slower than the attempt's first
+            # deadline is a connect timeout: httpcore's connect timer ends with it.
+            "connect": min(config.connect_timeout_ms / 1000, limit),
+            "read": idle_s,
+            "write": idle_s,
+            "pool": None,
+        }
+        with anyio.move_on_after(limit):
+            try:
+                return await stack.enter_async_context(
+                    self._pool(attempt.backend).stream(
+                        http.method,
+                        http.url,
+                        headers=_request_headers(http),
+                        content=_BodyIterator(http.body),
+                        extensions={"timeout": timeouts},
+                    )
+                )
+            except httpcore.ConnectTimeout:
+                link.expire(run, attempt, TimeoutPhase.CONNECT)
+                return None
+            except _TIMEOUTS:
+                # httpcore's own read (or write) timer may fire a hair before the
+                # scope: a read timeout all the same, reported below.
+                pass
+            except httpcore.ConnectError as error:
+                link.finish(run, attempt, Failed(connect_failure(error)))
+                return None
+            except _STREAM_ERRORS as error:
+                link.finish(run, attempt, Failed(stream_failure(error)))
+                return None
+        link.expire(run, attempt, TimeoutPhase.READ)
+        return None
+
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
         self._check_open()
         pool = self._pools.get(backend)
@@ -333,6 +331,11 @@ async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> N
                 await anext(body)
             except (StopAsyncIteration, httpcore.NetworkError, httpcore.ProtocolError):
                 return
+
+
+def _request_headers(http: HttpRequest) -> list[tuple[bytes, bytes]]:
+    headers = [*CLIENT_HEADERS, *http.headers, ("Content-Length", str(len(http.body)))]
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def _text_headers(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:

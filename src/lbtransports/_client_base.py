@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from lbcore import Failure, FailureKind, Stats, clean_text
 
 from ._config import ClientConfig
@@ -12,7 +14,11 @@ from ._run import Attempt, RequestRun
 from ._tracefile import TraceTarget, open_trace
 from .wire import ChatRequest, WireError, build_request
 
-__all__ = ("ClientBase",)
+__all__ = ("CLIENT_HEADERS", "ClientBase")
+
+#: What both clients add to the wire layer's headers. Identity encoding asks for
+#: the bytes as sent: compression would hold events back in a decompressor.
+CLIENT_HEADERS: Final = (("User-Agent", "lbcore"), ("Accept-Encoding", "identity"))
 
 
 class ClientBase:

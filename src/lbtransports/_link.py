@@ -134,8 +134,9 @@ class CoreLink:
 
         Time passes first: an attempt whose first-chunk deadline passed before
         the loop came for it (a busy machine, a loop late from a retry delay)
-        is cancelled by the core here, and never sent. This also reads the clock, so the attempt's
-        idle timer starts now, not when the core started it.
+        is cancelled by the core here, and never sent. This also reads the
+        clock, so the attempt's idle timer starts now, not when the core
+        started it.
         """
         with self._locked() as lines:
             self._catch_up(lines)
@@ -149,14 +150,9 @@ class CoreLink:
                     continue
                 run.retry_due = None
                 run.attempt = Attempt(
-                    start=action,
-                    target=self._targets[action.backend],
-                    started_at=self._now,
-                    last_progress=self._now,
+                    start=action, target=self._targets[action.backend], last_progress=self._now
                 )
                 return Send(run.attempt)
-            if run.finished:
-                return Finished()
             if run.retry_due is not None:
                 return Wait(run.retry_due)
         raise RuntimeError(_NO_STEP.format(rid=run.request_id))
@@ -241,43 +237,25 @@ class CoreLink:
         """
         if not chunks:
             return chunks
-        # The hot path, once per piece of every answer: one clock reading serves
-        # the batch and events are built inline.
-        lines: list[bytes] = []
-        with self._guard:
-            self._owner = threading.get_ident()
-            try:
-                if self._abandoned:
-                    self._drain_abandoned(lines)
-                now = self._read_clock()
-                hint = self._deadline_hint
-                if hint is not None and now >= hint:
-                    self._catch_up(lines)
-                wanted = run.attempt_is_live(attempt)
-                if wanted:
-                    at, rid, number = self._now, run.request_id, attempt.number
-                    handle = self._balancer.handle
-                    for _ in chunks:
-                        actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
-                        if actions:
-                            self._file(actions)
-                    attempt.chunks += len(chunks)
-                    attempt.last_progress = at
-                    if self._trace is not None:
-                        self._take_trace(lines)
-                else:
-                    attempt.over = True
-            finally:
-                self._owner = None
-            if lines:
-                # Hand over hand, as in _Locked: the trace lock before the guard goes.
-                self._trace_lock.acquire()
-        if lines:
-            try:
-                self._write(lines)
-            finally:
-                self._trace_lock.release()
-        return chunks if wanted else []
+        # The hot path, once per piece of every answer: the guard is taken
+        # without a context object, one clock reading serves the batch, and the
+        # events are built without the _feed indirection.
+        lines = self._enter()
+        try:
+            if not self._still_wanted(run, attempt, lines):
+                return []
+            at, rid, number = self._now, run.request_id, attempt.number
+            handle = self._balancer.handle
+            for _ in chunks:
+                actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
+                if actions:
+                    self._file(actions)
+            self._take_trace(lines)
+            attempt.chunks += len(chunks)
+            attempt.last_progress = at
+        finally:
+            self._exit(lines)
+        return chunks
 
     def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
         """Report how ``attempt`` ended (its answer completed, or it failed)."""
@@ -314,13 +292,7 @@ class CoreLink:
 
     def reset_stats(self) -> None:
         with self._locked() as lines:
-            self._read_clock()
             self._route(self._balancer.reset_stats(), lines)
-
-    @property
-    def balancer(self) -> Balancer:
-        """The core itself, for read-only introspection (models, context limit)."""
-        return self._balancer
 
     # -- inside the guard ----------------------------------------------------
 
@@ -404,6 +376,34 @@ class CoreLink:
     def _locked(self) -> _Locked:
         return _Locked(self)
 
+    def _enter(self) -> list[bytes]:
+        """Take the guard; returns the list that collects trace lines until :meth:`_exit`."""
+        lines: list[bytes] = []
+        self._guard.acquire()
+        self._owner = threading.get_ident()
+        if self._abandoned:
+            try:
+                self._drain_abandoned(lines)
+            except BaseException:
+                self._owner = None
+                self._guard.release()
+                raise
+        return lines
+
+    def _exit(self, lines: list[bytes]) -> None:
+        """Let go of the guard, then write ``lines`` to the trace, in order."""
+        self._owner = None
+        if not lines:
+            self._guard.release()
+            return
+        # Hand over hand: take the trace lock before the guard is let go.
+        self._trace_lock.acquire()
+        self._guard.release()
+        try:
+            self._write(lines)
+        finally:
+            self._trace_lock.release()
+
     def _write(self, lines: list[bytes]) -> None:
         assert self._trace is not None
         if self._trace.closed:
@@ -421,31 +421,10 @@ class _Locked:
 
     def __init__(self, link: CoreLink) -> None:
         self._link = link
-        self._lines: list[bytes] = []
 
     def __enter__(self) -> list[bytes]:
-        link = self._link
-        link._guard.acquire()
-        link._owner = threading.get_ident()
-        if link._abandoned:
-            try:
-                link._drain_abandoned(self._lines)
-            except BaseException:
-                link._owner = None
-                link._guard.release()
-                raise
+        self._lines = self._link._enter()
         return self._lines
 
     def __exit__(self, *exc: object) -> None:
-        link = self._link
-        link._owner = None
-        if not self._lines:
-            link._guard.release()
-            return
-        # Hand over hand: take the trace lock before the guard is let go.
-        link._trace_lock.acquire()
-        link._guard.release()
-        try:
-            link._write(self._lines)
-        finally:
-            link._trace_lock.release()
+        self._link._exit(self._lines)

@@ -7,7 +7,6 @@ and the clients only move bytes and map their HTTP library's exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
 
 import msgspec
@@ -22,6 +21,7 @@ from .wire import (
     ToolCallDelta,
     Usage,
     WireError,
+    header_value,
     parse_error,
     parse_response,
     stream_decoder,
@@ -35,9 +35,6 @@ ERROR_BODY_LIMIT: Final = 64 * 1024
 WHOLE_BODY_LIMIT: Final = 32 * 1024 * 1024
 
 
-_DecoderStep = Callable[[StreamDecoder], list[Chunk]]
-
-
 class Succeeded(msgspec.Struct, frozen=True):
     usage: Usage
 
@@ -49,12 +46,9 @@ class Failed(msgspec.Struct, frozen=True):
 Ending = Succeeded | Failed
 
 
-def _is_json(headers: tuple[tuple[str, str], ...]) -> bool:
-    for name, value in headers:
-        if name.lower() == "content-type":
-            media = value.split(";", 1)[0].strip().lower()
-            return media == "application/json" or media.endswith("+json")
-    return False
+def _is_json(headers: Headers) -> bool:
+    media = (header_value(headers, "content-type") or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _protocol(message: str) -> Failure:
@@ -94,12 +88,10 @@ class AttemptReader:
         if self.ending is not None:
             return []
         if self._decoder is not None:
-            # Inline rather than through _decode: this runs once per piece.
             try:
                 return self._decoder.feed(data)
             except WireError as error:
-                self.ending = Failed(error.failure)
-                return list(error.chunks)
+                return self._decoder_failed(error)
         self._body += data
         if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
             # Enough to read the error; the rest is not worth waiting for.
@@ -113,9 +105,11 @@ class AttemptReader:
         if self.ending is not None:
             return []
         if self._decoder is not None:
-            chunks = self._decode(lambda decoder: decoder.end())
-            if self.ending is None:
-                self.ending = Succeeded(self._decoder.usage)
+            try:
+                chunks = self._decoder.end()
+            except WireError as error:
+                return self._decoder_failed(error)
+            self.ending = Succeeded(self._decoder.usage)
             return chunks
         if not self._ok:
             self.ending = Failed(self._error_failure())
@@ -170,11 +164,7 @@ class AttemptReader:
             secrets=self._secrets,
         )
 
-    def _decode(self, step: _DecoderStep) -> list[Chunk]:
-        assert self._decoder is not None
-        try:
-            return step(self._decoder)
-        except WireError as error:
-            # Chunks completed before the failure still belong to the answer.
-            self.ending = Failed(error.failure)
-            return list(error.chunks)
+    def _decoder_failed(self, error: WireError) -> list[Chunk]:
+        # Chunks completed before the failure still belong to the answer.
+        self.ending = Failed(error.failure)
+        return list(error.chunks)

@@ -33,8 +33,6 @@ class Attempt:
 
     start: StartAttempt
     target: BackendTarget
-    #: When the attempt was started (the clock of :class:`CoreLink`).
-    started_at: int
     #: Last time the answer made progress (a chunk), for the idle timeout.
     last_progress: int
     http: HttpRequest | None = None

@@ -21,7 +21,7 @@ import urllib3.exceptions
 
 from lbcore import TimeoutPhase
 
-from ._client_base import ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
 from ._network import connect_failure, stream_failure, timed_out
@@ -35,7 +35,6 @@ __all__ = ("ChatStream", "Client")
 
 #: How much to ask for per read; SSE events are far smaller.
 _PIECE: Final = 64 * 1024
-_USER_AGENT: Final = "lbcore"
 
 
 class ChatStream(StreamView):
@@ -251,9 +250,8 @@ def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
     session.trust_env = trust_env
     # Cookies one backend sets must never travel anywhere; keep none.
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    # Ask for the bytes as sent: compression would hold events back in a buffer.
     session.headers.clear()
-    session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+    session.headers.update(dict(CLIENT_HEADERS))
     # The core owns retries: urllib3 must never retry underneath it.
     adapter = requests.adapters.HTTPAdapter(
         pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False

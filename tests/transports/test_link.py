@@ -12,7 +12,7 @@ from lbcore import Failure, FailureKind, TimeoutPhase, decode_trace
 from lbtransports import ClientConfig
 from lbtransports._link import CoreLink
 from lbtransports._reader import Failed, Succeeded
-from lbtransports._run import Finished, RequestRun, Send, Wait
+from lbtransports._run import Attempt, Finished, RequestRun, Send, Wait
 from lbtransports.wire import Chunk, Usage
 
 from .harness import REQUEST
@@ -51,12 +51,17 @@ def _send(step: object) -> Send:
     return step
 
 
+def _started(link: CoreLink, request_id: str = "") -> tuple[RequestRun, Attempt]:
+    """A request started in the core, and the first attempt its loop takes."""
+    run = RequestRun(request_id=request_id, chat=REQUEST)
+    link.open(run)
+    return run, _send(link.next_step(run)).attempt
+
+
 def test_an_attempt_started_and_cancelled_before_its_loop_took_it_is_never_sent() -> None:
     clock = Clock()
     link, _ = _link(clock)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    first = _send(link.next_step(run)).attempt
+    run, first = _started(link)
     clock.now += 150
     link.tick()  # another request's loop ticks: a#1 is late, a#2 starts
     clock.now += 150
@@ -69,9 +74,7 @@ def test_an_attempt_started_and_cancelled_before_its_loop_took_it_is_never_sent(
 def test_time_passes_before_news_so_a_late_chunk_is_dropped() -> None:
     clock = Clock()
     link, trace = _link(clock)
-    run = RequestRun(request_id="r7", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link, "r7")
     clock.now += 101
     assert link.deliver(run, attempt, [Chunk(text="late")]) == []
     assert attempt.over
@@ -82,9 +85,7 @@ def test_time_passes_before_news_so_a_late_chunk_is_dropped() -> None:
 def test_news_of_a_finished_attempt_is_dropped_not_sent() -> None:
     clock = Clock()
     link, trace = _link(clock)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link)
     chunk = Chunk(text="hi")
     assert link.deliver(run, attempt, [chunk]) == [chunk]
     link.finish(run, attempt, Succeeded(Usage(input_tokens=1, output_tokens=1)))
@@ -112,9 +113,7 @@ def test_the_clock_never_goes_backwards_for_the_core() -> None:
 def test_a_connect_timeout_is_the_transports_and_a_late_first_chunk_the_cores() -> None:
     clock = Clock()
     link, trace = _link(clock)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link)
     clock.now += 30
     link.expire(run, attempt, TimeoutPhase.CONNECT)
     second = _send(link.next_step(run)).attempt
@@ -129,9 +128,7 @@ def test_a_connect_timeout_is_the_transports_and_a_late_first_chunk_the_cores() 
 def test_wait_limit_is_the_earlier_deadline_rounded_up() -> None:
     clock = Clock()
     link, _ = _link(clock)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link)
     assert link.wait_limit(run, attempt) == 0.101  # first-chunk deadline, +1 ms
     link.deliver(run, attempt, [Chunk(text="x")])
     clock.now += 10
@@ -143,9 +140,7 @@ def test_wait_limit_is_the_earlier_deadline_rounded_up() -> None:
 def test_a_retry_delay_is_a_wait_then_a_tick_starts_the_retry() -> None:
     clock = Clock()
     link, _ = _link(clock, failover_retry_delay_ms=250)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link)
     link.finish(run, attempt, Failed(Failure(kind=FailureKind.HTTP, message="busy", status=503)))
     step = link.next_step(run)
     assert step == Wait(until=250)
@@ -158,9 +153,7 @@ def test_a_retry_delay_is_a_wait_then_a_tick_starts_the_retry() -> None:
 def test_cancel_after_the_end_sends_nothing() -> None:
     clock = Clock()
     link, trace = _link(clock)
-    run = RequestRun(request_id="", chat=REQUEST)
-    link.open(run)
-    attempt = _send(link.next_step(run)).attempt
+    run, attempt = _started(link)
     link.finish(run, attempt, Succeeded(Usage()))
     link.cancel(run)
     link.cancel(run)
