@@ -13,6 +13,7 @@ Rules that keep it honest:
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from typing import Final
 
@@ -109,6 +110,12 @@ class Balancer:
         self._sticky_owner = 0
         self._claims = 0
         self._live: dict[str, LiveRequest] = {}
+        # Every deadline ever armed, soonest first. Entries whose request ended or
+        # whose deadline moved are dropped when they reach the top, so finding
+        # the next deadline costs O(log n), not a scan of every live request.
+        # The middle number only keeps tuples from ever comparing two requests.
+        self._timers: list[tuple[int, int, LiveRequest]] = []
+        self._armed = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._breakers: dict[str, Breaker] = {}
         self._metrics: dict[str, MetricsCounter] = {}
@@ -179,12 +186,20 @@ class Balancer:
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
-        soonest: int | None = None
-        for request in self._live.values():
-            for due in (request.deadline, request.retry_due):
-                if due is not None and (soonest is None or due < soonest):
-                    soonest = due
-        return soonest
+        timers = self._timers
+        while timers:
+            due, _, request = timers[0]
+            live = self._live.get(request.request_id) is request
+            if live and due in (request.deadline, request.retry_due):
+                return due
+            # Forgetting a spent entry changes nothing any event could observe.
+            heapq.heappop(timers)
+        return None
+
+    def _arm(self, request: LiveRequest, due: int | None) -> None:
+        if due is not None:
+            self._armed += 1
+            heapq.heappush(self._timers, (due, self._armed, request))
 
     def reset_stats(self) -> list[Action]:
         """Shorthand for ``handle(StatsReset(at=self.now))``."""
@@ -397,6 +412,7 @@ class Balancer:
         request.retry_failure = None
         timeout = self._settings.timeout_ms
         request.deadline = self._now + timeout if self._failover and timeout is not None else None
+        self._arm(request, request.deadline)
         self._metrics_for(backend.name).requests += 1
         self._mark_selection(backend, actions)
         actions.append(
@@ -636,6 +652,7 @@ class Balancer:
             request.phase = Phase.WAITING
             request.failed_at = self._now
             request.retry_due = self._now + delay
+            self._arm(request, request.retry_due)
             request.retry_failure = failure
             name = self._backends[request.backend_index].name
             actions.append(

@@ -456,6 +456,14 @@ class BalancerMachine(RuleBasedStateMachine):
         waiting = any(r.waiting for r in self.live.values())
         if waiting:
             assert deadline is not None, "a retry waits but no timer runs"
+        # The timer heap answers exactly what a scan of every live request would.
+        armed = [
+            due
+            for request in self.balancer._live.values()
+            for due in (request.deadline, request.retry_due)
+            if due is not None
+        ]
+        assert deadline == (min(armed) if armed else None)
 
     def teardown(self) -> None:
         if not self.ready:
