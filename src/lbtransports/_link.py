@@ -36,7 +36,6 @@ from lbcore import (
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
-    StartAttempt,
     Stats,
     Tick,
     TimeoutPhase,
@@ -86,8 +85,6 @@ class CoreLink:
         self._runs: dict[str, RequestRun] = {}
         #: Streams dropped unclosed, to cancel under the guard (see abandon()).
         self._abandoned: deque[RequestRun] = deque()
-        #: Never later than the core's next deadline (None: the core has none).
-        self._deadline_hint: int | None = None
         self._next_id = 0
         self._targets = {target.name: target for target in config.targets}
         if trace is not None:
@@ -332,15 +329,9 @@ class CoreLink:
 
     def _catch_up(self, lines: list[bytes]) -> None:
         now = self._read_clock()
-        # The hint is never later than the core's next deadline, so while the
-        # clock is before it nothing can be due and the core need not be asked.
-        if self._deadline_hint is None or now < self._deadline_hint:
-            return
         deadline = self._balancer.next_deadline()
         if deadline is not None and deadline <= now:
             self._route(self._balancer.handle(Tick(at=now)), lines)
-            deadline = self._balancer.next_deadline()
-        self._deadline_hint = deadline
 
     def _feed(self, lines: list[bytes], event: Callable[[int], Event]) -> None:
         self._route(self._balancer.handle(event(self._read_clock())), lines)
@@ -350,17 +341,8 @@ class CoreLink:
         self._take_trace(lines)
 
     def _file(self, actions: Iterable[Action]) -> None:
-        """Give each action to the run it concerns, and note any new deadline."""
+        """Give each action to the run it concerns."""
         for action in actions:
-            due = (
-                action.first_chunk_deadline
-                if isinstance(action, StartAttempt)
-                else action.due
-                if isinstance(action, RetryScheduled)
-                else None
-            )
-            if due is not None and (self._deadline_hint is None or due < self._deadline_hint):
-                self._deadline_hint = due
             rid = getattr(action, "request_id", None)
             run = self._runs.get(rid) if rid is not None else None
             if run is None:
