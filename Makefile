@@ -5,13 +5,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo replay lint typecheck pytest bench clean
+.PHONY: test demo replay lint typecheck pytest bench clean lock
 
-$(STAMP): pyproject.toml
+LOCK := requirements/dev.lock
+
+# Installs follow the committed lock (every package, pip and the build backend
+# included, checked by hash), so a new release upstream cannot change what a
+# fresh clone runs. The project itself goes in editable, without build
+# isolation, so that its build backend is the locked one too.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh the lock: after changing a dependency in pyproject.toml, or to move
+# to newer releases on purpose (then run `make test` and commit both files).
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/uv pip compile pyproject.toml requirements/tools.in --extra dev \
+		--universal --python-version 3.11 --generate-hashes \
+		--custom-compile-command 'make lock' --upgrade -o $(LOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
