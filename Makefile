@@ -53,6 +53,7 @@ replay: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/core_decisions.py
+	$(BIN)/python bench/core_memory.py
 	$(BIN)/python bench/wire_decoding.py
 	$(BIN)/python bench/transport_overhead.py
 
