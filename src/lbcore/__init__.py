@@ -42,6 +42,7 @@ from ._events import (
     Tick,
     TimeoutPhase,
 )
+from ._explain import explain
 from ._failure import Failure, FailureKind
 from ._metrics import BackendMetrics, ModelInfo, Stats
 from ._outcomes import (
@@ -56,6 +57,7 @@ from ._outcomes import (
     RequestError,
 )
 from ._replay import Mismatch, replay, run, verify_trace
+from ._story import request_ids, tell
 from ._text import clean_text, truncate
 from ._trace import (
     TRACE_FORMAT,
@@ -132,8 +134,11 @@ __all__ = (
     "decode_trace",
     "encode_line",
     "encode_trace",
+    "explain",
     "replay",
+    "request_ids",
     "run",
+    "tell",
     "truncate",
     "verify_trace",
 )

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lbcore replay FILE...`` and ``python -m lbcore show FILE...``.
+"""Command line: ``python -m lbcore replay|show|explain FILE...``.
 
 This is the one module of lbcore that reads files and prints; the purity test
 makes that exception explicitly.
@@ -16,6 +16,7 @@ import msgspec
 from ._balancer import Balancer
 from ._explain import explain
 from ._replay import verify_trace
+from ._story import request_ids, tell
 from ._trace import Step, TraceError, TraceHeader, decode_trace
 
 __all__ = ("main",)
@@ -63,8 +64,20 @@ def _show(paths: Sequence[str], request_id: str | None, with_stats: bool) -> int
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lbcore", description=__doc__)
+def _tell(name: str, request_id: str | None) -> int:
+    try:
+        header, steps = decode_trace(Path(name).read_bytes())
+    except (OSError, TraceError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    wanted = [request_id] if request_id is not None else request_ids(steps)
+    stories = [tell(header, steps, one) for one in wanted]
+    print("\n\n".join(stories))
+    return 0 if request_id is None or request_id in request_ids(steps) else 1
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lbcore") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     replay = commands.add_parser("replay", help="check that traces replay byte for byte")
     replay.add_argument("files", nargs="+")
@@ -72,9 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("files", nargs="+")
     show.add_argument("--request", help="only this request id")
     show.add_argument("--stats", action="store_true", help="also print the final stats")
+    story = commands.add_parser("explain", help="tell each request's story in sentences")
+    story.add_argument("file")
+    story.add_argument("--request", help="only this request id")
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args.files)
+    if args.command == "explain":
+        return _tell(args.file, args.request)
     return _show(args.files, args.request, args.stats)
 
 

@@ -239,8 +239,8 @@ def async_trace_for(trace: Path) -> Path:
     return trace.with_name(f"{trace.stem}-async{trace.suffix or '.jsonl'}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lbtransports.demo", description=__doc__)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lbtransports.demo") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "--trace",
         default=DEFAULT_TRACE,

@@ -27,9 +27,9 @@ examples:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lbtransports.testing",
+        prog=prog,
         description=(
             "Serve fault-injecting local LLM backends on 127.0.0.1.\n"
             + GRAMMAR
@@ -75,9 +75,9 @@ async def _serve(backends: LocalBackends, duration: float | None) -> None:
             await anyio.sleep(duration)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lbtransports.testing") -> int:
     """Run the command line; the exit status (2 for bad arguments)."""
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.duration is not None and not args.duration > 0:
         parser.error(f"--duration must be more than 0 seconds, not {args.duration}")
