@@ -126,6 +126,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
+_DEFAULTS: Final = Limits()
+
+
 class _GatewayShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -133,12 +136,12 @@ class _GatewayShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     key_env: str | None = None
     no_auth: bool = False
     profiles_dir: str | None = None
-    max_body_bytes: int = Limits.max_body_bytes
-    max_header_bytes: int = Limits.max_header_bytes
-    header_timeout_s: float = Limits.header_timeout_s
-    body_timeout_s: float = Limits.body_timeout_s
-    max_connections: int = Limits.max_connections
-    grace_period_s: float = Limits.grace_period_s
+    max_body_bytes: int = _DEFAULTS.max_body_bytes
+    max_header_bytes: int = _DEFAULTS.max_header_bytes
+    header_timeout_s: float = _DEFAULTS.header_timeout_s
+    body_timeout_s: float = _DEFAULTS.body_timeout_s
+    max_connections: int = _DEFAULTS.max_connections
+    grace_period_s: float = _DEFAULTS.grace_period_s
 
 
 _LIMIT_FIELDS: Final = tuple(Limits.__struct_fields__)

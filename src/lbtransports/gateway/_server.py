@@ -42,7 +42,7 @@ class Gateway:
         self._keys = KeyRing(config.key_hashes, open_access=config.no_auth)
         self._latencies = Latencies()
         self._connections: dict[int, _Tracked] = {}
-        self._accepting = anyio.CancelScope()
+        self._accepting: anyio.CancelScope | None = None
         self._draining = False
         self.port: int | None = None
 
@@ -71,6 +71,9 @@ class Gateway:
             self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
             async with anyio.create_task_group() as connections:
                 task_status.started(self.port)
+                self._accepting = anyio.CancelScope()
+                if self._draining:
+                    self._accepting.cancel()
                 with self._accepting:
                     await listener.serve(
                         lambda stream: self._serve_connection(router, stream), connections
@@ -88,7 +91,8 @@ class Gateway:
     def shutdown(self) -> None:
         """Stop accepting and start draining (call it on the gateway's event loop)."""
         self._draining = True
-        self._accepting.cancel()
+        if self._accepting is not None:
+            self._accepting.cancel()
 
     async def _serve_connection(self, router: Router, stream: anyio.abc.SocketStream) -> None:
         limits = self.config.limits
