@@ -1,0 +1,35 @@
+"""lbtransports.gateway: an OpenAI- and Anthropic-compatible HTTP gateway over the balancer.
+
+An inbound transport: HTTP/1.1 over h11 on anyio (asyncio or trio). Each
+model name a caller asks for is a group of backends, served through one
+:class:`~lbtransports.AsyncClient`. See ``spec/gateway.md``.
+
+    config = load_config("gateway.toml")
+    run(config)                       # blocking, until SIGTERM / SIGINT
+"""
+
+from ._auth import KeyRing
+from ._config import (
+    GatewayConfig,
+    Group,
+    Limits,
+    config_from_mapping,
+    hash_key,
+    is_loopback,
+    load_config,
+)
+from ._server import Gateway, run, serve
+
+__all__ = (
+    "Gateway",
+    "GatewayConfig",
+    "Group",
+    "KeyRing",
+    "Limits",
+    "config_from_mapping",
+    "hash_key",
+    "is_loopback",
+    "load_config",
+    "run",
+    "serve",
+)

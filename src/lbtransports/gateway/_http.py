@@ -1,0 +1,230 @@
+"""One caller's HTTP/1.1 connection: h11's state machine over an anyio socket stream.
+
+Reading enforces the limits (header size, body size, header and body read
+timeouts); what breaks them becomes :class:`BadRequest` carrying the status
+to answer with, after which the connection is closed. Writing turns every
+network failure into :class:`CallerGone`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+import anyio.abc
+import h11
+import msgspec
+
+from ._config import Limits
+
+__all__ = ("BadRequest", "CallerGone", "Connection", "Request")
+
+_NETWORK_ERRORS: Final = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    OSError,
+)
+_READ_SIZE: Final = 65536
+
+
+class CallerGone(Exception):
+    """The caller closed or broke the connection."""
+
+
+class BadRequest(Exception):
+    """A request that breaks HTTP or a limit; answered with ``status``, then closed."""
+
+    def __init__(self, status: int, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.path = path
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True):
+    method: str
+    path: str
+    #: Names lower-cased, order and repeats kept.
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class Connection:
+    """Reads requests and writes responses on one accepted connection."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, limits: Limits) -> None:
+        self._stream = stream
+        self._limits = limits
+        # h11 refuses a head larger than this with a 431 hint.
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self.gone = False
+
+    @property
+    def reusable(self) -> bool:
+        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+
+    # ------------------------------------------------------------ reading
+
+    async def read_request(self) -> Request | None:
+        """The next whole request, or None when the caller closed (or idled out) between
+        requests. Raises :class:`BadRequest` and :class:`CallerGone`."""
+        head: h11.Request | None = None
+        started = False
+        with anyio.move_on_after(self._limits.header_timeout_s) as waiting:
+            while head is None:
+                event = self._next_event()
+                if event is h11.NEED_DATA:
+                    data = await self._receive()
+                    started = started or bool(data)
+                    self._h11.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    head = event
+                else:
+                    self.gone = True
+                    return None
+        if head is None:
+            assert waiting.cancelled_caught
+            if not started:
+                return None  # an idle keep-alive connection: just close it
+            raise BadRequest(408, "the request's headers took too long to arrive")
+        headers = tuple(
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in head.headers
+        )
+        path = head.target.decode("latin-1")
+        declared = _content_length(headers)
+        if declared is not None and declared > self._limits.max_body_bytes:
+            raise BadRequest(413, f"the body exceeds {self._limits.max_body_bytes} bytes", path)
+        body = bytearray()
+        with anyio.move_on_after(self._limits.body_timeout_s):
+            while True:
+                event = self._next_event()
+                if event is h11.NEED_DATA:
+                    if self._h11.they_are_waiting_for_100_continue:
+                        await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+                    self._h11.receive_data(await self._receive())
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self._limits.max_body_bytes:
+                        raise BadRequest(
+                            413, f"the body exceeds {self._limits.max_body_bytes} bytes", path
+                        )
+                elif isinstance(event, h11.EndOfMessage):
+                    return Request(
+                        method=head.method.decode("latin-1"),
+                        path=path,
+                        headers=headers,
+                        body=bytes(body),
+                    )
+                else:
+                    self.gone = True
+                    raise CallerGone
+        raise BadRequest(408, "the request's body took too long to arrive", path)
+
+    def _next_event(self) -> object:
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as error:
+            status = error.error_status_hint
+            raise BadRequest(status, _protocol_message(status)) from None
+
+    async def _receive(self) -> bytes:
+        try:
+            return await self._stream.receive(_READ_SIZE)
+        except anyio.EndOfStream:
+            return b""
+        except _NETWORK_ERRORS:
+            self.gone = True
+            raise CallerGone from None
+
+    async def watch_for_leaving(self) -> None:
+        """Return once the caller closes or breaks the connection (used while answering)."""
+        while True:
+            try:
+                data = await self._stream.receive(_READ_SIZE)
+            except _NETWORK_ERRORS:
+                self.gone = True
+                return
+            if not data:
+                self.gone = True
+                return
+            self._h11.receive_data(data)  # a pipelined request: kept for later
+
+    # ------------------------------------------------------------ writing
+
+    async def start_response(
+        self, status: int, headers: Sequence[tuple[str, str]], *, close: bool = False
+    ) -> None:
+        fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        if close:
+            fields.append((b"connection", b"close"))
+        await self._send(h11.Response(status_code=status, headers=fields))
+
+    async def send_body(self, data: bytes) -> None:
+        if data:
+            await self._send(h11.Data(data=data))
+
+    async def end_response(self) -> None:
+        await self._send(h11.EndOfMessage())
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        headers: Sequence[tuple[str, str]],
+        *,
+        close: bool = False,
+    ) -> None:
+        """A whole response with a ``Content-Length``."""
+        await self.start_response(
+            status, [*headers, ("content-length", str(len(body)))], close=close
+        )
+        await self.send_body(body)
+        await self.end_response()
+
+    def start_next(self) -> None:
+        self._h11.start_next_cycle()
+
+    async def _send(self, event: h11.Event) -> None:
+        if self.gone:
+            raise CallerGone
+        try:
+            data = self._h11.send(event)
+        except h11.LocalProtocolError:
+            raise CallerGone from None
+        if data:
+            try:
+                await self._stream.send(data)
+            except _NETWORK_ERRORS:
+                self.gone = True
+                raise CallerGone from None
+
+    async def aclose(self) -> None:
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(1.0),
+            contextlib.suppress(*_NETWORK_ERRORS),
+        ):
+            await self._stream.aclose()
+
+
+def _content_length(headers: tuple[tuple[str, str], ...]) -> int | None:
+    for name, value in headers:
+        if name == "content-length":
+            return int(value) if value.isdigit() else None  # h11 has checked it already
+    return None
+
+
+def _protocol_message(status: int) -> str:
+    if status == 431:
+        return "the request's headers are too large"
+    return "the request is not valid HTTP/1.1"
