@@ -179,9 +179,15 @@ class Balancer:
             self._tick(actions)
         else:
             self._reset_stats()
-        self._seq += 1
+        seq = self._seq + 1
         if self._journal is not None:
-            self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
+            step = Step(seq=seq, event=event, actions=tuple(actions))
+            # Both stores in one statement, after every call: an interrupt cannot
+            # land between the counter and the journal (the journal is drained
+            # after every guarded call, so the copy is small).
+            self._journal, self._seq = [*self._journal, step], seq
+        else:
+            self._seq = seq
         return actions
 
     def next_deadline(self) -> int | None:
