@@ -85,7 +85,7 @@ class ClientBase:
     def _close_trace(self) -> None:
         self._closed = True
         if self._owns_trace and self._trace is not None:
-            self._trace.close()
+            self._link.close_trace(self._trace)
 
 
 def _unsendable_header(headers: tuple[tuple[str, str], ...]) -> str | None:

@@ -362,29 +362,38 @@ class CoreLink:
         """Take the guard; returns the list that collects trace lines until :meth:`_exit`."""
         lines: list[bytes] = []
         self._guard.acquire()
-        self._owner = threading.get_ident()
-        if self._abandoned:
-            try:
+        # No line between the acquire and the try: an interrupt must not leave it held.
+        try:
+            self._owner = threading.get_ident()
+            if self._abandoned:
                 self._drain_abandoned(lines)
-            except BaseException:
-                self._owner = None
-                self._guard.release()
-                raise
+        except BaseException:
+            self._owner = None
+            self._guard.release()
+            raise
         return lines
 
     def _exit(self, lines: list[bytes]) -> None:
         """Let go of the guard, then write ``lines`` to the trace, in order."""
-        self._owner = None
-        if not lines:
-            self._guard.release()
-            return
-        # Hand over hand: take the trace lock before the guard is let go.
-        self._trace_lock.acquire()
-        self._guard.release()
+        writing = False
         try:
-            self._write(lines)
+            try:
+                self._owner = None
+                if lines and self._trace is not None:
+                    # Hand over hand: take the trace lock before the guard is let go.
+                    writing = self._trace_lock.acquire()
+            finally:
+                self._guard.release()
+            if writing:
+                self._write(lines)
         finally:
-            self._trace_lock.release()
+            if writing:
+                self._trace_lock.release()
+
+    def close_trace(self, trace: IO[bytes]) -> None:
+        """Close ``trace`` once no stream is writing to it (under the trace lock)."""
+        with self._trace_lock:
+            trace.close()
 
     def _write(self, lines: list[bytes]) -> None:
         assert self._trace is not None
