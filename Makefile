@@ -44,7 +44,7 @@ test: lint typecheck pytest
 # and stream, both clients failing over between them, the decisions recorded
 # to a trace, then explained and replayed. No API key, no network.
 demo: $(STAMP)
-	$(BIN)/python -m lbtransports.demo --trace demo-trace.jsonl
+	$(BIN)/lb demo --trace demo-trace.jsonl
 
 # Replay every golden trace byte for byte, then explain each request's decisions.
 replay: $(STAMP)

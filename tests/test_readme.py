@@ -9,11 +9,13 @@ would paste them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio.from_thread
 import pytest
 
 from lbtransports.testing import LocalBackends, Stream
@@ -67,10 +69,50 @@ def providers_nearby(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield backends
 
 
+@contextlib.contextmanager
+def gateway_over(backends: LocalBackends) -> Iterator[int]:
+    """The README's gateway example: group "team" behind the key "my-gateway-key"."""
+    from lbtransports.gateway import Gateway, config_from_mapping, hash_key
+
+    team = {
+        "strategy": "failover",
+        "backends": [
+            {
+                "name": name,
+                "provider": backends[name].provider.value,
+                "model": f"{name}-model",
+                "base_url": backends[name].base_url,
+                "credential": {"key": "sk-test"},
+            }
+            for name in ("gpt", "claude")
+        ],
+    }
+    config = config_from_mapping(
+        {"gateway": {"port": 0, "keys": [hash_key("my-gateway-key")]}, "groups": {"team": team}},
+        environ={},
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        gateway = Gateway(config)
+        future, _ = portal.start_task(gateway.run)
+        try:
+            yield gateway.port
+        finally:
+            portal.call(gateway.shutdown)
+            future.result(timeout=15)
+
+
 def test_readme_python_examples_run(
     providers_nearby: LocalBackends, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    with gateway_over(providers_nearby) as port:
+        run_readme_blocks(providers_nearby, capsys, port)
+
+
+def run_readme_blocks(
+    providers_nearby: LocalBackends, capsys: pytest.CaptureFixture[str], port: int
+) -> None:
+    text = README.read_text().replace("http://127.0.0.1:8080/", f"http://127.0.0.1:{port}/")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) >= 6, "the README shows the clients, profiles, errors and the core"
     namespace: dict[str, object] = {"__name__": "readme_example"}
     for block in blocks:

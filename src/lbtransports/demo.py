@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import anyio.from_thread
 
 from lbcore import FailOver, StartAttempt, Stats
 from lbcore.__main__ import main as lbcore_main
@@ -201,6 +202,47 @@ async def run_async(config: ClientConfig, trace: Path) -> Stats:
         return client.stats()
 
 
+# -- the gateway -----------------------------------------------------------------------
+
+
+def run_gateway(config: ClientConfig) -> int:
+    """The same backends behind ``lb serve``, with the official openai SDK as the caller."""
+    heading("Gateway: the openai SDK streams through `lb serve` over the same backends")
+    try:
+        import openai
+    except ImportError:
+        print("    (skipped: the openai SDK is not installed; pip install openai)")
+        return 0
+    from .gateway import Gateway, GatewayConfig, Group
+
+    gateway = Gateway(
+        GatewayConfig(port=0, no_auth=True, groups=(Group(name="demo", client=config),))
+    )
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, _ = portal.start_task(gateway.run)
+        try:
+            caller = openai.OpenAI(
+                base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0
+            )
+            began = time.perf_counter()
+            response = caller.chat.completions.with_raw_response.create(
+                model="demo", messages=[{"role": "user", "content": "Hi"}], stream=True
+            )
+            backend = response.headers.get("x-lb-backend", "?")
+            attempts = response.headers.get("x-lb-attempts", "?")
+            text = "".join(
+                event.choices[0].delta.content or "" for event in response.parse() if event.choices
+            )
+            print(
+                f"openai.OpenAI(base_url=gateway) got {text!r} from {backend} "
+                f"after {attempts} attempts ({time.perf_counter() - began:.2f} s)"
+            )
+        finally:
+            portal.call(gateway.shutdown)
+            future.result(timeout=15)
+    return 0
+
+
 # -- afterwards -----------------------------------------------------------------------
 
 
@@ -272,8 +314,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lbtransports.
         )
         sync_stats = run_sync(config, sync_trace)
         async_stats = anyio.run(run_async, config, async_trace, backend=args.async_backend)
+        gateway_status = run_gateway(config)
     elapsed = time.perf_counter() - began
-    status = explain(sync_trace, async_trace)
+    status = explain(sync_trace, async_trace) | gateway_status
     heading(f"Stats (7 requests through local HTTP backends in {elapsed:.1f} s)")
     print_stats("Client", sync_stats)
     print_stats("AsyncClient", async_stats)

@@ -54,7 +54,7 @@ def write_config(
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("chat", "demo", "replay", "show", "explain", "serve-fake"):
+    for command in ("serve", "chat", "demo", "replay", "show", "explain", "serve-fake"):
         assert f"  {command} " in out
 
 
@@ -69,7 +69,9 @@ def test_unknown_command_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert err == "lb: unknown command 'frobnicate'; `lb --help` lists them\n"
 
 
-@pytest.mark.parametrize("command", ["chat", "replay", "show", "explain", "serve-fake", "demo"])
+@pytest.mark.parametrize(
+    "command", ["serve", "chat", "replay", "show", "explain", "serve-fake", "demo"]
+)
 def test_each_command_has_help_under_its_own_name(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -228,3 +230,66 @@ def test_chat_from_a_profile(
     assert status == 0, err
     assert out.strip()
     assert SECRET not in out + err
+
+
+# ------------------------------------------------------------------ lb serve
+
+
+def test_serve_answers_the_openai_sdk_and_stops_on_sigterm(
+    backends: LocalBackends, tmp_path: Path
+) -> None:
+    import signal
+
+    import openai
+
+    good = backends["good"]
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        "[gateway]\nport = 0\nno_auth = true\n\n"
+        '[groups.team]\nstrategy = "round-robin"\n\n'
+        "[[groups.team.backends]]\n"
+        'name = "good"\nprovider = "anthropic"\nmodel = "good-model"\n'
+        f'base_url = "{good.base_url}"\n'
+        f'credential = {{ key = "{SECRET}" }}\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lbtransports.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("lb serve: listening on http://127.0.0.1:"), line
+        url = line.split()[4]
+        caller = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        answer = caller.chat.completions.create(
+            model="team", messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert answer.choices[0].message.content
+        assert SECRET not in answer.model_dump_json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_serve_refuses_no_auth_off_loopback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[groups.team]\nstrategy = "round-robin"\n[[groups.team.backends]]\n'
+        'name = "a"\nprovider = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+    status = main(["serve", "--config", str(config), "--host", "0.0.0.0", "--no-auth"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lb serve: no_auth: refused on the non-loopback address '0.0.0.0'")

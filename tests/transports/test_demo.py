@@ -33,7 +33,8 @@ def check_output(out: str) -> None:
     assert out.count("steps replay identically") == 2
     assert "Client: 2 requests completed, 0 in flight" in out
     assert "AsyncClient: 3 requests completed, 0 in flight" in out
-    assert len(lines) <= 65
+    assert "openai.OpenAI(base_url=gateway) got 'gemini-0 gemini-1" in out
+    assert len(lines) <= 70
 
 
 def check_traces(sync_trace: Path, async_trace: Path) -> None:

@@ -54,6 +54,7 @@ def _serve(argv: list[str], prog: str) -> int:
 
 #: name -> (one line for ``lb --help``, what runs it)
 COMMANDS: Final[dict[str, tuple[str, Runner]]] = {
+    "serve": ("run the gateway: the OpenAI and Anthropic APIs over the balancer", _serve),
     "chat": ("send one prompt through a load balancer and stream the answer", _chat),
     "demo": ("the balancer at work on local backends (what `make demo` runs)", _demo),
     "replay": ("check that traces replay byte for byte", _trace_tool("replay")),
