@@ -89,9 +89,12 @@ class AttemptReader:
             return []
         if self._decoder is not None:
             try:
-                return self._decoder.feed(data)
+                chunks = self._decoder.feed(data)
             except WireError as error:
                 return self._decoder_failed(error)
+            if self._decoder.finished:  # the terminator: stop reading, do not pool
+                self.ending = Succeeded(self._decoder.usage)
+            return chunks
         self._body += data
         if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
             # Enough to read the error; the rest is not worth waiting for.

@@ -72,6 +72,9 @@ class StreamDecoder(abc.ABC):
     provider: ClassVar[Provider]
     #: How the terminator is named in the "stream ended early" message.
     terminator: ClassVar[str]
+    #: Whether the terminator is the stream's last event, so that anything after
+    #: it is ignored. Gemini has none: usage may follow its first finishReason.
+    ends_at_terminator: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -93,6 +96,16 @@ class StreamDecoder(abc.ABC):
         return self._done
 
     @property
+    def finished(self) -> bool:
+        """Whether the answer is complete and later input is ignored.
+
+        True once a terminator that ends the stream (``[DONE]``,
+        ``message_stop``) was seen: a transport can stop reading, and must not
+        reuse the connection, whose remaining bytes belong to no answer.
+        """
+        return self._done and self.ends_at_terminator
+
+    @property
     def usage(self) -> Usage:
         """The tokens reported so far; final once the stream is done."""
         return Usage(input_tokens=self._input_tokens, output_tokens=self._output_tokens)
@@ -101,9 +114,13 @@ class StreamDecoder(abc.ABC):
         """Decode another piece of the body. Raises :class:`WireError`."""
         chunks: list[Chunk] = []
         self._check()
+        if self.finished:
+            return chunks
         try:
             for event in self._parser.feed(data):
                 self._decode(event, chunks)
+                if self.finished:
+                    break  # the terminator ends the answer; what follows is ignored
         except WireError as error:
             raise self._fail(error, chunks) from None
         return chunks
@@ -112,6 +129,8 @@ class StreamDecoder(abc.ABC):
         """The body is complete. Raises :class:`WireError` if the terminator never came."""
         chunks: list[Chunk] = []
         self._check()
+        if self.finished:
+            return chunks
         try:
             for event in self._parser.end():
                 self._decode(event, chunks)

@@ -294,6 +294,7 @@ class GeminiStreamDecoder(StreamDecoder):
 
     provider = PROVIDER
     terminator = "final chunk (no finishReason was received)"
+    ends_at_terminator = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
