@@ -14,7 +14,6 @@ from lbtransports.testing import LocalBackends
 
 from .harness import group, make_config, serving
 
-
 ONE = {"strategy": "round-robin", "backends": [{"name": "a", "provider": "openai", "model": "m"}]}
 
 
