@@ -177,7 +177,7 @@ SERVER_ERROR = (
 
 
 def config(url: str, **settings: int) -> ClientConfig:
-    """One backend on ``url``; with settings, a failover pair whose second backend is the same server."""
+    """One backend on ``url``; with settings, a failover pair both on that server."""
     backends = [("raw", url), ("spare", url)] if settings else [("raw", url)]
     return ClientConfig.from_mapping(
         {
