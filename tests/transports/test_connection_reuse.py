@@ -23,6 +23,7 @@ import pytest
 
 from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
+from lbtransports._sync_reuse import chunked_end
 
 from .harness import MODES, REQUEST
 
@@ -251,10 +252,13 @@ def test_bytes_past_the_end_of_an_answer_are_never_read_as_the_next_answer(
     assert backend.requests == [1, 1]
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
 @pytest.mark.parametrize("mode", MODES)
-def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str) -> None:
+def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, framing: str) -> None:
+    frame = answer if framing == "content-length" else chunked_answer
+
     def serve(connection: RawConnection) -> None:
-        serve_each_request(connection, answer("again"))
+        serve_each_request(connection, frame("again"))
 
     with raw_backend(serve) as backend:
         outcomes = run_requests(mode, config(backend.url), 3)
@@ -283,3 +287,21 @@ def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> Non
     ]
     assert outcome.status == 500
     assert backend.requests == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("buffered", "chunk_left", "end"),
+    [
+        (b"5\r\nhello\r\n0\r\n\r\n", None, 15),
+        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", None, 15),
+        (b"lo\r\n0;ext=1\r\nTrailer: x\r\n\r\n", 2, 27),  # inside a chunk, with a trailer
+        (b"\r\n0\r\n\n", 0, 6),  # after a chunk's data, bare LF line ends
+        (b"5\r\nhel", None, None),  # the end has not arrived
+        (b"\r\n0\r\n", 0, None),  # the last chunk, but not the empty line after it
+        (b"zz\r\n", None, None),  # not a chunk size: http.client refuses it
+    ],
+)
+def test_the_sync_client_finds_a_chunked_bodys_end_in_http_clients_buffer(
+    buffered: bytes, chunk_left: int | None, end: int | None
+) -> None:
+    assert chunked_end(buffered, chunk_left) == end
