@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Final, Self
 
 import anyio
+import h11
 import httpcore
 
 from lbcore import TimeoutPhase
@@ -190,6 +191,7 @@ class AsyncClient(ClientBase):
             assert isinstance(response.stream, AsyncIterable)
             body: AsyncIterator[bytes] = aiter(response.stream)
             finished = False  # httpcore's body generators ran to their end
+            ended = False  # ... and the body ended where its framing said, without error
             quiet = False  # the last read brought bytes but no chunk (keep-alives)
             try:
                 while not attempt.over:  # another request's tick may cancel it
@@ -218,6 +220,7 @@ class AsyncClient(ClientBase):
                         finished = True
                         reader.broken(stream_failure(error))
                     if not data:
+                        ended = not finished and reader.ending is None
                         finished = True
                     chunks = reader.feed(data) if data else reader.end()
                     quiet = not chunks
@@ -236,6 +239,8 @@ class AsyncClient(ClientBase):
             finally:
                 if not finished:
                     await _abandon(response, body)
+                elif not (ended and _reusable(response)):
+                    await _close_connection(response)
 
     async def _send(
         self, stack: contextlib.AsyncExitStack, run: RequestRun, attempt: Attempt
@@ -331,6 +336,53 @@ async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> N
                 await anext(body)
             except (StopAsyncIteration, httpcore.NetworkError, httpcore.ProtocolError):
                 return
+
+
+def _reusable(response: httpcore.Response) -> bool:
+    """Whether the pool may hand this response's connection to another request.
+
+    Only after a 2xx read to the end of its framing with nothing after it:
+    bytes a server sent past that end wait in h11's buffer and would be
+    read as the next request's answer (response desync). A server often
+    closes after an error status (uvicorn after a 500), and a retry on that
+    connection would see a reset instead of the status. httpcore checks
+    neither, so this looks at the connection's h11 state; when it cannot be
+    found, the connection is not reused.
+    """
+    if not 200 <= response.status <= 299:
+        return False
+    state = _h11_state(response)
+    if state is None:
+        return False
+    left_over, closed = state.trailing_data
+    return state.their_state is h11.DONE and not left_over and not closed
+
+
+async def _close_connection(response: httpcore.Response) -> None:
+    """Make httpcore close the connection under ``response`` instead of pooling it.
+
+    httpcore pools a connection when both sides of its h11 state are done;
+    marking our side failed makes it close the connection when the response
+    is closed, through its own path. Closing the socket underneath is only
+    the fallback: httpcore's trio backend cannot ask a closed socket whether
+    it is readable.
+    """
+    state = _h11_state(response)
+    if state is not None:
+        state.send_failed()
+        return
+    stream = response.extensions.get("network_stream")
+    if isinstance(stream, httpcore.AsyncNetworkStream):
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def _h11_state(response: httpcore.Response) -> h11.Connection | None:
+    # The pool's byte stream wraps the HTTP/1.1 connection's, which holds the
+    # connection and so its h11 state machine. None if httpcore changed shape.
+    stream = getattr(response.stream, "_stream", None)
+    state = getattr(getattr(stream, "_connection", None), "_h11_state", None)
+    return state if isinstance(state, h11.Connection) else None
 
 
 def _request_headers(http: HttpRequest) -> list[tuple[bytes, bytes]]:

@@ -28,6 +28,7 @@ from ._network import connect_failure, stream_failure, timed_out
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
+from ._sync_reuse import PoolReturn
 from ._tracefile import TraceTarget
 from .wire import ChatRequest, Chunk
 
@@ -210,6 +211,8 @@ class Client(ClientBase):
         with response:
             reader.start(response.status_code, tuple(response.headers.items()))
             sock = _socket_of(response)
+            pool_return = PoolReturn(response.raw, response.status_code, sock)
+            ended = False  # the body ended where its framing said, without error
             while not attempt.over:  # the core may give up on it from another thread
                 limit = link.wait_limit(run, attempt)
                 if limit <= 0:
@@ -218,6 +221,7 @@ class Client(ClientBase):
                 if sock is not None:
                     sock.settimeout(limit)
                 try:
+                    pool_return.before_read()
                     data = response.raw.read1(_PIECE)
                 except urllib3.exceptions.ReadTimeoutError:
                     link.expire(run, attempt, TimeoutPhase.READ)
@@ -225,6 +229,7 @@ class Client(ClientBase):
                 except (urllib3.exceptions.HTTPError, OSError) as error:
                     reader.broken(stream_failure(error))
                     data = b""
+                ended = not data and reader.ending is None
                 chunks = reader.feed(data) if data else reader.end()
                 visible = link.deliver(run, attempt, chunks)
                 if visible:
@@ -233,6 +238,8 @@ class Client(ClientBase):
                 if reader.ending is not None:
                     link.finish(run, attempt, reader.ending)
                     break
+            # Not given back, the connection is closed with the response.
+            pool_return.finish(ended)
 
     def _session(self, backend: str) -> requests.Session:
         with self._sessions_lock:

@@ -1,0 +1,307 @@
+"""When a connection may go back to the pool, against a raw-socket backend.
+
+A pooled connection must carry nothing from the exchange before: bytes a
+server sent past the end of an answer would be read as the next request's
+answer (response desync), and a connection the server is about to close after
+an error status would turn the retry's answer into a reset. Both clients
+reuse a connection only after a successful answer read to exactly its end.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import pytest
+
+from lbcore import FailureKind
+from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
+from lbtransports._sync_reuse import chunked_end
+
+from .harness import MODES, REQUEST
+
+#: What the backend does with one connection; it gets the connection's index.
+Handler = Callable[["RawConnection"], None]
+
+#: Every wait in the server is bounded by this, so a test cannot hang.
+WAIT_S = 3.0
+
+
+@dataclass
+class RawConnection:
+    """One accepted connection, with the bytes read from it but not yet parsed."""
+
+    sock: socket.socket
+    index: int
+    stop: threading.Event
+    pending: bytes = b""
+    requests: int = 0
+
+    def read_request(self) -> bool:
+        """Read one whole request; False if the client closed first or stayed quiet."""
+        if not self._receive_until(lambda: b"\r\n\r\n" in self.pending):
+            return False
+        head = self.pending.partition(b"\r\n\r\n")[0]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        end = len(head) + 4 + length
+        if not self._receive_until(lambda: len(self.pending) >= end):
+            return False
+        self.pending = self.pending[end:]
+        self.requests += 1
+        return True
+
+    def _receive_until(self, done: Callable[[], bool]) -> bool:
+        self.sock.settimeout(0.05)
+        deadline = time.monotonic() + WAIT_S
+        while not done():
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return False
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return False
+            if not data:
+                return False
+            self.pending += data
+        return True
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reset(self) -> None:
+        # SO_LINGER with a zero timeout: close() sends RST, as a crashed server would.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+@dataclass
+class RawBackend:
+    url: str
+    connections: list[RawConnection] = field(default_factory=list)
+
+    @property
+    def requests(self) -> list[int]:
+        """How many requests each connection carried, in the order they were accepted."""
+        return [connection.requests for connection in self.connections]
+
+
+@contextmanager
+def raw_backend(handler: Handler) -> Iterator[RawBackend]:
+    """A listener on 127.0.0.1 that runs ``handler`` on each connection, in its own thread."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    backend = RawBackend(f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def accept() -> None:
+        while not stop.is_set() and len(backend.connections) < 20:
+            try:
+                sock, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            connection = RawConnection(sock, len(backend.connections), stop)
+            backend.connections.append(connection)
+            thread = threading.Thread(target=handler, args=(connection,), daemon=True)
+            threads.append(thread)
+            thread.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield backend
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
+        for connection in backend.connections:
+            connection.sock.close()
+        listener.close()
+
+
+def answer(text: str) -> bytes:
+    """A whole, kept-alive OpenAI answer whose body ends at its Content-Length."""
+    body = json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def chunked_answer(text: str) -> bytes:
+    """The same answer, chunked: its body ends at the zero-size chunk."""
+    whole = answer(text)
+    body = whole.partition(b"\r\n\r\n")[2]
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+
+
+ERROR_BODY = b'{"error":{"message":"No connected db."}}'
+SERVER_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(ERROR_BODY), ERROR_BODY)
+)
+
+
+def config(url: str, **settings: int) -> ClientConfig:
+    """One backend on ``url``; with settings, a failover pair both on that server."""
+    backends = [("raw", url), ("spare", url)] if settings else [("raw", url)]
+    return ClientConfig.from_mapping(
+        {
+            "strategy": "failover" if settings else "round-robin",
+            "settings": settings,
+            "connect_timeout_ms": 2_000,
+            "idle_timeout_ms": 1_000,
+            "backends": [
+                {
+                    "name": name,
+                    "provider": "openai",
+                    "model": "m",
+                    "base_url": base_url,
+                    "credential": {"key": "sk-raw-0123456789"},
+                }
+                for name, base_url in backends
+            ],
+        }
+    )
+
+
+def run_requests(mode: str, cfg: ClientConfig, count: int) -> list[str | LoadBalancerError]:
+    """Send ``count`` requests one after another on one client: each answer's text, or its error."""
+    outcomes: list[str | LoadBalancerError] = []
+    if mode == "sync":
+        with Client(cfg) as client:
+            for _ in range(count):
+                try:
+                    outcomes.append(client.complete(REQUEST).text)
+                except LoadBalancerError as error:
+                    outcomes.append(error)
+        return outcomes
+
+    async def main() -> None:
+        async with AsyncClient(cfg) as client:
+            for _ in range(count):
+                try:
+                    outcomes.append((await client.complete(REQUEST)).text)
+                except LoadBalancerError as error:
+                    outcomes.append(error)
+
+    anyio.run(main, backend=mode)
+    return outcomes
+
+
+def serve_each_request(connection: RawConnection, reply: bytes) -> None:
+    while connection.read_request():
+        connection.send(reply)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("mode", MODES)
+def test_bytes_past_the_end_of_an_answer_are_never_read_as_the_next_answer(
+    mode: str, framing: str
+) -> None:
+    frame = answer if framing == "content-length" else chunked_answer
+
+    def smuggle_then_serve(connection: RawConnection) -> None:
+        if connection.index == 0:
+            # A complete answer, then a second, different one nobody asked for yet.
+            if connection.read_request():
+                connection.send(frame("first") + frame("smuggled"))
+            connection.read_request()  # a request sent on this connection is left unanswered
+        else:
+            serve_each_request(connection, frame("fresh"))
+
+    with raw_backend(smuggle_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 2)
+    assert outcomes == ["first", "fresh"]
+    # The second request went out on a new connection, never on the desynced one.
+    assert backend.requests == [1, 1]
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, framing: str) -> None:
+    frame = answer if framing == "content-length" else chunked_answer
+
+    def serve(connection: RawConnection) -> None:
+        serve_each_request(connection, frame("again"))
+
+    with raw_backend(serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 3)
+    assert outcomes == ["again"] * 3
+    assert backend.requests == [3]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> None:
+    def fail_then_drop(connection: RawConnection) -> None:
+        # As uvicorn after a 500: the answer says keep-alive, the server closes.
+        # Whatever arrives on the connection afterwards is answered with a reset.
+        if connection.read_request():
+            connection.send(SERVER_ERROR)
+            if connection.read_request():
+                connection.reset()
+
+    with raw_backend(fail_then_drop) as backend:
+        (outcome,) = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
+    # Every attempt (two per backend) saw the 500 the backend answered, never
+    # the reset of a stale connection, and each had a connection of its own.
+    assert isinstance(outcome, FailoverError), outcome
+    assert [(f.backend, f.failure.kind, f.failure.status) for f in outcome.failures] == [
+        ("raw", FailureKind.HTTP, 500),
+        ("spare", FailureKind.HTTP, 500),
+    ]
+    assert outcome.status == 500
+    assert backend.requests == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("buffered", "chunk_left", "end"),
+    [
+        (b"5\r\nhello\r\n0\r\n\r\n", None, 15),
+        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", None, 15),
+        (b"lo\r\n0;ext=1\r\nTrailer: x\r\n\r\n", 2, 27),  # inside a chunk, with a trailer
+        (b"\r\n0\r\n\n", 0, 6),  # after a chunk's data, bare LF line ends
+        (b"5\r\nhel", None, None),  # the end has not arrived
+        (b"\r\n0\r\n", 0, None),  # the last chunk, but not the empty line after it
+        (b"zz\r\n", None, None),  # not a chunk size: http.client refuses it
+    ],
+)
+def test_the_sync_client_finds_a_chunked_bodys_end_in_http_clients_buffer(
+    buffered: bytes, chunk_left: int | None, end: int | None
+) -> None:
+    assert chunked_end(buffered, chunk_left) == end
