@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio.from_thread
 import pytest
 
 from lbtransports.testing import LocalBackends, Stream
@@ -72,7 +71,7 @@ def providers_nearby(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 @contextlib.contextmanager
 def gateway_over(backends: LocalBackends) -> Iterator[int]:
     """The README's gateway example: group "team" behind the key "my-gateway-key"."""
-    from lbtransports.gateway import Gateway, config_from_mapping, hash_key
+    from lbtransports.gateway import config_from_mapping, hash_key, serve_in_thread
 
     team = {
         "strategy": "failover",
@@ -91,14 +90,8 @@ def gateway_over(backends: LocalBackends) -> Iterator[int]:
         {"gateway": {"port": 0, "keys": [hash_key("my-gateway-key")]}, "groups": {"team": team}},
         environ={},
     )
-    with anyio.from_thread.start_blocking_portal() as portal:
-        gateway = Gateway(config)
-        future, _ = portal.start_task(gateway.run)
-        try:
-            yield gateway.port
-        finally:
-            portal.call(gateway.shutdown)
-            future.result(timeout=15)
+    with serve_in_thread(config) as gateway:
+        yield gateway.port
 
 
 def test_readme_python_examples_run(

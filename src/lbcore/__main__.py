@@ -70,10 +70,10 @@ def _tell(name: str, request_id: str | None) -> int:
     except (OSError, TraceError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
-    wanted = [request_id] if request_id is not None else request_ids(steps)
-    stories = [tell(header, steps, one) for one in wanted]
-    print("\n\n".join(stories))
-    return 0 if request_id is None or request_id in request_ids(steps) else 1
+    known = request_ids(steps)
+    wanted = [request_id] if request_id is not None else known
+    print("\n\n".join(tell(header, steps, one) for one in wanted))
+    return 0 if request_id is None or request_id in known else 1
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m lbcore") -> int:

@@ -77,6 +77,7 @@ class _Teller:
     passed_over: dict[str, str] = field(default_factory=dict)
     arrived: int | None = None
     outcome: str | None = None
+    served_by: str | None = None
 
     def say(self, text: str) -> None:
         self.sentences.append(text)
@@ -89,6 +90,13 @@ class _Teller:
         later = self.chunks.get(attempt, 0) - 1
         if later > 0:
             self.say(f"{later} more chunk{'s' if later != 1 else ''} followed.")
+
+    def attempt_ended(self, attempt: int, why: str, sentence: str, at: int) -> None:
+        """An attempt that failed: remembered for the summary, then told."""
+        self.flush_chunks(attempt)
+        backend = self.backend_of(attempt)
+        self.passed_over[backend] = why
+        self.say(f"At {at} ms attempt #{attempt} on {backend} {sentence}.")
 
     def event(self, event: Event) -> None:
         at = event.at
@@ -119,20 +127,14 @@ class _Teller:
                 f"({event.input_tokens} tokens in, {event.output_tokens} out)."
             )
         elif isinstance(event, AttemptFailed):
-            self.flush_chunks(event.attempt)
-            backend = self.backend_of(event.attempt)
-            self.passed_over[backend] = f"failed with {_failure_text(event.failure)}"
-            self.say(
-                f"At {at} ms attempt #{event.attempt} on {backend} failed with "
-                f"{_failure_text(event.failure)}."
-            )
+            text = _failure_text(event.failure)
+            self.attempt_ended(event.attempt, f"failed with {text}", f"failed with {text}", at)
         elif isinstance(event, AttemptTimedOut):
-            self.flush_chunks(event.attempt)
-            backend = self.backend_of(event.attempt)
-            self.passed_over[backend] = f"timed out ({event.phase})"
-            self.say(
-                f"At {at} ms attempt #{event.attempt} on {backend} timed out "
-                f"in the transport ({event.phase})."
+            self.attempt_ended(
+                event.attempt,
+                f"timed out ({event.phase})",
+                f"timed out in the transport ({event.phase})",
+                at,
             )
         elif isinstance(event, RequestCancelled):
             self.say(f"At {at} ms the caller cancelled the request.")
@@ -192,6 +194,7 @@ class _Teller:
                 f"The request completed on {action.backend} with attempt #{action.attempt}{took}."
             )
             self.outcome = f"it completed on {action.backend}"
+            self.served_by = action.backend
         elif isinstance(action, RequestFailed):
             error = action.error
             self.say(f"The request failed: {type(error).__name__}: {truncate(error.message, 200)}")
@@ -208,7 +211,7 @@ class _Teller:
         others = [
             f"{backend} {why}"
             for backend, why in self.passed_over.items()
-            if not self.outcome.endswith(f"on {backend}")
+            if backend != self.served_by
         ]
         because = f" after {'; '.join(others)}" if others else ""
         return f"In short: {self.outcome}{because}."

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-import anyio.from_thread
 
 from lbcore import FailOver, StartAttempt, Stats
 from lbcore.__main__ import main as lbcore_main
@@ -213,33 +212,28 @@ def run_gateway(config: ClientConfig) -> int:
     except ImportError:
         print("    (skipped: the openai SDK is not installed; pip install openai)")
         return 0
-    from .gateway import Gateway, GatewayConfig, Group
+    from .gateway import GatewayConfig, Group, serve_in_thread
 
-    gateway = Gateway(
-        GatewayConfig(port=0, no_auth=True, groups=(Group(name="demo", client=config),))
+    gateway_config = GatewayConfig(
+        port=0, no_auth=True, groups=(Group(name="demo", client=config),)
     )
-    with anyio.from_thread.start_blocking_portal() as portal:
-        future, _ = portal.start_task(gateway.run)
-        try:
-            caller = openai.OpenAI(
-                base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0
-            )
-            began = time.perf_counter()
-            response = caller.chat.completions.with_raw_response.create(
-                model="demo", messages=[{"role": "user", "content": "Hi"}], stream=True
-            )
-            backend = response.headers.get("x-lb-backend", "?")
-            attempts = response.headers.get("x-lb-attempts", "?")
-            text = "".join(
-                event.choices[0].delta.content or "" for event in response.parse() if event.choices
-            )
-            print(
-                f"openai.OpenAI(base_url=gateway) got {text!r} from {backend} "
-                f"after {attempts} attempts ({time.perf_counter() - began:.2f} s)"
-            )
-        finally:
-            portal.call(gateway.shutdown)
-            future.result(timeout=15)
+    with serve_in_thread(gateway_config) as gateway:
+        caller = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{gateway.port}/v1", api_key="unused", max_retries=0
+        )
+        began = time.perf_counter()
+        response = caller.chat.completions.with_raw_response.create(
+            model="demo", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        backend = response.headers.get("x-lb-backend", "?")
+        attempts = response.headers.get("x-lb-attempts", "?")
+        text = "".join(
+            event.choices[0].delta.content or "" for event in response.parse() if event.choices
+        )
+        print(
+            f"openai.OpenAI(base_url=gateway) got {text!r} from {backend} "
+            f"after {attempts} attempts ({time.perf_counter() - began:.2f} s)"
+        )
     return 0
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from lbcore import decode_trace, tell, verify_trace
+from lbcore import (
+    RequestAborted,
+    RequestCompleted,
+    RequestFailed,
+    decode_trace,
+    request_ids,
+    tell,
+    verify_trace,
+)
 from lbtransports.cli import main
 from lbtransports.testing import Fail, LocalBackends, Stream
 
@@ -109,14 +117,21 @@ def test_explain_an_unknown_request_fails(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("trace", sorted(TRACES.glob("*.jsonl")), ids=lambda p: p.stem)
-def test_every_golden_request_has_a_story_with_an_ending(trace: Path) -> None:
+def test_every_golden_request_ends_its_story_with_its_terminal_action(trace: Path) -> None:
     header, steps = decode_trace(trace.read_bytes())
+    endings: dict[str, str] = {}
     for step in steps:
-        request_id = getattr(step.event, "request_id", None)
-        if request_id is None:
-            continue
-        story = tell(header, steps, request_id)
-        assert story.splitlines()[-1].startswith("In short: ")
+        for action in step.actions:
+            if isinstance(action, RequestCompleted):
+                endings[action.request_id] = f"In short: it completed on {action.backend}"
+            elif isinstance(action, RequestFailed):
+                endings[action.request_id] = f"In short: it failed ({type(action.error).__name__})"
+            elif isinstance(action, RequestAborted):
+                endings[action.request_id] = "In short: the caller cancelled it"
+    for request_id in request_ids(steps):
+        last = tell(header, steps, request_id).splitlines()[-1]
+        expected = endings.get(request_id, f"In short: {request_id} had not ended")
+        assert last.startswith(expected), (request_id, last)
 
 
 # ------------------------------------------------------------------ lb chat

@@ -9,7 +9,7 @@ must be no larger than a constant that does not depend on the request count.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 
 import pytest
 
@@ -92,8 +92,7 @@ def drive_blind(balancer: Balancer) -> None:
     [(False, drive_polling), (False, drive_ticking), (True, drive_blind)],
     ids=["poll", "tick", "run"],
 )
-def test_state_stays_bounded(record: bool, drive: object) -> None:
+def test_state_stays_bounded(record: bool, drive: Callable[[Balancer], None]) -> None:
     balancer = Balancer(CONFIG, record=record)
-    assert callable(drive)
     drive(balancer)
     assert_bounded(balancer)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import anyio
-import anyio.from_thread
-
-from lbtransports.gateway import Gateway, GatewayConfig, config_from_mapping, hash_key
+from lbtransports.gateway import (
+    Gateway,
+    GatewayConfig,
+    config_from_mapping,
+    hash_key,
+    serve_in_thread,
+)
 from lbtransports.testing import LocalBackend
 
 KEY = "gw-test-key-0123456789"
@@ -41,17 +44,9 @@ def make_config(groups: Mapping[str, Any], **gateway: Any) -> GatewayConfig:
     )
 
 
-@contextlib.contextmanager
-def serving(config: GatewayConfig) -> Iterator[Gateway]:
+def serving(config: GatewayConfig) -> contextlib.AbstractContextManager[Gateway]:
     """The gateway running on a portal thread; stopped (drained, then cancelled) on exit."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-        gateway = Gateway(config)
-        future, _ = portal.start_task(gateway.run)
-        try:
-            yield gateway
-        finally:
-            portal.call(gateway.shutdown)
-            future.result(timeout=15)
+    return serve_in_thread(config)
 
 
 def base_url(gateway: Gateway, suffix: str = "/v1") -> str:

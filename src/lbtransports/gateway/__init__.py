@@ -18,7 +18,7 @@ from ._config import (
     is_loopback,
     load_config,
 )
-from ._server import Gateway, run, serve
+from ._server import Gateway, run, serve, serve_in_thread
 
 __all__ = (
     "Gateway",
@@ -32,4 +32,5 @@ __all__ = (
     "load_config",
     "run",
     "serve",
+    "serve_in_thread",
 )

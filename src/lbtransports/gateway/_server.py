@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 
 from lbtransports._async import AsyncClient
 
@@ -23,7 +24,7 @@ from ._http import BadRequest, CallerGone, Connection
 from ._metrics import Latencies
 from ._routes import Router, send_error
 
-__all__ = ("Gateway", "run", "serve")
+__all__ = ("Gateway", "run", "serve", "serve_in_thread")
 
 
 class _Tracked:
@@ -161,3 +162,17 @@ async def serve(
 def run(config: GatewayConfig, *, backend: str = "asyncio", **options: Any) -> None:
     """Blocking entry point for the command line: :func:`serve` on a new event loop."""
     anyio.run(lambda: serve(config, **options), backend=backend)
+
+
+@contextlib.contextmanager
+def serve_in_thread(config: GatewayConfig, *, backend: str = "asyncio") -> Iterator[Gateway]:
+    """The gateway on an event loop in a thread of its own, for blocking code
+    (tests, the demo, an app that embeds it); drained and stopped on exit."""
+    with anyio.from_thread.start_blocking_portal(backend) as portal:
+        gateway = Gateway(config)
+        future, _ = portal.start_task(gateway.run)
+        try:
+            yield gateway
+        finally:
+            portal.call(gateway.shutdown)
+            future.result(timeout=config.limits.grace_period_s + 5)
