@@ -21,6 +21,7 @@ from ._errors import (
     ContextLimitError,
     FailoverError,
     LoadBalancerError,
+    LocalSaturationError,
 )
 from ._profiles import ProfileWarning, load_profile
 from .wire import (
@@ -94,6 +95,7 @@ __all__ = (
     "FailoverError",
     "HttpRequest",
     "LoadBalancerError",
+    "LocalSaturationError",
     "ProfileWarning",
     "Provider",
     "StreamDecoder",

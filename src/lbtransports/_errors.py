@@ -19,6 +19,7 @@ from lbcore import (
     ContextLimitExceeded,
     FailoverExhausted,
     Failure,
+    LocalSaturation,
     RequestError,
 )
 
@@ -31,6 +32,7 @@ __all__ = (
     "ContextLimitError",
     "FailoverError",
     "LoadBalancerError",
+    "LocalSaturationError",
     "error_for",
 )
 
@@ -122,6 +124,25 @@ class BudgetExhaustedError(LoadBalancerError):
     error: BudgetExhausted
 
 
+class LocalSaturationError(LoadBalancerError):
+    """Every connection this client allows to the chosen backend stayed busy.
+
+    Nothing was sent and nothing is charged to the backend: the client's own
+    limit (``max_connections``) was the bottleneck. Raise the limit, or send
+    fewer requests at once; sending again later may succeed.
+    """
+
+    error: LocalSaturation
+
+    @property
+    def backend(self) -> str:
+        return self.error.backend
+
+    @property
+    def limit(self) -> int:
+        return self.error.limit
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
 
@@ -133,6 +154,7 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     AllBackendsUnhealthy: AllBackendsUnhealthyError,
     ContextLimitExceeded: ContextLimitError,
     BudgetExhausted: BudgetExhaustedError,
+    LocalSaturation: LocalSaturationError,
 }
 
 

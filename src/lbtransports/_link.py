@@ -27,6 +27,8 @@ from typing import IO, Final
 from lbcore import (
     Action,
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     Balancer,
@@ -36,6 +38,7 @@ from lbcore import (
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
+    SlotTimedOut,
     Stats,
     Tick,
     TimeoutPhase,
@@ -225,6 +228,50 @@ class CoreLink:
                 ),
             )
 
+    # -- leaving the process ---------------------------------------------------
+
+    def held(self, run: RequestRun, attempt: Attempt) -> bool:
+        """``attempt`` waits for a local connection slot: its deadline stops.
+
+        Returns False if the core no longer wants the attempt.
+        """
+        with self._locked() as lines:
+            if not self._still_wanted(run, attempt, lines):
+                return False
+            rid, number = run.request_id, attempt.number
+            self._feed(lines, lambda at: AttemptHeld(at=at, request_id=rid, attempt=number))
+            attempt.first_chunk_deadline = None
+            attempt.held = True
+            return True
+
+    def sent(self, run: RequestRun, attempt: Attempt) -> None:
+        """``attempt``'s request was written: its first-chunk deadline counts from now.
+
+        Only worth telling the core when it has a deadline to move or the
+        attempt is held; otherwise nothing would change.
+        """
+        if attempt.start.first_chunk_deadline is None and not attempt.held:
+            return
+        with self._locked() as lines:
+            if not self._still_wanted(run, attempt, lines):
+                return
+            rid, number = run.request_id, attempt.number
+            self._feed(lines, lambda at: AttemptSent(at=at, request_id=rid, attempt=number))
+            attempt.held = False
+            # The idle timer, too, starts with the send, not the dispatch.
+            attempt.last_progress = max(attempt.last_progress, self._now)
+
+    def saturated(self, run: RequestRun, attempt: Attempt, limit: int) -> None:
+        """The held ``attempt`` got no connection slot in time; nothing was sent."""
+        with self._locked() as lines:
+            if not self._ending(run, attempt, lines):
+                return
+            rid, number = run.request_id, attempt.number
+            self._feed(
+                lines,
+                lambda at: SlotTimedOut(at=at, request_id=rid, attempt=number, limit=limit),
+            )
+
     # -- news of an attempt ---------------------------------------------------
 
     def deliver(self, run: RequestRun, attempt: Attempt, chunks: list[Chunk]) -> list[Chunk]:
@@ -308,7 +355,7 @@ class CoreLink:
 
     def _attempt_due(self, attempt: Attempt) -> int:
         due = attempt.last_progress + self.config.idle_timeout_ms
-        deadline = attempt.start.first_chunk_deadline
+        deadline = attempt.first_chunk_deadline
         if attempt.chunks == 0 and deadline is not None:
             due = min(due, deadline)
         return due

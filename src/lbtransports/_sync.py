@@ -29,6 +29,7 @@ from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
+from ._sync_sent import SentAdapter, on_sent
 from ._tracefile import TraceTarget
 from .wire import ChatRequest, Chunk
 
@@ -180,16 +181,22 @@ class Client(ClientBase):
         http = attempt.http
         assert http is not None
         limit = max(link.wait_limit(run, attempt), 0.001)
+
+        def sent() -> float:
+            link.sent(run, attempt)
+            return max(link.wait_limit(run, attempt), 0.001)
+
         try:
-            response = self._session(attempt.backend).request(
-                http.method,
-                http.url,
-                headers=dict(http.headers),
-                data=http.body,
-                stream=True,
-                timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
-                allow_redirects=False,
-            )
+            with on_sent(sent):
+                response = self._session(attempt.backend).request(
+                    http.method,
+                    http.url,
+                    headers=dict(http.headers),
+                    data=http.body,
+                    stream=True,
+                    timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
+                    allow_redirects=False,
+                )
         except requests.exceptions.ConnectTimeout:
             link.expire(run, attempt, TimeoutPhase.CONNECT)
             return
@@ -260,7 +267,7 @@ def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
     session.headers.clear()
     session.headers.update(dict(CLIENT_HEADERS))
     # The core owns retries: urllib3 must never retry underneath it.
-    adapter = requests.adapters.HTTPAdapter(
+    adapter = SentAdapter(
         pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
     )
     session.mount("http://", adapter)
