@@ -27,7 +27,7 @@ from lbtransports import (
 )
 from lbtransports.testing import Fail, Reset, Stream
 
-from .harness import REQUEST, BackendPlan, client_config, start_backends
+from .harness import ASYNC_MODES, REQUEST, BackendPlan, client_config, start_backends
 
 #: Three faulty backends first, then healthy ones, as the failover order.
 FAULTY = ("refused", "unavailable", "reset")
@@ -86,7 +86,7 @@ def _check(outcomes: list[tuple[str, str | None]], stats: Stats, trace: bytes) -
     assert cancelled == []
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "trio"])
+@pytest.mark.parametrize("mode", ASYNC_MODES)
 def test_a_burst_beyond_the_connections_waits_instead_of_failing(mode: str) -> None:
     plans = _plans()
     trace = io.BytesIO()
@@ -150,7 +150,7 @@ def test_a_burst_of_threads_on_the_sync_client() -> None:
     _check(outcomes, stats, trace.getvalue())
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "trio"])
+@pytest.mark.parametrize("mode", ASYNC_MODES)
 def test_no_free_connection_in_time_is_local_saturation(mode: str) -> None:
     """One connection, held by a slow stream: the next request gives up locally."""
     plans = [BackendPlan("slow", default=Stream(3, delay_ms=400)), BackendPlan("spare")]

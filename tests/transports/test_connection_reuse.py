@@ -25,7 +25,7 @@ from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
 from lbtransports._sync_reuse import chunked_end
 
-from .harness import MODES, REQUEST
+from .harness import REQUEST
 
 #: What the backend does with one connection; it gets the connection's index.
 Handler = Callable[["RawConnection"], None]
@@ -230,7 +230,6 @@ def serve_each_request(connection: RawConnection, reply: bytes) -> None:
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-@pytest.mark.parametrize("mode", MODES)
 def test_bytes_past_the_end_of_an_answer_are_never_read_as_the_next_answer(
     mode: str, framing: str
 ) -> None:
@@ -253,7 +252,6 @@ def test_bytes_past_the_end_of_an_answer_are_never_read_as_the_next_answer(
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
-@pytest.mark.parametrize("mode", MODES)
 def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, framing: str) -> None:
     frame = answer if framing == "content-length" else chunked_answer
 
@@ -266,7 +264,6 @@ def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, fra
     assert backend.requests == [3]
 
 
-@pytest.mark.parametrize("mode", MODES)
 def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> None:
     def fail_then_drop(connection: RawConnection) -> None:
         # As uvicorn after a 500: the answer says keep-alive, the server closes.
