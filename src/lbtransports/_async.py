@@ -28,7 +28,7 @@ from lbcore import ConfigError, TimeoutPhase, truncate
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stream_failure
+from ._network import connect_failure, stale_failure, stream_failure
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
@@ -282,37 +282,48 @@ class AsyncClient(ClientBase):
             "pool": None,
         }
         with anyio.move_on_after(limit) as scope:
+            opened = False  # this try opened its connection (not one from the pool)
 
             async def on_progress(name: str, info: object) -> None:
-                # The body is out: the first-chunk deadline restarts from now,
-                # and the wait for the status line with it.
-                if name == "http11.send_request_body.complete":
+                nonlocal opened
+                if name == "connection.connect_tcp.started":
+                    opened = True
+                elif name == "http11.send_request_body.complete":
+                    # The body is out: the first-chunk deadline restarts from
+                    # now, and the wait for the status line with it.
                     link.sent(run, attempt)
                     scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
 
-            try:
-                return await stack.enter_async_context(
-                    self._pool(attempt.backend).stream(
-                        http.method,
-                        http.url,
-                        headers=_request_headers(http),
-                        content=_BodyIterator(http.body),
-                        extensions={"timeout": timeouts, "trace": on_progress},
+            for last_try in (False, True):
+                opened = False
+                try:
+                    return await stack.enter_async_context(
+                        self._pool(attempt.backend).stream(
+                            http.method,
+                            http.url,
+                            headers=_request_headers(http),
+                            content=_BodyIterator(http.body),
+                            extensions={"timeout": timeouts, "trace": on_progress},
+                        )
                     )
-                )
-            except httpcore.ConnectTimeout:
-                link.expire(run, attempt, TimeoutPhase.CONNECT)
-                return None
-            except _TIMEOUTS:
-                # httpcore's own read (or write) timer may fire a hair before the
-                # scope: a read timeout all the same, reported below.
-                pass
-            except httpcore.ConnectError as error:
-                link.finish(run, attempt, Failed(connect_failure(error)))
-                return None
-            except _STREAM_ERRORS as error:
-                link.finish(run, attempt, Failed(stream_failure(error)))
-                return None
+                except httpcore.ConnectTimeout:
+                    link.expire(run, attempt, TimeoutPhase.CONNECT)
+                    return None
+                except _TIMEOUTS:
+                    # httpcore's own read (or write) timer may fire a hair before
+                    # the scope: a read timeout all the same, reported below.
+                    break
+                except httpcore.ConnectError as error:
+                    link.finish(run, attempt, Failed(connect_failure(error)))
+                    return None
+                except _STREAM_ERRORS as error:
+                    if not opened and not last_try:
+                        # A pooled connection the backend had closed, before any
+                        # byte of an answer: not the backend failing. Once more.
+                        continue
+                    failure = stream_failure(error) if opened else stale_failure(error)
+                    link.finish(run, attempt, Failed(failure))
+                    return None
         link.expire(run, attempt, TimeoutPhase.READ)
         return None
 

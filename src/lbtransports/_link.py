@@ -250,8 +250,11 @@ class CoreLink:
         Only worth telling the core when it has a deadline to move or the
         attempt is held; otherwise nothing would change.
         """
-        if attempt.start.first_chunk_deadline is None and not attempt.held:
+        # Once per attempt: a retry after a stale connection keeps the first send's clock.
+        if attempt.sent or (attempt.start.first_chunk_deadline is None and not attempt.held):
+            attempt.sent = True
             return
+        attempt.sent = True
         with self._locked() as lines:
             if not self._still_wanted(run, attempt, lines):
                 return

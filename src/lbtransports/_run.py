@@ -42,6 +42,8 @@ class Attempt:
     over: bool = False
     #: Waiting for a local connection slot (reported to the core as held).
     held: bool = False
+    #: Its request was written once (a stale connection's retry sends it again).
+    sent: bool = False
     #: The core's attempt number (a plain field: it is read once per chunk).
     number: int = field(init=False)
     #: When the first chunk is due: the StartAttempt's deadline until the

@@ -302,3 +302,54 @@ def test_the_sync_client_finds_a_chunked_bodys_end_in_http_clients_buffer(
     buffered: bytes, chunk_left: int | None, end: int | None
 ) -> None:
     assert chunked_end(buffered, chunk_left) == end
+
+
+# ------------------------------------------------------------ stale pooled connections
+
+
+def _drop_after_first(connection: RawConnection) -> None:
+    """The first connection answers once, then drops the next request without a byte
+    (as a server closing an idle keep-alive connection just then); later ones answer."""
+    if connection.index == 0:
+        if connection.read_request():
+            connection.send(answer("one"))
+        if connection.read_request():
+            connection.reset()
+        return
+    serve_each_request(connection, answer("two"))
+
+
+@pytest.mark.parametrize("drop", ["reset", "close"])
+def test_a_pooled_connection_that_breaks_before_answering_is_sent_again_uncharged(
+    mode: str, drop: str
+) -> None:
+    def handler(connection: RawConnection) -> None:
+        if connection.index == 0 and drop == "close":
+            if connection.read_request():
+                connection.send(answer("one"))
+            if connection.read_request():
+                connection.sock.close()
+            return
+        _drop_after_first(connection)
+
+    with raw_backend(handler) as backend:
+        # Round-robin reports a failure raw: before the fix the second request
+        # failed with the reset (or "server disconnected").
+        outcomes = run_requests(mode, config(backend.url), 2)
+    assert outcomes == ["one", "two"]
+    assert backend.requests == [2, 1]
+
+
+def test_a_new_connection_that_breaks_before_answering_is_the_backends_failure(
+    mode: str,
+) -> None:
+    def handler(connection: RawConnection) -> None:
+        if connection.read_request():
+            connection.reset()
+
+    with raw_backend(handler) as backend:
+        [outcome] = run_requests(mode, config(backend.url), 1)
+    assert isinstance(outcome, LoadBalancerError)
+    assert backend.requests == [1]  # not sent again
+    failure = outcome.error.failure  # type: ignore[union-attr]
+    assert failure.kind is FailureKind.NETWORK and failure.code != "stale_connection"
