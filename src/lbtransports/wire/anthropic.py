@@ -29,7 +29,7 @@ from ._common import (
     response_parser,
 )
 from ._decoder import StreamDecoder, chunk_if_any
-from ._errors import Headers, WireError, decode_json, failure, http_failure
+from ._errors import Headers, WireError, decode_json, failure, http_failure, status_from_code
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -154,18 +154,23 @@ def encode_request(
     )
 
 
-def error_fields(value: object) -> tuple[str | None, object]:
-    """(message, type) from ``{"type": "error", "error": {"type", "message"}}``."""
+def error_fields(value: object) -> tuple[str | None, object, int | None]:
+    """(message, type, status) from ``{"type": "error", "error": {"type", "message"}}``.
+
+    Anthropic itself sends no status in the body; a proxy in front of it
+    (LiteLLM) may add ``error.code``, a number or digit string that is one.
+    """
     if not isinstance(value, dict):
-        return None, None
+        return None, None, None
     error = value.get("error")
     if isinstance(error, dict):
         message = error.get("message")
-        return (message if isinstance(message, str) else None), error.get("type")
+        status = status_from_code(error.get("code"))
+        return (message if isinstance(message, str) else None), error.get("type"), status
     if isinstance(error, str):
-        return error, None
+        return error, None, None
     message = value.get("message")
-    return (message if isinstance(message, str) else None), None
+    return (message if isinstance(message, str) else None), None, None
 
 
 def parse_error(
@@ -177,7 +182,7 @@ def parse_error(
     now: float | None = None,
 ) -> Failure:
     """The failure for a non-2xx Messages API answer (529 is ``overloaded_error``)."""
-    message, kind = error_fields(decode_json(body))
+    message, kind, _ = error_fields(decode_json(body))
     return http_failure(
         status,
         headers,
@@ -192,12 +197,13 @@ def parse_error(
 
 def _reported_error(value: object, secrets: Sequence[str]) -> WireError:
     """An error event in a stream, or an error inside a 2xx body: a provider failure."""
-    message, error_type = error_fields(value)
+    message, error_type, status = error_fields(value)
     return WireError(
         failure(
             FailureKind.PROVIDER,
             message or "the backend reported an error",
             secrets=secrets,
+            status=status,
             provider_type=error_type,
         )
     )
