@@ -77,8 +77,7 @@ def _parse_exposition(text: str) -> dict[str, dict[str, float]]:
 
 def test_metrics_are_valid_exposition_text_that_adds_up(backends: LocalBackends) -> None:
     config = make_config({"m": group(backends["down"], backends["up"])})
-    with serving(config) as gateway:
-        client = oai(gateway)
+    with serving(config) as gateway, oai(gateway) as client:
         for _ in range(3):
             client.chat.completions.create(model="m", messages=HELLO)
         response = httpx.get(
@@ -115,7 +114,8 @@ def test_the_trace_file_replays_and_explains_where_each_request_went(
     trace = tmp_path / "m.jsonl"
     config = make_config({"m": group(backends["down"], backends["up"], trace=str(trace))})
     with serving(config) as gateway:
-        raw = oai(gateway).chat.completions.with_raw_response.create(model="m", messages=HELLO)
+        with oai(gateway) as client:
+            raw = client.chat.completions.with_raw_response.create(model="m", messages=HELLO)
         assert raw.headers["x-lb-backend"] == "up"
     data = trace.read_bytes()
     assert verify_trace(data) is None
@@ -149,7 +149,8 @@ def test_connections_beyond_the_limit_get_503_and_a_close(backends: LocalBackend
         deadline = time.monotonic() + 3
         while True:
             try:
-                oai(gateway).chat.completions.create(model="m", messages=HELLO)
+                with oai(gateway) as client:
+                    client.chat.completions.create(model="m", messages=HELLO)
                 break
             except openai.APIStatusError:
                 assert time.monotonic() < deadline
@@ -163,11 +164,12 @@ def _stream_in_thread(
 
     def read() -> None:
         try:
-            stream = oai(gateway).chat.completions.create(model="m", messages=HELLO, stream=True)
-            for chunk in stream:
-                if chunk.choices:
-                    texts.append(chunk.choices[0].delta.content or "")
-                first.set()
+            with oai(gateway) as client:
+                stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+                for chunk in stream:
+                    if chunk.choices:
+                        texts.append(chunk.choices[0].delta.content or "")
+                    first.set()
         except BaseException as error:  # reported to the test
             errors.append(error)
         finally:
@@ -219,7 +221,8 @@ def test_shutdown_cancels_what_outlives_the_grace_period(backends: LocalBackends
 def test_the_gateway_serves_on_trio(backends: LocalBackends) -> None:
     config = make_config({"m": group(backends["down"], backends["up"])})
     with serve_in_thread(config, backend="trio") as gateway:
-        stream = oai(gateway).chat.completions.create(model="m", messages=HELLO, stream=True)
-        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        with oai(gateway) as client:
+            stream = client.chat.completions.create(model="m", messages=HELLO, stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert stream.response.headers["x-lb-backend"] == "up"
     assert text == "up-0 up-1 up-2 "
