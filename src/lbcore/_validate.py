@@ -100,7 +100,12 @@ def check_event(
     if kind not in ACCEPTED_EVENTS[request.phase]:
         raise InvalidEvent(
             f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
-            f"{request.phase}: no attempt is in flight"
+            f"{request.phase}: "
+            + (
+                "its attempt is already answering"
+                if request.phase is Phase.STREAMING
+                else "no attempt is in flight"
+            )
         )
     if kind is RequestCancelled:
         return
@@ -110,8 +115,6 @@ def check_event(
             f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
             f"the current attempt is {request.attempt}"
         )
-    if request.phase is Phase.CONNECTING:
-        _check_sending(kind, event, request)
     if kind is AttemptSucceeded:
         if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):  # type: ignore[union-attr]
             raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
@@ -123,6 +126,9 @@ def check_event(
             raise InvalidEvent("context_limit failures are decided by the core, not reported")
     elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
         raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
+    # Last, as spec/behaviour.md section 3.4 lists it.
+    if request.phase is Phase.CONNECTING:
+        _check_sending(kind, event, request)
 
 
 def _check_sending(kind: type, event: Event, request: LiveRequest) -> None:

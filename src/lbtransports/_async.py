@@ -40,6 +40,12 @@ __all__ = ("AsyncChatStream", "AsyncClient")
 #: Failures of the connection itself, once the request may have been sent.
 _STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
 _TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
+#: httpcore's trace events that mean the request has left: the body's end, or, when
+#: httpcore swallowed a failed write to read the server's answer anyway, the wait
+#: for the response head.
+_SENT_EVENTS: Final = frozenset(
+    {"http11.send_request_body.complete", "http11.receive_response_headers.started"}
+)
 #: How long a request may wait for a connection slot to its backend.
 DEFAULT_POOL_TIMEOUT_MS: Final = 30_000
 #: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
@@ -271,6 +277,9 @@ class AsyncClient(ClientBase):
         assert http is not None
         if not await self._take_slot(stack, run, attempt):
             return None
+        # A wait for a slot is the client's own: the idle timer (and the connect
+        # bound taken from it) starts once the attempt can go out.
+        link.resumed(attempt)
         limit = link.wait_limit(run, attempt)
         idle_s = config.idle_timeout_ms / 1000
         timeouts = {
@@ -288,7 +297,7 @@ class AsyncClient(ClientBase):
                 nonlocal opened
                 if name == "connection.connect_tcp.started":
                     opened = True
-                elif name == "http11.send_request_body.complete":
+                elif name in _SENT_EVENTS and not attempt.sent:
                     # The body is out: the first-chunk deadline restarts from
                     # now, and the wait for the status line with it.
                     link.sent(run, attempt)

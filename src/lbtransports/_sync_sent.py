@@ -103,4 +103,17 @@ class SentAdapter(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _SentHTTPPool, "https": _SentHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = _SENT_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # With trust_env and a proxy, requests sends through a manager of its
+        # own, built here: it must use the same connections.
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _SENT_POOLS
+        return manager
+
+
+_SENT_POOLS: dict[str, type[urllib3.connectionpool.HTTPConnectionPool]] = {
+    "http": _SentHTTPPool,
+    "https": _SentHTTPSPool,
+}

@@ -192,3 +192,33 @@ def test_no_free_connection_in_time_is_local_saturation(mode: str) -> None:
     assert (slow.requests, slow.successes, slow.failures, slow.timeouts) == (1, 1, 0, 0)
     assert "slow" not in stats.circuit_breaker_states
     assert verify_trace(trace.getvalue()) is None
+
+
+def test_a_wait_for_a_slot_longer_than_the_idle_timeout_is_not_a_timeout() -> None:
+    """The idle timer, like the first-chunk one, starts once the attempt can go out."""
+    plans = [BackendPlan("busy", default=Stream(3, delay_ms=250)), BackendPlan("spare")]
+    trace = io.BytesIO()
+
+    async def main(config: ClientConfig) -> Stats:
+        async with AsyncClient(config, trace=trace, max_connections=1) as client:
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(client.complete, REQUEST)
+                    await anyio.sleep(0.05)
+                    group.start_soon(client.complete, REQUEST)
+            return client.stats()
+
+    with start_backends(plans) as backends:
+        config = client_config(
+            backends,
+            plans,
+            settings={"timeout_ms": 2_000, "circuit_breaker_enabled": True},
+            idle_timeout_ms=400,  # the second request waits about 750 ms for the slot
+        )
+        stats = anyio.run(main, config)
+        backends.wait_idle(timeout=5.0)
+    busy = stats.backend_metrics["busy"]
+    assert (busy.successes, busy.failures, busy.timeouts) == (2, 0, 0)
+    _, steps = decode_trace(trace.getvalue())
+    events = [type(step.event).__name__ for step in steps]
+    assert "AttemptHeld" in events and "AttemptTimedOut" not in events
