@@ -21,6 +21,7 @@ from lbcore import (
     Failure,
     LocalSaturation,
     RequestError,
+    truncate,
 )
 
 # Everything in __all__ is re-exported by lbtransports.
@@ -36,6 +37,9 @@ __all__ = (
     "error_for",
 )
 
+#: A backend's name is cut at this many code points in a message, as the core cuts its labels.
+_NAME_LIMIT = 64
+
 
 class LoadBalancerError(Exception):
     """A request the load balancer could not complete.
@@ -45,9 +49,13 @@ class LoadBalancerError(Exception):
     """
 
     def __init__(self, request_id: str, error: RequestError) -> None:
-        super().__init__(error.message)
         self.request_id = request_id
         self.error: RequestError = error
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        """What ``str()`` of the exception says; the core's message unless a subclass adds to it."""
+        return self.error.message
 
     @property
     def message(self) -> str:
@@ -88,6 +96,16 @@ class BackendError(LoadBalancerError):
     """
 
     error: BackendFailed
+
+    def _describe(self) -> str:
+        # The core's message is the provider's own text ("No connected db."), which
+        # alone does not say who failed; FailoverError's message names each backend.
+        error = self.error
+        progress = f" after {error.chunks_delivered} chunks" if error.chunks_delivered else ""
+        text = f'backend "{truncate(error.backend, _NAME_LIMIT)}" failed{progress}: {error.message}'
+        if error.failure.status is not None:
+            text += f" (status: {error.failure.status})"
+        return text
 
     @property
     def backend(self) -> str:

@@ -118,6 +118,17 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
+def _api_root(base_url: str) -> str:
+    """The base URL without a final ``/v1``, which the path adds again.
+
+    Anthropic's documented base URL has no version, but the OpenAI habit of
+    ending it with ``/v1`` is common; no Messages API lives at ``/v1/v1``, so
+    a single trailing ``/v1`` segment can only mean the API's own.
+    """
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
 def encode_request(
     target: BackendTarget, request: ChatRequest, settings: ResolvedSettings, key: str | None
 ) -> HttpRequest:
@@ -145,7 +156,7 @@ def encode_request(
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     body["stream"] = stream
     return post_json(
-        join_url(target.base_url or DEFAULT_BASE_URL, "v1/messages"),
+        join_url(_api_root(target.base_url or DEFAULT_BASE_URL), "v1/messages"),
         body,
         stream=stream,
         key=key,
