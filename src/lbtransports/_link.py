@@ -251,10 +251,11 @@ class CoreLink:
         attempt is held; otherwise nothing would change.
         """
         # Once per attempt: a retry after a stale connection keeps the first send's clock.
-        if attempt.sent or (attempt.start.first_chunk_deadline is None and not attempt.held):
-            attempt.sent = True
+        if attempt.sent:
             return
         attempt.sent = True
+        if attempt.start.first_chunk_deadline is None and not attempt.held:
+            return
         with self._locked() as lines:
             if not self._still_wanted(run, attempt, lines):
                 return

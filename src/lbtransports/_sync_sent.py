@@ -71,6 +71,9 @@ def _fire(connection: urllib3.connection.HTTPConnection) -> None:
 
 
 class _SentHTTPConnection(urllib3.connection.HTTPConnection):
+    """Reports to the watch; the HTTPS class below shares it (urllib3's HTTPS
+    connection is an HTTP connection, so these methods sit above its own)."""
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         _starting(self)
         super().request(*args, **kwargs)
@@ -80,14 +83,8 @@ class _SentHTTPConnection(urllib3.connection.HTTPConnection):
         return super().getresponse()
 
 
-class _SentHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _starting(self)
-        super().request(*args, **kwargs)
-
-    def getresponse(self) -> Any:
-        _fire(self)
-        return super().getresponse()
+class _SentHTTPSConnection(_SentHTTPConnection, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _SentHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
