@@ -272,7 +272,9 @@ MISUSE: list[tuple[str, Event, str]] = [
     ("bad tokens", AttemptSucceeded(at=10, request_id="live", attempt=1, input_tokens=-1), "token"),
     ("bad budget", RequestStarted(at=10, request_id="x", attempt_budget=-2), "attempt_budget"),
     ("empty id", RequestStarted(at=10, request_id=""), "non-empty"),
-    ("bool attempt", ChunkReceived(at=10, request_id="live", attempt=True), "stale attempt"),
+    ("bool attempt", ChunkReceived(at=10, request_id="live", attempt=True), "wrong type: bool"),
+    ("str attempt", chunk(10, "live", "1"), r"attempt has the wrong type: str '1'"),  # type: ignore[arg-type]
+    ("float attempt", ok(10, "live", 1.0), r"attempt has the wrong type: float 1\.0"),  # type: ignore[arg-type]
 ]
 
 
