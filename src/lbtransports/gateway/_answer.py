@@ -159,29 +159,21 @@ async def _streamed(job: _Job) -> bool:
         except LoadBalancerError as error:
             return await _error(conn, caller, error, request_id, _where(stream))
         backend, attempts = _where(stream)
-        latencies.started(group, backend)
+        await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
         try:
-            await conn.start_response(
-                200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)]
-            )
-            await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
-            try:
-                async for chunk in stream:
-                    await conn.send_body(renderer.chunk(chunk))
-            except LoadBalancerError as error:
-                await conn.send_body(renderer.error(upstream_status(error), error.message))
-                await conn.end_response()
-                return False  # a failed stream is not followed by another request
-            usage = stream.usage
-            await conn.send_body(
-                renderer.finish(
-                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
-                )
-            )
+            async for chunk in stream:
+                await conn.send_body(renderer.chunk(chunk))
+        except LoadBalancerError as error:
+            await conn.send_body(renderer.error(upstream_status(error), error.message))
             await conn.end_response()
-            latencies.observe(group, backend, time.monotonic() - started)
-        finally:
-            latencies.ended(group, backend)
+            return False  # a failed stream is not followed by another request
+        usage = stream.usage
+        await conn.send_body(
+            renderer.finish(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+        )
+        await conn.end_response()
+        latencies.observe(group, backend, time.monotonic() - started)
     return True
 
 
