@@ -17,6 +17,7 @@ from .wire import (
     Chunk,
     Headers,
     HttpRequest,
+    SseEvent,
     StreamDecoder,
     ToolCallDelta,
     Usage,
@@ -24,6 +25,7 @@ from .wire import (
     header_value,
     parse_error,
     parse_response,
+    redact_secrets,
     stream_decoder,
     with_url_tried,
 )
@@ -65,9 +67,10 @@ class AttemptReader:
     more bytes could be read.
     """
 
-    def __init__(self, provider: str, request: HttpRequest) -> None:
+    def __init__(self, provider: str, request: HttpRequest, *, keep_events: bool = False) -> None:
         self._provider = provider
         self._request = request
+        self._keep_events = keep_events
         self._status = 0
         self._headers: Headers = ()
         self._body = bytearray()
@@ -83,7 +86,9 @@ class AttemptReader:
         if 200 <= status <= 299 and self._request.stream and not _is_json(headers):
             # A JSON body answering a stream request (an error object sent
             # with 200, or a server that ignored stream) is read whole.
-            self._decoder = stream_decoder(self._provider, secrets=self._secrets)
+            self._decoder = stream_decoder(
+                self._provider, secrets=self._secrets, keep_events=self._keep_events
+            )
 
     def feed(self, data: bytes) -> list[Chunk]:
         if self.ending is not None:
@@ -145,6 +150,21 @@ class AttemptReader:
                 usage=answer.usage,
             )
         ]
+
+    def take_events(self) -> list[SseEvent]:
+        """The backend's events read since the last call (with ``keep_events``)."""
+        return self._decoder.take_events() if self._decoder is not None else []
+
+    @property
+    def whole_body(self) -> bytes | None:
+        """A whole answer's body as the backend sent it, once it succeeded."""
+        if self._decoder is None and isinstance(self.ending, Succeeded):
+            body = bytes(self._body)
+            if any(secret.encode() in body for secret in self._secrets):
+                # The backend's own key must not travel on, even inside an answer.
+                body = redact_secrets(body.decode("utf-8", "replace"), self._secrets).encode()
+            return body
+        return None
 
     def broken(self, failure: Failure) -> None:
         """The transport lost the response (reset, closed early, undecodable framing).

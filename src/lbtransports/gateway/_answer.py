@@ -7,9 +7,10 @@ after output started ends with the format's error event, never a clean
 finish. While answering, the caller's side of the connection is watched: a
 caller who leaves cancels the request, which closes the upstream connection.
 
-The answer is always translated through the neutral chunks, also when the
-caller's format is the backend's: the client hands out chunks, not the
-upstream bytes (spec/gateway.md, "Translation").
+When the caller's format is the answering backend's, the backend's own
+events (or whole body) are forwarded, with the caller's model name
+(:mod:`._passthrough`); across formats the answer is rebuilt from the
+neutral chunks (spec/gateway.md, "Passthrough and translation").
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from lbtransports._errors import (
     LoadBalancerError,
 )
 from lbtransports._stream import completion_of
+from lbtransports._upstream import Upstream
 from lbtransports.wire import Chunk
 
 from ._caller import Answer, CallerFormat, Parsed
 from ._http import CallerGone, Connection
 from ._metrics import Latencies
+from ._passthrough import Passthrough
 
 __all__ = ("answer", "new_request_id", "upstream_status")
 
@@ -145,12 +148,28 @@ async def _error(
     return True
 
 
+def _keeps_upstream(job: _Job) -> bool:
+    """Whether a backend of the group speaks the caller's format (passthrough may happen)."""
+    return any(target.provider == job.caller.name for target in job.client.config.targets)
+
+
+def _passthrough(job: _Job, upstream: Upstream | None, *, streamed: bool) -> Passthrough | None:
+    """The passthrough renderer when the answering backend spoke the caller's format."""
+    if upstream is None or upstream.provider != job.caller.name:
+        return None
+    if not (upstream.events if streamed else upstream.body is not None):
+        return None  # the backend answered in the other shape (a forced stream setting)
+    drop = job.caller.name == "openai" and not job.parsed.include_usage
+    return Passthrough(job.group, drop_usage_only=drop)
+
+
 async def _streamed(job: _Job) -> bool:
     conn, client, caller, parsed = job.conn, job.client, job.caller, job.parsed
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
     renderer = caller.stream(request_id, parsed.model, parsed.include_usage)
-    async with client.chat(parsed.chat, request_id=request_id) as stream:
+    chat = client.chat(parsed.chat, request_id=request_id, keep_upstream=_keeps_upstream(job))
+    async with chat as stream:
         first: Chunk | None
         try:
             first = await anext(stream)
@@ -159,19 +178,37 @@ async def _streamed(job: _Job) -> bool:
         except LoadBalancerError as error:
             return await _error(conn, caller, error, request_id, _where(stream))
         backend, attempts = _where(stream)
+        upstream = stream.upstream
+        passing = _passthrough(job, upstream, streamed=True)
         await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
-        await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
+        if passing is not None and upstream is not None:
+            await conn.send_body(passing.events(upstream.take_events()))
+        else:
+            await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
         try:
             async for chunk in stream:
+                if passing is not None and upstream is not None:
+                    # Several chunks of one read share their events: sent with the first.
+                    if data := passing.events(upstream.take_events()):
+                        await conn.send_body(data)
+                    continue
+                if upstream is not None:
+                    upstream.take_events()  # another format's events: not kept
                 await conn.send_body(renderer.chunk(chunk))
         except LoadBalancerError as error:
             await conn.send_body(renderer.error(upstream_status(error), error.message))
             await conn.end_response()
             return False  # a failed stream is not followed by another request
-        usage = stream.usage
-        await conn.send_body(
-            renderer.finish(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
-        )
+        if passing is not None and upstream is not None:
+            # What followed the last chunk, the terminator included.
+            await conn.send_body(passing.events(upstream.take_events()))
+        else:
+            usage = stream.usage
+            await conn.send_body(
+                renderer.finish(
+                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
+                )
+            )
         await conn.end_response()
         latencies.observe(group, backend, time.monotonic() - started)
     return True
@@ -181,7 +218,8 @@ async def _whole(job: _Job) -> bool:
     conn, client, caller, parsed = job.conn, job.client, job.caller, job.parsed
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
-    async with client.chat(parsed.chat, request_id=request_id) as stream:
+    chat = client.chat(parsed.chat, request_id=request_id, keep_upstream=_keeps_upstream(job))
+    async with chat as stream:
         try:
             chunks = [chunk async for chunk in stream]
         except LoadBalancerError as error:
@@ -189,6 +227,12 @@ async def _whole(job: _Job) -> bool:
         done = completion_of(stream, chunks)
     backend, attempts = _where(stream)
     latencies.observe(group, backend, time.monotonic() - started)
+    upstream = stream.upstream
+    passing = _passthrough(job, upstream, streamed=False)
+    if passing is not None and upstream is not None and upstream.body is not None:
+        body = passing.whole(upstream.body)
+        await conn.respond(200, body, [*_JSON, *_lb_headers(request_id, backend, attempts)])
+        return True
     body = caller.whole(
         Answer(
             request_id=request_id,
