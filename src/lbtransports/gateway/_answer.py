@@ -15,7 +15,9 @@ neutral chunks (spec/gateway.md, "Passthrough and translation").
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ _SSE_HEADERS: Final = (
     ("cache-control", "no-cache"),
 )
 _JSON: Final = (("content-type", "application/json"),)
+#: What the wire layer adds to a 404's message (cut short, it may lack its ")").
+_URL_TRIED: Final = re.compile(r" ?\(url tried: [^)]*\)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,18 +136,23 @@ async def answer(
     return await _watching(conn, lambda: (_streamed if parsed.stream else _whole)(job))
 
 
-async def _error(
-    conn: Connection,
-    caller: CallerFormat,
-    error: LoadBalancerError,
-    rid: str,
-    attempts: tuple[str, int],
-) -> bool:
+def _caller_message(error: LoadBalancerError, client: AsyncClient) -> str:
+    """``error``'s message as a gateway caller may read it: without the backends'
+    URLs, which the library names for its own user (a 404's "url tried")."""
+    message = _URL_TRIED.sub("", error.message)
+    for target in client.config.targets:
+        netloc = urllib.parse.urlsplit(target.base_url or "").netloc
+        if netloc and netloc in message:
+            message = message.replace(netloc, "[backend]")
+    return message
+
+
+async def _error(job: _Job, error: LoadBalancerError, attempts: tuple[str, int]) -> bool:
     status = upstream_status(error)
-    await conn.respond(
+    await job.conn.respond(
         status,
-        caller.error_body(status, error.message),
-        [*_JSON, *_lb_headers(rid, *attempts)],
+        job.caller.error_body(status, _caller_message(error, job.client)),
+        [*_JSON, *_lb_headers(job.request_id, *attempts)],
     )
     return True
 
@@ -176,7 +185,7 @@ async def _streamed(job: _Job) -> bool:
         except StopAsyncIteration:
             first = None
         except LoadBalancerError as error:
-            return await _error(conn, caller, error, request_id, _where(stream))
+            return await _error(job, error, _where(stream))
         backend, attempts = _where(stream)
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
@@ -196,7 +205,8 @@ async def _streamed(job: _Job) -> bool:
                     upstream.take_events()  # another format's events: not kept
                 await conn.send_body(renderer.chunk(chunk))
         except LoadBalancerError as error:
-            await conn.send_body(renderer.error(upstream_status(error), error.message))
+            message = _caller_message(error, client)
+            await conn.send_body(renderer.error(upstream_status(error), message))
             await conn.end_response()
             return False  # a failed stream is not followed by another request
         if passing is not None and upstream is not None:
@@ -223,7 +233,7 @@ async def _whole(job: _Job) -> bool:
         try:
             chunks = [chunk async for chunk in stream]
         except LoadBalancerError as error:
-            return await _error(conn, caller, error, request_id, _where(stream))
+            return await _error(job, error, _where(stream))
         done = completion_of(stream, chunks)
     backend, attempts = _where(stream)
     latencies.observe(group, backend, time.monotonic() - started)
