@@ -91,6 +91,21 @@ class AttemptReader:
             )
 
     def feed(self, data: bytes) -> list[Chunk]:
+        return self._without_secrets(self._feed(data))
+
+    def end(self) -> list[Chunk]:
+        """The body is complete (the server ended it cleanly)."""
+        return self._without_secrets(self._end())
+
+    def _without_secrets(self, chunks: list[Chunk]) -> list[Chunk]:
+        # A backend that echoes the key in its answer must not pass it on: the
+        # answer may be shown, logged, or (through the gateway) sent to others.
+        # A key cut across two chunks is not caught; one in a chunk is.
+        if not chunks or not self._secrets:
+            return chunks
+        return [_redacted(chunk, self._secrets) for chunk in chunks]
+
+    def _feed(self, data: bytes) -> list[Chunk]:
         if self.ending is not None:
             return []
         if self._decoder is not None:
@@ -109,8 +124,7 @@ class AttemptReader:
             self.ending = Failed(_protocol(f"answer larger than {WHOLE_BODY_LIMIT} bytes"))
         return []
 
-    def end(self) -> list[Chunk]:
-        """The body is complete (the server ended it cleanly)."""
+    def _end(self) -> list[Chunk]:
         if self.ending is not None:
             return []
         if self._decoder is not None:
@@ -194,3 +208,19 @@ class AttemptReader:
         # Chunks completed before the failure still belong to the answer.
         self.ending = Failed(error.failure)
         return list(error.chunks)
+
+
+def _redacted(chunk: Chunk, secrets: tuple[str, ...]) -> Chunk:
+    """``chunk`` with every known secret in its text replaced (itself if none is)."""
+    texts = [chunk.text, chunk.reasoning, *(call.arguments for call in chunk.tool_calls)]
+    if not any(secret in text for text in texts for secret in secrets if text):
+        return chunk
+    return msgspec.structs.replace(
+        chunk,
+        text=redact_secrets(chunk.text, secrets),
+        reasoning=redact_secrets(chunk.reasoning, secrets),
+        tool_calls=tuple(
+            msgspec.structs.replace(call, arguments=redact_secrets(call.arguments, secrets))
+            for call in chunk.tool_calls
+        ),
+    )

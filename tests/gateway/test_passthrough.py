@@ -292,3 +292,12 @@ def test_a_backend_error_names_neither_its_url_nor_its_key() -> None:
                     assert raw.base_url.removeprefix("http://") not in text
                     assert "127.0.0.1" not in text
                     assert BACKEND_SECRET not in text
+
+
+def test_an_echoed_key_is_redacted_in_a_translated_answer_too(raw_anthropic: RawBackend) -> None:
+    # An OpenAI caller answered by an anthropic backend: rebuilt from chunks.
+    with serving(make_config({"claude": _raw_group(raw_anthropic, "anthropic")})) as gateway:
+        with _oai(gateway) as client:
+            stream = client.chat.completions.create(model="claude", messages=HELLO, stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "raw key=[redacted]"
