@@ -28,6 +28,7 @@ from lbcore import ConfigError, TimeoutPhase, truncate
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
+from ._log_guard import guard_httpcore_logs
 from ._network import connect_failure, stale_failure, stream_failure
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
@@ -124,6 +125,7 @@ class AsyncClient(ClientBase):
                     f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
                 )
         super().__init__(config, trace)
+        guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}

@@ -14,9 +14,9 @@ import pytest
 
 from lbtransports.gateway import Gateway
 from lbtransports.testing import ErrorEvent, LocalBackends
+from tests.raw_backend import ECHO_KEY, RawBackend, RawReply, sse
 
 from .harness import BACKEND_SECRET, KEY, base_url, group, make_config, serving
-from .raw_backend import ECHO_KEY, RawBackend, RawReply, sse
 
 HELLO = [{"role": "user", "content": "hello"}]
 BACKEND_MODEL = "backend-model-x"

@@ -2,7 +2,8 @@
 
 ``LocalBackend`` speaks each provider as the wire layer reads it; this one
 sends what a real provider adds on top (``system_fingerprint``, fields no
-translator knows), to show what the gateway forwards untouched.
+translator knows, a response header echoing the key), to show what the
+gateway forwards untouched and what the clients never pass on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class RawReply(msgspec.Struct, frozen=True):
     body: bytes
     content_type: str = "text/event-stream"
     status: int = 200
+    #: More response headers; ECHO_KEY in a value is replaced too.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class RawBackend:
@@ -50,6 +53,9 @@ class RawBackend:
                 self.send_response(reply.status)
                 self.send_header("content-type", reply.content_type)
                 self.send_header("content-length", str(len(body)))
+                for name, value in reply.headers:
+                    echoed = value.encode().replace(ECHO_KEY, key.removeprefix("Bearer ").encode())
+                    self.send_header(name, echoed.decode())
                 self.end_headers()
                 self.wfile.write(body)
 
