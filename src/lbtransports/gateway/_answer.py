@@ -26,6 +26,7 @@ from typing import Final
 import anyio
 
 from lbcore import StartAttempt
+from lbtransports import Upstream
 from lbtransports._async import AsyncChatStream, AsyncClient
 from lbtransports._errors import (
     AllBackendsUnhealthyError,
@@ -36,7 +37,6 @@ from lbtransports._errors import (
     LoadBalancerError,
 )
 from lbtransports._stream import completion_of
-from lbtransports._upstream import Upstream
 from lbtransports.wire import Chunk
 
 from ._caller import Answer, CallerFormat, Parsed
