@@ -169,7 +169,7 @@ def _passthrough(job: _Job, upstream: Upstream | None, *, streamed: bool) -> Pas
     if not (upstream.events if streamed else upstream.body is not None):
         return None  # the backend answered in the other shape (a forced stream setting)
     drop = job.caller.name == "openai" and not job.parsed.include_usage
-    return Passthrough(job.group, drop_usage_only=drop)
+    return Passthrough(upstream, job.group, drop_usage_only=drop)
 
 
 async def _streamed(job: _Job) -> bool:
@@ -190,15 +190,15 @@ async def _streamed(job: _Job) -> bool:
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
         await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
-        if passing is not None and upstream is not None:
-            await conn.send_body(passing.events(upstream.take_events()))
+        if passing is not None:
+            await conn.send_body(passing.take())
         else:
             await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
         try:
             async for chunk in stream:
-                if passing is not None and upstream is not None:
+                if passing is not None:
                     # Several chunks of one read share their events: sent with the first.
-                    if data := passing.events(upstream.take_events()):
+                    if data := passing.take():
                         await conn.send_body(data)
                     continue
                 if upstream is not None:
@@ -209,9 +209,9 @@ async def _streamed(job: _Job) -> bool:
             await conn.send_body(renderer.error(upstream_status(error), message))
             await conn.end_response()
             return False  # a failed stream is not followed by another request
-        if passing is not None and upstream is not None:
+        if passing is not None:
             # What followed the last chunk, the terminator included.
-            await conn.send_body(passing.events(upstream.take_events()))
+            await conn.send_body(passing.take())
         else:
             usage = stream.usage
             await conn.send_body(
@@ -237,10 +237,9 @@ async def _whole(job: _Job) -> bool:
         done = completion_of(stream, chunks)
     backend, attempts = _where(stream)
     latencies.observe(group, backend, time.monotonic() - started)
-    upstream = stream.upstream
-    passing = _passthrough(job, upstream, streamed=False)
-    if passing is not None and upstream is not None and upstream.body is not None:
-        body = passing.whole(upstream.body)
+    passing = _passthrough(job, stream.upstream, streamed=False)
+    if passing is not None:
+        body = passing.whole()
         await conn.respond(200, body, [*_JSON, *_lb_headers(request_id, backend, attempts)])
         return True
     body = caller.whole(

@@ -27,6 +27,7 @@ from typing import Final
 
 import msgspec
 
+from lbtransports import Upstream
 from lbtransports.wire import SseEvent
 
 __all__ = ("Passthrough",)
@@ -55,12 +56,17 @@ def _usage_only(data: str) -> bool:
 class Passthrough:
     """Renders one answer's upstream events (or whole body) for its caller."""
 
-    def __init__(self, group: str, *, drop_usage_only: bool) -> None:
+    def __init__(self, upstream: Upstream, group: str, *, drop_usage_only: bool) -> None:
+        self._upstream = upstream
         # Escaped once for re.sub, which reads backslashes in a replacement.
         member = ('"model":' + msgspec.json.encode(group).decode()).replace("\\", "\\\\")
         self._model = member
         self._model_bytes = member.encode()
         self._drop_usage_only = drop_usage_only
+
+    def take(self) -> bytes:
+        """The events the backend sent since the last call, for the caller."""
+        return self.events(self._upstream.take_events())
 
     def events(self, events: list[SseEvent]) -> bytes:
         out = bytearray()
@@ -75,5 +81,6 @@ class Passthrough:
             out += b"data: " + data.replace("\n", "\ndata: ").encode() + b"\n\n"
         return bytes(out)
 
-    def whole(self, body: bytes) -> bytes:
-        return _MODEL_BYTES.sub(self._model_bytes, body)
+    def whole(self) -> bytes:
+        """The backend's whole answer, for the caller."""
+        return _MODEL_BYTES.sub(self._model_bytes, self._upstream.body or b"")
