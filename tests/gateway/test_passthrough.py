@@ -9,11 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import msgspec
 import openai
 import pytest
 
+from lbtransports import Upstream
 from lbtransports.gateway import Gateway
+from lbtransports.gateway._passthrough import Passthrough
 from lbtransports.testing import ErrorEvent, LocalBackends
+from lbtransports.wire import SseEvent
 from tests.raw_backend import ECHO_KEY, RawBackend, RawReply, sse
 
 from .harness import BACKEND_SECRET, KEY, base_url, group, make_config, serving
@@ -301,3 +305,30 @@ def test_an_echoed_key_is_redacted_in_a_translated_answer_too(raw_anthropic: Raw
             stream = client.chat.completions.create(model="claude", messages=HELLO, stream=True)
             text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "raw key=[redacted]"
+
+
+# ------------------------------------------------------------------ the renderer, stepwise
+
+
+def test_passthrough_rewrites_only_model_members_and_reframes_events() -> None:
+    upstream = Upstream()
+    group_name = 'we"ird\\group'
+    passing = Passthrough(upstream, group_name, drop_usage_only=True)
+    upstream.receive(
+        "openai",
+        [
+            SseEvent(
+                data='{"model": "b", "choices": [{"delta": {"content": "the \\"model\\": b"}}]}'
+            ),
+            SseEvent(data='{"model":"b","choices":[],"usage":{"total_tokens":3}}'),
+            SseEvent(event="named", data="line one\nline two"),
+            SseEvent(data="[DONE]"),
+        ],
+    )
+    out = passing.take()
+    first, *rest = out.split(b"\n\n")
+    assert msgspec.json.decode(first.removeprefix(b"data: "))["model"] == group_name
+    assert b'the \\"model\\": b' in first  # content is not a member
+    assert b'"usage"' not in out  # the usage-only chunk, not asked for
+    assert rest == [b"event: named\ndata: line one\ndata: line two", b"data: [DONE]", b""]
+    assert passing.take() == b""  # taken once
