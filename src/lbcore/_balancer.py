@@ -248,7 +248,19 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            backend_in_flight=self._attempts_under_way(),
         )
+
+    def _attempts_under_way(self) -> dict[str, int]:
+        counts = {backend.name: 0 for backend in self._backends}
+        for request in self._live.values():
+            if (
+                request.attempt > 0
+                and request.phase is not Phase.WAITING
+                and request.sending is not Sending.HELD
+            ):
+                counts[self._backends[request.backend_index].name] += 1
+        return counts
 
     def current_failover_index(self) -> int:
         """Where the next failover request starts its rotation."""

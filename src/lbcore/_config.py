@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgspec
 
 from ._errors import ConfigError
-from ._text import clean_text, truncate
+from ._text import clean_text, has_control_characters, truncate
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("BackendSpec", "BalancerConfig", "Settings", "Strategy")
@@ -166,6 +166,15 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError('Each backend must have a valid "name" field (non-empty string)')
+        # Names print in messages and traces: " a" would show as a twin of "a".
+        if self.name != self.name.strip():
+            raise ConfigError(
+                f"backends[].name: must not start or end with whitespace, got {_show(self.name)}"
+            )
+        if has_control_characters(self.name):
+            raise ConfigError(
+                f"backends[].name: must not contain control characters, got {_show(self.name)}"
+            )
         if not isinstance(self.provider, str) or not self.provider.strip():
             raise ConfigError(
                 f'Backend "{clean_text(self.name, 64)}" must have a valid "provider" field '
@@ -206,7 +215,14 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         # each backend). Name and provider are checked earlier still, when each
         # BackendSpec is built.
         backends = self.backends
-        if not isinstance(backends, tuple | list) or not backends:
+        if not isinstance(backends, tuple | list):
+            # A string or a generator is not "no backend": say what was given.
+            given = type(backends).__name__
+            shown = f": {_show(backends)}" if isinstance(backends, str) else ""
+            raise ConfigError(
+                f"backends: must be a tuple or list of BackendSpec, got a {given}{shown}"
+            )
+        if not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")
         if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
             raise _strategy_error(self.strategy)

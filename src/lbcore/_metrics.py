@@ -61,6 +61,9 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     circuit_breaker_states: dict[str, BreakerSnapshot]
     current_tpm: dict[str, float]
     in_flight: int
+    #: Attempts under way at each member (sent or being sent; not one held for a
+    #: local connection slot, nor a request waiting to retry).
+    backend_in_flight: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

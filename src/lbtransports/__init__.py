@@ -24,6 +24,7 @@ from ._errors import (
     LocalSaturationError,
 )
 from ._profiles import ProfileWarning, load_profile
+from ._upstream import Upstream
 from .wire import (
     AssistantMessage,
     BackendTarget,
@@ -103,6 +104,7 @@ __all__ = (
     "Tool",
     "ToolCall",
     "ToolResultMessage",
+    "Upstream",
     "Usage",
     "UserMessage",
     "WireError",

@@ -23,6 +23,7 @@ from lbcore import (
 )
 
 from ._errors import LoadBalancerError, error_for
+from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
 __all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
@@ -92,6 +93,8 @@ class RequestRun:
     completed: RequestCompleted | None = None
     error: LoadBalancerError | None = None
     aborted: bool = False
+    #: The answering backend's own events, when the caller asked to keep them.
+    upstream: Upstream | None = None
 
     @property
     def finished(self) -> bool:
