@@ -28,7 +28,9 @@ from ._actions import (
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     SelectionChanged,
     SkipBackend,
@@ -38,6 +40,7 @@ from ._actions import (
 )
 from ._aggregate import all_context_limits_error, context_limit_message, failover_error
 from ._breaker import Breaker, BreakerState
+from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
 from ._errors import LBError
@@ -65,6 +68,8 @@ from ._outcomes import (
     BudgetExhausted,
     ContextLimitExceeded,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
 )
 from ._state import LiveRequest, Phase, Sending
@@ -134,6 +139,12 @@ class Balancer:
         # never taken back from the counts that came after it.
         self._stats_epoch = 0
         self._journal: list[Step] | None = [] if record else None
+        # The limit a prompt must fit on each backend, worked out once: the
+        # config is frozen, and the shared limit is a scan of every backend.
+        self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
+        self._capacity = Capacity(self._backends, self._settings)
+        #: Backends whose slot freed during this event; their queues move at its end.
+        self._freed: list[int] = []
 
     # ------------------------------------------------------------------ public
 
@@ -192,6 +203,8 @@ class Balancer:
             self._tick(actions)
         else:
             self._reset_stats()
+        if self._freed:
+            self._dispatch_freed(actions)
         self._seq += 1
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
@@ -213,6 +226,9 @@ class Balancer:
         return self._live.get(request.request_id) is request and due in (
             request.deadline,
             request.retry_due,
+            request.queue_due,
+            request.expires_at,
+            request.idle_due,
         )
 
     def _arm(self, request: LiveRequest, due: int | None) -> None:
@@ -333,6 +349,9 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
+        if request.ticket:
+            self._capacity.leave(request)
+        self._release_slot(request)
         del self._live[request.request_id]
         self._finished[request.request_id] = None
         if len(self._finished) > FINISHED_MEMORY:
@@ -355,9 +374,14 @@ class Balancer:
         breaker = self._breakers.get(name)
         return breaker is not None and breaker.holds_probe(request.request_id)
 
-    def _context_rejection(self, request: LiveRequest, backend: BackendSpec) -> int | None:
-        """The limit the prompt exceeds on this backend, or None when it fits."""
-        limit = self._config.target_context_limit(backend)
+    def _release_slot(self, request: LiveRequest) -> None:
+        freed = self._capacity.release(request)
+        if freed >= 0 and self._capacity.limits[freed] is not None:
+            self._freed.append(freed)
+
+    def _context_rejection(self, request: LiveRequest, index: int) -> int | None:
+        """The limit the prompt exceeds on backend ``index``, or None when it fits."""
+        limit = self._context_limits[index]
         tokens = request.prompt_tokens
         if limit is not None and tokens is not None and tokens > limit:
             return limit
@@ -389,7 +413,7 @@ class Balancer:
         # a rejected request still uses up its turn.
         self._rr_index = (index + 1) % len(self._backends)
         backend = self._backends[index]
-        limit = self._context_rejection(request, backend)
+        limit = self._context_rejection(request, index)
         if limit is not None:
             tokens = request.prompt_tokens or 0
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
@@ -405,6 +429,17 @@ class Balancer:
         if not self._budget_left(request):
             self._fail_request(request, BudgetExhausted(message=BUDGET_EXHAUSTED_MESSAGE), actions)
             return
+        if not self._capacity.has_room(index):
+            # Round-robin's turn is fixed: the request waits for that backend only.
+            request.full.append(index)
+            self._queue(request, actions)
+            return
+        self._dispatch_round_robin(request, index, actions)
+
+    def _dispatch_round_robin(
+        self, request: LiveRequest, index: int, actions: list[Action]
+    ) -> None:
+        backend = self._backends[index]
         self._mark_selection(backend, actions)
         self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
         self._total_requests += 1
@@ -441,6 +476,7 @@ class Balancer:
         request.sending_since = self._now
         request.retry_due = None
         request.retry_failure = None
+        self._capacity.acquire(request, index)
         timeout = self._settings.timeout_ms
         request.deadline = self._now + timeout if self._failover and timeout is not None else None
         self._arm(request, request.deadline)
@@ -493,7 +529,7 @@ class Balancer:
         # Both checks always run, as in the reference: the breaker's has side effects.
         threshold = self._settings.tpm_threshold
         slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
-        limit = self._context_rejection(request, backend)
+        limit = self._context_rejection(request, index)
         if not healthy:
             state = breaker.state if breaker is not None else "open"
             reason, detail = SkipReason.BREAKER_OPEN, f"circuit breaker is {state}"
@@ -508,6 +544,11 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
+        elif not self._capacity.has_room(index):
+            # Not a failure: the request may wait for this backend (§18).
+            reason = SkipReason.AT_CAPACITY
+            detail = f"all {self._capacity.limits[index]} slots are taken"
+            request.full.append(index)
         else:
             return True
         if probe and breaker is not None:
@@ -537,6 +578,13 @@ class Balancer:
         )
 
     def _end_rotation(self, request: LiveRequest, actions: list[Action]) -> None:
+        if request.full and self._budget_left(request):
+            # Some backend was skipped only because it was full: wait for it.
+            if self._revisit_full(request, actions):
+                return
+            if request.full:
+                self._queue(request, actions)
+                return
         # The rotation ended without a success: start the next request from the
         # preferred first backend rather than stay pinned to a failing one.
         self._set_sticky(request, 0)
@@ -547,6 +595,93 @@ class Balancer:
         else:
             error = failover_error(self._config.profile_name, ordinary + by_limit)
         self._fail_request(request, error, actions)
+
+    # ------------------------------------------------------------------ queue
+
+    def _revisit_full(self, request: LiveRequest, actions: list[Action]) -> bool:
+        """Try again the backends found full earlier in this request that have room now.
+
+        A request that was dispatched from the queue, then failed, may come back
+        to backends it skipped for capacity long ago; they may have room by now.
+        """
+        for index in tuple(request.full):
+            if self._capacity.has_room(index):
+                request.full.remove(index)
+                if self._admit(request, index, actions):
+                    self._announce_failover(request, index, actions)
+                    self._launch(request, index, actions)
+                    return True
+        return False
+
+    def _queue(self, request: LiveRequest, actions: list[Action]) -> None:
+        capacity = self._capacity
+        limit = self._settings.max_queued
+        if capacity.queued >= limit:
+            message = f"Every usable backend is full and {limit} requests already wait"
+            failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+            self._fail_request(
+                request, QueueFull(message=message, max_queued=limit, failures=failures), actions
+            )
+            return
+        capacity.enqueue(request)
+        request.queued_at = self._now
+        timeout = self._settings.queue_timeout_ms
+        request.queue_due = self._now + timeout if timeout is not None else None
+        self._arm(request, request.queue_due)
+        dues = [d for d in (request.queue_due, request.expires_at) if d is not None]
+        actions.append(
+            RequestQueued(
+                request_id=request.request_id,
+                waiting_for=tuple(self._backends[i].name for i in request.full),
+                queued=capacity.queued,
+                due=min(dues) if dues else None,
+            )
+        )
+
+    def _unqueue(self, request: LiveRequest) -> None:
+        self._capacity.leave(request)
+        request.queue_due = None
+
+    def _dispatch_freed(self, actions: list[Action]) -> None:
+        """Hand each slot freed during this event to the oldest request waiting for it."""
+        freed, capacity = self._freed, self._capacity
+        while freed:
+            index = freed.pop(0)
+            while capacity.has_room(index):
+                request = capacity.next_waiter(index)
+                if request is None:
+                    break
+                self._dispatch(request, index, actions)
+
+    def _dispatch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Give a queued request the slot that freed on backend ``index``."""
+        if self._failover and not self._admit(request, index, actions):
+            if not request.full:  # nothing left to wait for
+                self._unqueue(request)
+                self._end_rotation(request, actions)
+            return
+        self._unqueue(request)
+        actions.append(
+            RequestDequeued(
+                request_id=request.request_id,
+                backend=self._backends[index].name,
+                waited_ms=self._now - request.queued_at,
+            )
+        )
+        if self._failover:
+            self._announce_failover(request, index, actions)
+            self._launch(request, index, actions)
+        else:
+            self._dispatch_round_robin(request, index, actions)
+
+    def _time_out_in_queue(self, request: LiveRequest, actions: list[Action]) -> None:
+        waited = self._now - request.queued_at
+        self._unqueue(request)
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        message = f"No backend slot freed within {waited}ms in the queue"
+        self._fail_request(
+            request, QueueTimedOut(message=message, waited_ms=waited, failures=failures), actions
+        )
 
     # ------------------------------------------------------------ attempt news
 
@@ -667,6 +802,7 @@ class Balancer:
         request.failures.append((name, failure))
         request.pending_failover = (name, reason, failure)
         request.deadline = None
+        self._release_slot(request)
         self._advance_sticky_past(request, request.backend_index)
         self._advance(request, actions)
 
@@ -761,23 +897,35 @@ class Balancer:
 
     # ------------------------------------------------------------------ clock
 
+    def _due_now(self) -> list[LiveRequest]:
+        """The requests with a timer due, by due time then arrival, taken off the heap.
+
+        Only due entries are looked at, so a tick costs O(due log n), not a
+        scan of every live (or queued) request.
+        """
+        now, timers = self._now, self._timers
+        earliest: dict[str, tuple[int, int, LiveRequest]] = {}
+        while timers and timers[0][0] <= now:
+            due, _, request = heapq.heappop(timers)
+            if self._armed_now(due, request) and request.request_id not in earliest:
+                earliest[request.request_id] = (due, request.order, request)
+        return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
+
     def _tick(self, actions: list[Action]) -> None:
         now = self._now
-        due: list[tuple[int, int, LiveRequest]] = []
-        for request in self._live.values():
-            if request.retry_due is not None and request.retry_due <= now:
-                due.append((request.retry_due, request.order, request))
-            elif request.deadline is not None and request.deadline <= now:
-                due.append((request.deadline, request.order, request))
-        due.sort(key=lambda item: (item[0], item[1]))
-        for _, _, request in due:
+        for request in self._due_now():
+            # What an earlier request did on this tick may have changed this one.
+            if self._live.get(request.request_id) is not request:
+                continue
             if request.phase is Phase.WAITING:
-                failure = request.retry_failure
-                assert failure is not None
-                if self._may_retry_here(request):
-                    self._launch(request, request.backend_index, actions)
-                else:
-                    self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+                if request.retry_due is not None and request.retry_due <= now:
+                    self._retry_due(request, actions)
+                continue
+            if request.phase is Phase.QUEUED:
+                if request.queue_due is not None and request.queue_due <= now:
+                    self._time_out_in_queue(request, actions)
+                continue
+            if request.deadline is None or request.deadline > now:
                 continue
             backend = self._backends[request.backend_index]
             actions.append(
@@ -796,8 +944,16 @@ class Balancer:
             )
             self._fail(request, failure, actions)
 
+    def _retry_due(self, request: LiveRequest, actions: list[Action]) -> None:
+        failure = request.retry_failure
+        assert failure is not None
+        if self._may_retry_here(request):
+            self._launch(request, request.backend_index, actions)
+        else:
+            self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+
     def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
-        if request.phase is not Phase.WAITING:
+        if request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING:
             actions.append(
                 CancelAttempt(
                     request_id=request.request_id,
