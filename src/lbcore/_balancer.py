@@ -22,6 +22,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FailoverReason,
     FirstChunkDue,
@@ -43,6 +44,7 @@ from ._breaker import Breaker, BreakerState
 from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
+from ._cooldown import Cooldowns
 from ._errors import LBError
 from ._events import (
     AttemptFailed,
@@ -67,6 +69,7 @@ from ._outcomes import (
     BackendFailure,
     BudgetExhausted,
     ContextLimitExceeded,
+    DeadlineExceeded,
     LocalSaturation,
     QueueFull,
     QueueTimedOut,
@@ -143,6 +146,8 @@ class Balancer:
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
         self._capacity = Capacity(self._backends, self._settings)
+        self._cooldowns = Cooldowns(len(self._backends))
+        self._honour_retry_after = self._failover and self._settings.honour_retry_after
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
 
@@ -264,6 +269,11 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            cooldown_until={
+                b.name: until
+                for i, b in enumerate(self._backends)
+                if (until := self._cooling_until(i)) is not None
+            },
         )
 
     def current_failover_index(self) -> int:
@@ -379,6 +389,28 @@ class Balancer:
         if freed >= 0 and self._capacity.limits[freed] is not None:
             self._freed.append(freed)
 
+    def _cool_down(self, index: int, failure: Failure, actions: list[Action]) -> None:
+        until = self._cooldowns.note(index, failure, self._now, self._settings.max_retry_after_ms)
+        if until is not None:
+            actions.append(CoolDown(backend=self._backends[index].name, until=until))
+
+    def _cooling_until(self, index: int) -> int | None:
+        return self._cooldowns.until(index, self._now)
+
+    def _cooling_failure(self, index: int, until: int) -> Failure:
+        """What a request skipping a cooling backend reports for it: the pause it was asked for."""
+        cause = self._cooldowns.cause(index)
+        assert cause is not None
+        left = until - self._now
+        return Failure(
+            kind=cause.kind,
+            message=f"cooling down for {left}ms more (Retry-After): {cause.message}",
+            status=cause.status,
+            code="cooling_down",
+            provider_type=cause.provider_type,
+            retry_after_ms=left,
+        )
+
     def _context_rejection(self, request: LiveRequest, index: int) -> int | None:
         """The limit the prompt exceeds on backend ``index``, or None when it fits."""
         limit = self._context_limits[index]
@@ -402,6 +434,11 @@ class Balancer:
             event.request_id, self._arrivals, event.prompt_tokens, event.attempt_budget
         )
         self._live[request.request_id] = request
+        request.started_at = self._now
+        total = self._settings.deadline_ms
+        if total is not None:
+            request.expires_at = self._now + total
+            self._arm(request, request.expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -544,6 +581,10 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
+        elif (until := self._cooling_until(index)) is not None:
+            reason = SkipReason.COOLING_DOWN
+            detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
+            request.failures.append((backend.name, self._cooling_failure(index, until)))
         elif not self._capacity.has_room(index):
             # Not a failure: the request may wait for this backend (§18).
             reason = SkipReason.AT_CAPACITY
@@ -724,6 +765,10 @@ class Balancer:
         if request.phase is Phase.CONNECTING:
             request.phase = Phase.STREAMING
             request.deadline = None
+        idle = self._settings.idle_timeout_ms
+        if idle is not None:
+            request.idle_due = self._now + idle
+            self._arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -838,6 +883,8 @@ class Balancer:
         setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
         if setup:
             self._undo_dispatch(request)
+        if self._honour_retry_after:
+            self._cool_down(request.backend_index, failure, actions)
         if request.phase is Phase.STREAMING or not self._failover:
             # Output already reached the caller, or round-robin, which never
             # fails over: the raw failure is the answer.
@@ -845,22 +892,39 @@ class Balancer:
             return
         request.deadline = None
         reason = self._reason_to_leave(request, failure)
+        delay = 0
+        if reason is None:
+            delay = self._retry_wait(request)
+            if self._ends_too_late(request, delay):
+                reason = FailoverReason.PAST_DEADLINE
         if reason is not None:
             self._leave_backend(request, failure, reason, actions, record=not setup)
             return
-        delay = self._settings.failover_retry_delay_ms
         if delay > 0:
             request.phase = Phase.WAITING
             request.failed_at = self._now
-            request.retry_due = self._now + delay
-            self._arm(request, request.retry_due)
             request.retry_failure = failure
-            name = self._backends[request.backend_index].name
-            actions.append(
-                RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
-            )
+            self._schedule_retry(request, delay, actions)
             return
         self._launch(request, request.backend_index, actions)
+
+    def _schedule_retry(self, request: LiveRequest, delay: int, actions: list[Action]) -> None:
+        request.retry_due = self._now + delay
+        self._arm(request, request.retry_due)
+        name = self._backends[request.backend_index].name
+        actions.append(
+            RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
+        )
+
+    def _retry_wait(self, request: LiveRequest) -> int:
+        """How long a same-backend retry waits: its delay, or the backend's Retry-After if longer."""
+        delay = self._settings.failover_retry_delay_ms
+        until = self._cooling_until(request.backend_index)
+        return delay if until is None else max(delay, until - self._now)
+
+    def _ends_too_late(self, request: LiveRequest, wait: int) -> bool:
+        """Whether a retry after ``wait`` would start at or past the request's total deadline."""
+        return request.expires_at is not None and self._now + wait >= request.expires_at
 
     def _reason_to_leave(self, request: LiveRequest, failure: Failure) -> FailoverReason | None:
         """Why the request must leave its backend after ``failure``; None to retry it there.
@@ -917,6 +981,12 @@ class Balancer:
             # What an earlier request did on this tick may have changed this one.
             if self._live.get(request.request_id) is not request:
                 continue
+            if request.expires_at is not None and request.expires_at <= now:
+                self._expire(request, actions)
+                continue
+            if request.idle_due is not None and request.idle_due <= now:
+                self._idle_out(request, actions)
+                continue
             if request.phase is Phase.WAITING:
                 if request.retry_due is not None and request.retry_due <= now:
                     self._retry_due(request, actions)
@@ -927,15 +997,7 @@ class Balancer:
                 continue
             if request.deadline is None or request.deadline > now:
                 continue
-            backend = self._backends[request.backend_index]
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=backend.name,
-                    reason=CancelReason.FIRST_CHUNK_TIMEOUT,
-                )
-            )
+            self._cancel_attempt(request, CancelReason.FIRST_CHUNK_TIMEOUT, actions)
             timeout = self._settings.timeout_ms
             failure = Failure(
                 kind=FailureKind.TIMEOUT,
@@ -944,24 +1006,71 @@ class Balancer:
             )
             self._fail(request, failure, actions)
 
+    def _cancel_attempt(
+        self, request: LiveRequest, reason: CancelReason, actions: list[Action]
+    ) -> None:
+        actions.append(
+            CancelAttempt(
+                request_id=request.request_id,
+                attempt=request.attempt,
+                backend=self._backends[request.backend_index].name,
+                reason=reason,
+            )
+        )
+
+    def _expire(self, request: LiveRequest, actions: list[Action]) -> None:
+        """The total deadline passed: end the request wherever it is, charging no backend.
+
+        The time was the caller's to set, not the backend's to keep: like a
+        cancel, nothing is recorded against the backend in flight, if any.
+        """
+        total = self._settings.deadline_ms
+        assert total is not None
+        in_flight = request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING
+        if in_flight:
+            self._cancel_attempt(request, CancelReason.DEADLINE, actions)
+        # A retry waiting on a half-open backend holds its probe too.
+        self._hand_back_probe(request)
+        chunks = request.chunks if request.phase is Phase.STREAMING else 0
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        where = f" on backend '{self._backends[request.backend_index].name}'" if in_flight else ""
+        message = f"Request deadline of {total}ms passed{where} ({len(failures)} backend failures)"
+        error = DeadlineExceeded(
+            message=message, deadline_ms=total, chunks_delivered=chunks, failures=failures
+        )
+        self._fail_request(request, error, actions)
+
+    def _idle_out(self, request: LiveRequest, actions: list[Action]) -> None:
+        """A stream went quiet for ``idle_timeout_ms``: the backend's failure, reported raw."""
+        self._cancel_attempt(request, CancelReason.IDLE_TIMEOUT, actions)
+        failure = Failure(
+            kind=FailureKind.TIMEOUT,
+            message=(
+                f"Stream idle: no chunk for {self._settings.idle_timeout_ms}ms "
+                f"after chunk {request.chunks}"
+            ),
+            code="idle_timeout",
+        )
+        self._fail(request, failure, actions)
+
     def _retry_due(self, request: LiveRequest, actions: list[Action]) -> None:
         failure = request.retry_failure
         assert failure is not None
-        if self._may_retry_here(request):
-            self._launch(request, request.backend_index, actions)
-        else:
+        if not self._may_retry_here(request):
             self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+            return
+        until = self._cooling_until(request.backend_index)
+        if until is None:
+            self._launch(request, request.backend_index, actions)
+        elif self._ends_too_late(request, until - self._now):
+            self._leave_backend(request, failure, FailoverReason.PAST_DEADLINE, actions)
+        else:
+            # Another request's Retry-After cooled the backend down meanwhile: wait for it too.
+            self._schedule_retry(request, until - self._now, actions)
 
     def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
         if request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING:
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=self._backends[request.backend_index].name,
-                    reason=CancelReason.CANCELLED,
-                )
-            )
+            self._cancel_attempt(request, CancelReason.CANCELLED, actions)
         self._hand_back_probe(request)
         self._finish(request, RequestAborted(request_id=request.request_id), actions)
 

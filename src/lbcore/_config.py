@@ -30,7 +30,7 @@ LATER_SETTINGS: Final[dict[str, object]] = {
     "max_concurrent": None,
     "max_queued": 1024,
     "queue_timeout_ms": None,
-    "honour_retry_after": False,
+    "honour_retry_after": True,
     "max_retry_after_ms": 60_000,
     "retry_backoff": "fixed",
     "retry_backoff_base_ms": 100,
@@ -128,7 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: How long a request may wait in the queue. None: as long as its deadline allows.
     queue_timeout_ms: int | None = None
     #: Honour a failure's Retry-After: cool the backend down and delay a retry there.
-    honour_retry_after: bool = False
+    honour_retry_after: bool = True
     #: The longest Retry-After honoured; a longer one is cut to this.
     max_retry_after_ms: int = 60_000
     retry_backoff: str = "fixed"

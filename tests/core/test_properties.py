@@ -31,13 +31,17 @@ from lbcore import (
     AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
+    BackendFailed,
     BackendSpec,
     Balancer,
     BalancerConfig,
     BreakerState,
     CancelAttempt,
+    CancelReason,
     ChunkReceived,
+    DeadlineExceeded,
     CloseBreaker,
+    CoolDown,
     Event,
     FailOver,
     Failure,
@@ -106,6 +110,16 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
         circuit_breaker_failure_threshold=draw(st.integers(1, 3)),
         circuit_breaker_failure_window_ms=draw(st.sampled_from([1, 20, 100, 60_000])),
         circuit_breaker_recovery_timeout_ms=draw(st.sampled_from([0, 0, 10, 50, 1000])),
+        honour_retry_after=draw(st.booleans()),
+        max_retry_after_ms=draw(st.sampled_from([0, 30, 60_000])),
+        retry_backoff=draw(st.sampled_from(["fixed", "exponential"])),
+        retry_backoff_base_ms=draw(st.sampled_from([1, 10])),
+        retry_backoff_cap_ms=draw(st.sampled_from([10, 50])),
+        seed=draw(st.integers(0, 2**64 - 1)),
+        retry_budget_percent=draw(st.sampled_from([None, None, 0, 20, 100])),
+        retry_budget_min=draw(st.sampled_from([0, 1, 3])),
+        deadline_ms=draw(st.sampled_from([None, None, 5, 50, 2000])),
+        idle_timeout_ms=draw(st.sampled_from([None, None, 3, 40])),
     )
     return BalancerConfig(
         strategy=strategy,
@@ -122,7 +136,7 @@ failures = st.builds(
     status=st.sampled_from(STATUSES),
     code=st.sampled_from([None, "ECONNRESET", "insufficient_quota"]),
     provider_type=st.sampled_from(PROVIDER_TYPES),
-    retry_after_ms=st.sampled_from([None, 0, 1000]),
+    retry_after_ms=st.sampled_from([None, None, 0, 20, 1000]),
 )
 small_delays = st.sampled_from([0, 0, 0, 1, 3, 10])
 tick_jumps = st.integers(0, 60) | st.sampled_from([1_000, 30_000, 60_000, 120_000])
@@ -162,6 +176,9 @@ class ModelRequest:
     counted_before_reset: bool = False
     #: Attempts that cost budget: a setup failure (nothing was sent) is refunded.
     charged: int = 0
+    started_at: int = 0
+    #: When the last chunk arrived.
+    last_chunk_at: int = 0
 
 
 def _attempt_event(kind: str, request_id: str, attempt: int, at: int, failure: Failure) -> Event:
@@ -205,6 +222,8 @@ class BalancerMachine(RuleBasedStateMachine):
         self.successes = dict.fromkeys(self.specs, 0)
         self.tokens = dict.fromkeys(self.specs, 0)
         self.profile_counts: dict[str, int] = {}
+        #: backend -> when the Retry-After pause its CoolDown announced ends.
+        self.cooling: dict[str, int] = {}
         self.ready = True
 
     # -------------------------------------------------------------- helpers
@@ -284,9 +303,12 @@ class BalancerMachine(RuleBasedStateMachine):
     def _follow(self, event: Event, actions: list[Action], states: dict[str, BreakerState]) -> None:
         """Advance the model by the event and the actions, checking each action."""
         if isinstance(event, RequestStarted):
-            self.live[event.request_id] = ModelRequest(event.prompt_tokens, event.attempt_budget)
+            self.live[event.request_id] = ModelRequest(
+                event.prompt_tokens, event.attempt_budget, started_at=event.at
+            )
         elif isinstance(event, ChunkReceived):
             self.live[event.request_id].streaming = True
+            self.live[event.request_id].last_chunk_at = event.at
         elif isinstance(event, AttemptHeld | AttemptSent):
             current = self.live[event.request_id].current
             assert current is not None
@@ -365,6 +387,14 @@ class BalancerMachine(RuleBasedStateMachine):
         if isinstance(action, SelectionChanged):
             assert action.backend in self.specs
             return
+        if isinstance(action, CoolDown):
+            assert self.failover and self.config.settings.honour_retry_after
+            assert isinstance(event, AttemptFailed) and event.failure.retry_after_ms
+            # A pause only ever grows, and never past the cap.
+            assert self.now < action.until <= self.now + self.config.settings.max_retry_after_ms
+            assert action.until > self.cooling.get(action.backend, 0)
+            self.cooling[action.backend] = action.until
+            return
         request = self.live.get(action.request_id)
         assert request is not None, f"{action!r} for a request that is not live"
         if isinstance(action, StartAttempt):
@@ -373,7 +403,11 @@ class BalancerMachine(RuleBasedStateMachine):
             current = request.current
             assert current is not None, "cancelled an attempt that is not in flight"
             # A held attempt never times out: waiting for a local slot is not the backend's.
-            assert current.sending != "held" or isinstance(event, RequestCancelled), current
+            assert (
+                current.sending != "held"
+                or isinstance(event, RequestCancelled)
+                or action.reason is CancelReason.DEADLINE
+            ), current
             assert (current.number, current.backend) == (action.attempt, action.backend)
             request.current = None
         elif isinstance(action, FirstChunkDue):
@@ -395,6 +429,8 @@ class BalancerMachine(RuleBasedStateMachine):
             request.failing_over_to = action.to_backend
         elif isinstance(action, SkipBackend):
             assert self.failover
+            if action.reason is SkipReason.COOLING_DOWN:
+                assert self.cooling.get(action.backend, 0) > self.now
             if action.reason is SkipReason.CONTEXT_LIMIT:
                 limit = self.config.target_context_limit(self.specs[action.backend])
                 assert request.prompt_tokens is not None and limit is not None
@@ -415,6 +451,8 @@ class BalancerMachine(RuleBasedStateMachine):
         # Never through an open breaker; through a half-open one only as its probe.
         state = states.get(name, CLOSED)
         assert state is not OPEN, f"attempt on {name} while its breaker is open"
+        # A backend that asked for a pause gets no attempt until it ends.
+        assert self.cooling.get(name, 0) <= self.now, f"attempt on {name} while it cools down"
         assert action.probe == (state is HALF_OPEN), (name, state, action)
         # The context guard runs before every attempt.
         limit = self.config.target_context_limit(self.specs[name])
@@ -451,6 +489,17 @@ class BalancerMachine(RuleBasedStateMachine):
                 self.profile_counts[action.backend] = self.profile_counts.get(action.backend, 0) + 1
         elif isinstance(action, RequestAborted):
             assert isinstance(event, RequestCancelled) and event.request_id == rid
+        elif isinstance(action.error, DeadlineExceeded):
+            # Only the clock ends a request on its deadline, and never early.
+            total = self.config.settings.deadline_ms
+            assert isinstance(event, Tick) and total is not None
+            assert self.now >= request.started_at + total
+        elif (
+            isinstance(action.error, BackendFailed) and action.error.failure.code == "idle_timeout"
+        ):
+            idle = self.config.settings.idle_timeout_ms
+            assert isinstance(event, Tick) and idle is not None and request.streaming
+            assert self.now >= request.last_chunk_at + idle
         del self.live[rid]
         self.finished.append(rid)
 
@@ -496,7 +545,13 @@ class BalancerMachine(RuleBasedStateMachine):
         armed = [
             due
             for request in self.balancer._live.values()
-            for due in (request.deadline, request.retry_due)
+            for due in (
+                request.deadline,
+                request.retry_due,
+                request.queue_due,
+                request.expires_at,
+                request.idle_due,
+            )
             if due is not None
         ]
         assert deadline == (min(armed) if armed else None)
