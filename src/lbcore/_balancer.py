@@ -40,6 +40,7 @@ from ._actions import (
     TripBreaker,
 )
 from ._aggregate import all_context_limits_error, context_limit_message, failover_error
+from ._backoff import RetryDelays
 from ._breaker import Breaker, BreakerState
 from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
@@ -74,7 +75,9 @@ from ._outcomes import (
     QueueFull,
     QueueTimedOut,
     RequestError,
+    RetryBudgetExhausted,
 )
+from ._retry_budget import RetryBudget
 from ._state import LiveRequest, Phase, Sending
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
@@ -148,6 +151,8 @@ class Balancer:
         self._capacity = Capacity(self._backends, self._settings)
         self._cooldowns = Cooldowns(len(self._backends))
         self._honour_retry_after = self._failover and self._settings.honour_retry_after
+        self._delays = RetryDelays(self._settings)
+        self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
 
@@ -269,6 +274,7 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            retry_budget_used=self._retry_budget.used,
             cooldown_until={
                 b.name: until
                 for i, b in enumerate(self._backends)
@@ -359,6 +365,7 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
+        self._retry_budget.give_back(request)
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
@@ -543,8 +550,7 @@ class Balancer:
             request.next_index = (index + 1) % count
             request.attempts_here = 0
             if self._admit(request, index, actions):
-                self._announce_failover(request, index, actions)
-                self._launch(request, index, actions)
+                self._move_to(request, index, actions)
                 return
         self._end_rotation(request, actions)
 
@@ -601,6 +607,33 @@ class Balancer:
         )
         return False
 
+    def _move_to(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Start the request on backend ``index``, which its checks admitted.
+
+        Moving on after an attempt was sent is a failover, which needs a unit
+        of the retry budget; an attempt taken back (a setup failure) was not.
+        """
+        if request.used > 0 and not self._retry_budget.take(request, len(self._live)):
+            breaker = self._breakers.get(self._backends[index].name)
+            if breaker is not None:  # the admission may have handed it the probe
+                breaker.hand_back_probe(request.request_id)
+            self._refuse_retry(request, actions)
+            return
+        self._announce_failover(request, index, actions)
+        self._launch(request, index, actions)
+
+    def _refuse_retry(self, request: LiveRequest, actions: list[Action]) -> None:
+        in_flight = len(self._live)
+        message = (
+            f"Retry budget exhausted: {self._retry_budget.used} retries and failovers already "
+            f"in flight (limit {self._retry_budget.limit(in_flight)} "
+            f"with {in_flight} requests in flight)"
+        )
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        self._fail_request(
+            request, RetryBudgetExhausted(message=message, failures=failures), actions
+        )
+
     def _announce_failover(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Say which backend the request left, and why, now that the next one is known."""
         if request.pending_failover is None:
@@ -649,8 +682,7 @@ class Balancer:
             if self._capacity.has_room(index):
                 request.full.remove(index)
                 if self._admit(request, index, actions):
-                    self._announce_failover(request, index, actions)
-                    self._launch(request, index, actions)
+                    self._move_to(request, index, actions)
                     return True
         return False
 
@@ -710,8 +742,7 @@ class Balancer:
             )
         )
         if self._failover:
-            self._announce_failover(request, index, actions)
-            self._launch(request, index, actions)
+            self._move_to(request, index, actions)
         else:
             self._dispatch_round_robin(request, index, actions)
 
@@ -900,6 +931,11 @@ class Balancer:
         if reason is not None:
             self._leave_backend(request, failure, reason, actions, record=not setup)
             return
+        if not self._retry_budget.take(request, len(self._live)):
+            self._record_failure(request, failure, actions)
+            request.failures.append((self._backends[request.backend_index].name, failure))
+            self._refuse_retry(request, actions)
+            return
         if delay > 0:
             request.phase = Phase.WAITING
             request.failed_at = self._now
@@ -917,8 +953,8 @@ class Balancer:
         )
 
     def _retry_wait(self, request: LiveRequest) -> int:
-        """How long a same-backend retry waits: its delay, or the backend's Retry-After if longer."""
-        delay = self._settings.failover_retry_delay_ms
+        """A same-backend retry's wait: its delay, or the backend's Retry-After if longer."""
+        delay = self._delays.delay(request.attempts_here)
         until = self._cooling_until(request.backend_index)
         return delay if until is None else max(delay, until - self._now)
 
@@ -1034,7 +1070,10 @@ class Balancer:
         chunks = request.chunks if request.phase is Phase.STREAMING else 0
         failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
         where = f" on backend '{self._backends[request.backend_index].name}'" if in_flight else ""
-        message = f"Request deadline of {total}ms passed{where} ({len(failures)} backend failures)"
+        message = (
+            f"Request deadline of {total}ms passed{where}; "
+            f"{len(failures)} backend failure(s) before it"
+        )
         error = DeadlineExceeded(
             message=message, deadline_ms=total, chunks_delivered=chunks, failures=failures
         )
