@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import event as observe
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -279,7 +280,23 @@ class BalancerMachine(RuleBasedStateMachine):
         balancer = self.balancer
         before = balancer.stats().circuit_breaker_states
         deadline = balancer.next_deadline()
+        failing = self._may_record_a_failure(event)
         actions = balancer.handle(event)
+        failing |= {
+            a.backend
+            for a in actions
+            if isinstance(a, CancelAttempt)
+            and a.reason in (CancelReason.FIRST_CHUNK_TIMEOUT, CancelReason.IDLE_TIMEOUT)
+        }
+        for action in actions:
+            # Shown by --hypothesis-show-statistics: how often the rarer decisions are reached.
+            if isinstance(action, RequestFailed):
+                observe(f"failed: {type(action.error).__name__}")
+            elif isinstance(action, CoolDown | SkipBackend | CancelAttempt):
+                observe(f"{type(action).__name__}: {getattr(action, 'reason', '')}")
+            if isinstance(action, TripBreaker):
+                # No breaker opens without a failure of that backend in this very step.
+                assert action.backend in failing, (action, event, failing)
         (step,) = balancer.take_steps()
         self.twin.handle(event)
         (twin_step,) = self.twin.take_steps()
@@ -299,6 +316,24 @@ class BalancerMachine(RuleBasedStateMachine):
         return actions
 
     # -------------------------------------------------------------- the model
+
+    def _may_record_a_failure(self, event: Event) -> set[str]:
+        """Backends a failure could be recorded for on ``event``, before the core sees it.
+
+        An attempt's own failure; on a tick, also the backends a retry waits on
+        (a retry given up records the failure that caused it). Cancels for a
+        timeout are added from the actions.
+        """
+        if isinstance(event, AttemptFailed | AttemptTimedOut):
+            current = self.live[event.request_id].current
+            return {current.backend} if current is not None else set()
+        if isinstance(event, Tick):
+            return {
+                r.last_backend
+                for r in self.live.values()
+                if r.waiting and r.last_backend is not None
+            }
+        return set()
 
     def _follow(self, event: Event, actions: list[Action], states: dict[str, BreakerState]) -> None:
         """Advance the model by the event and the actions, checking each action."""
