@@ -226,10 +226,29 @@ class Balancer:
         while timers:
             due, _, request = timers[0]
             if self._armed_now(due, request):
-                return due
+                if not self._idle_lags(due, request):
+                    return due
+                heapq.heappop(timers)
+                self._rearm_idle(request)
+                continue
             # Forgetting a spent entry changes nothing any event could observe.
             heapq.heappop(timers)
         return None
+
+    @staticmethod
+    def _idle_lags(due: int, request: LiveRequest) -> bool:
+        """Whether the entry is the idle deadline's, left behind by chunks that moved it on."""
+        idle = request.idle_due
+        return due == request.idle_mark and idle is not None and idle > due
+
+    def _rearm_idle(self, request: LiveRequest) -> int:
+        """Move the idle deadline's heap entry (already taken off) to where chunks moved it."""
+        due = request.idle_due
+        assert due is not None
+        request.idle_mark = due
+        self._armed += 1
+        heapq.heappush(self._timers, (due, self._armed, request))
+        return due
 
     def _armed_now(self, due: int, request: LiveRequest) -> bool:
         """Whether a heap entry still stands for a deadline the request holds."""
@@ -238,7 +257,7 @@ class Balancer:
             request.retry_due,
             request.queue_due,
             request.expires_at,
-            request.idle_due,
+            request.idle_mark,
         )
 
     def _arm(self, request: LiveRequest, due: int | None) -> None:
@@ -799,7 +818,10 @@ class Balancer:
         idle = self._settings.idle_timeout_ms
         if idle is not None:
             request.idle_due = self._now + idle
-            self._arm(request, request.idle_due)
+            # One heap entry per stream, not per chunk: it is moved on lazily.
+            if request.idle_mark is None:
+                request.idle_mark = request.idle_due
+                self._arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -1007,7 +1029,15 @@ class Balancer:
         earliest: dict[str, tuple[int, int, LiveRequest]] = {}
         while timers and timers[0][0] <= now:
             due, _, request = heapq.heappop(timers)
-            if self._armed_now(due, request) and request.request_id not in earliest:
+            if not self._armed_now(due, request):
+                continue
+            if self._idle_lags(due, request):
+                # Chunks moved the idle deadline on since this entry was armed.
+                due = self._rearm_idle(request)
+                if due > now:
+                    continue
+            known = earliest.get(request.request_id)
+            if known is None or due < known[0]:
                 earliest[request.request_id] = (due, request.order, request)
         return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
 
