@@ -654,6 +654,24 @@ class BalancerMachine(RuleBasedStateMachine):
         )
 
     @precondition(lambda self: self.ready and self._in_flight())
+    @rule(
+        data=st.data(),
+        delay=small_delays,
+        status=st.sampled_from([429, 503]),
+        wait=st.sampled_from([1, 15, 45, 2000]),
+    )
+    def rate_limited(self, data: st.DataObject, delay: int, status: int, wait: int) -> None:
+        """A 429 or 503 asking for a pause: cooldowns, waits for them, and their deadlines."""
+        rid = self._pick(data, self._in_flight())
+        failure = Failure(
+            kind=FailureKind.HTTP, message="slow down", status=status, retry_after_ms=wait
+        )
+        attempt = self.live[rid].last_number
+        self._apply(
+            AttemptFailed(at=self._at(delay), request_id=rid, attempt=attempt, failure=failure)
+        )
+
+    @precondition(lambda self: self.ready and self._in_flight())
     @rule(data=st.data(), delay=small_delays, phase=st.sampled_from(TimeoutPhase))
     def transport_times_out(self, data: st.DataObject, delay: int, phase: TimeoutPhase) -> None:
         rid = self._pick(data, self._in_flight())
