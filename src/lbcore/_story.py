@@ -183,6 +183,16 @@ class _Teller:
                     f"At {at} ms no chunk had come from {action.backend} by the deadline, "
                     f"so attempt #{action.attempt} was cancelled."
                 )
+            elif action.reason == CancelReason.DEADLINE:
+                self.say(
+                    f"At {at} ms the request's total deadline passed, "
+                    f"so attempt #{action.attempt} on {action.backend} was cancelled."
+                )
+            elif action.reason == CancelReason.IDLE_TIMEOUT:
+                self.say(
+                    f"At {at} ms the stream from {action.backend} had been quiet for too long, "
+                    f"so attempt #{action.attempt} was cancelled."
+                )
             else:
                 self.say(f"Attempt #{action.attempt} on {action.backend} was cancelled.")
         elif isinstance(action, FirstChunkDue):

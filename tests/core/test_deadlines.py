@@ -14,6 +14,7 @@ from lbcore import (
     RequestFailed,
     RetryScheduled,
     StartAttempt,
+    tell,
 )
 
 from .scenarios import chunk, config, fail, ok, start, tick
@@ -135,3 +136,18 @@ def test_a_stream_that_keeps_flowing_is_never_cut() -> None:
         assert lb.handle(tick(at + 89)) == []
     assert _of(type(None), []) == []
     assert lb.handle(ok(1000, "r1", 1))[-1].__class__.__name__ == "RequestCompleted"
+
+
+def test_the_story_says_which_deadline_cut_the_attempt() -> None:
+    for settings, events, words in (
+        ({"deadline_ms": 50}, [start(0, "r1"), tick(50)], "total deadline passed"),
+        (
+            {"idle_timeout_ms": 50},
+            [start(0, "r1"), chunk(1, "r1", 1), tick(51)],
+            "quiet for too long",
+        ),
+    ):
+        lb = Balancer(config("failover", "ab", **settings), record=True)
+        for event in events:
+            lb.handle(event)
+        assert words in tell(lb.trace_header(), lb.take_steps(), "r1")
