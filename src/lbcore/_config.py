@@ -22,10 +22,12 @@ from ._text import clean_text, truncate
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("BackendSpec", "Backoff", "BalancerConfig", "Settings", "Strategy")
 
-#: Fields added after trace format 1 was fixed, with the default that keeps the
-#: old behaviour. A trace header leaves a field out while it has that default, so
-#: every trace recorded before it existed still encodes to the same bytes; the
-#: defaults are therefore part of the format and never change.
+#: Fields added after trace format 1 was fixed, with their defaults. A trace header
+#: leaves a field out while it has that default, so every trace recorded before it
+#: existed still encodes to the same bytes; the defaults are therefore part of the
+#: format and never change. Each keeps the old behaviour, except
+#: ``honour_retry_after``: on by default, it changes only decisions about failures
+#: carrying a positive ``retry_after_ms`` (spec/behaviour.md §19 says why).
 LATER_SETTINGS: Final[dict[str, object]] = {
     "max_concurrent": None,
     "max_queued": 1024,
