@@ -102,7 +102,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The failover knobs, named exactly as the reference's ephemeral settings.
 
     Only the failover strategy reads them; round-robin ignores them all, as in
-    the reference. Build one from a settings mapping with :meth:`from_mapping`,
+    the reference, except the concurrency limits and the total and idle
+    deadlines, which bound any request. Build one from a settings mapping with :meth:`from_mapping`,
     which ignores keys that are not about routing (``temperature``...).
     """
 
