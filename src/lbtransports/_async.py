@@ -239,13 +239,12 @@ class AsyncClient(ClientBase):
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if quiet or (
-                            attempt.chunks == 0 and attempt.first_chunk_deadline is not None
-                        ):
+                        if quiet or link.bounds_reads(run, attempt):
                             # A cancel scope per read costs a timer, so only reads
                             # whose deadline httpcore's read timeout (the idle
                             # timeout, counted from each read) would not meet get
-                            # one: before the first chunk, and after keep-alives.
+                            # one: before the first chunk, while a core deadline
+                            # runs, and after keep-alives.
                             with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                                 data = await anext(body, b"")
                             if waited.cancelled_caught:

@@ -90,6 +90,8 @@ class RequestRun:
     decisions: list[Action] = field(default_factory=list)
     attempt: Attempt | None = None
     retry_due: int | None = None
+    #: When the core's total deadline (``deadline_ms``) ends the request, if it has one.
+    expires_at: int | None = None
     completed: RequestCompleted | None = None
     error: LoadBalancerError | None = None
     aborted: bool = False

@@ -33,8 +33,10 @@ from lbtransports._errors import (
     BackendError,
     BudgetExhaustedError,
     ContextLimitError,
+    DeadlineExceededError,
     FailoverError,
     LoadBalancerError,
+    RetryBudgetError,
 )
 from lbtransports._stream import completion_of
 from lbtransports.wire import Chunk
@@ -74,8 +76,10 @@ def upstream_status(error: LoadBalancerError) -> int:
     """The status a caller gets for a request the backends could not answer."""
     if isinstance(error, ContextLimitError):
         return 400
-    if isinstance(error, AllBackendsUnhealthyError | BudgetExhaustedError):
+    if isinstance(error, AllBackendsUnhealthyError | BudgetExhaustedError | RetryBudgetError):
         return 503
+    if isinstance(error, DeadlineExceededError):
+        return 504
     status = error.status if isinstance(error, FailoverError | BackendError) else None
     # A rate limit or a refusal of the request itself is the caller's news too;
     # anything else the backends did is a bad gateway.
