@@ -48,6 +48,7 @@ from lbcore import (
 from ._config import ClientConfig
 from ._reader import Ending, Succeeded
 from ._run import Attempt, Finished, RequestRun, Send, Step, Wait
+from ._timer import AttemptTimer
 from .wire import Chunk, estimate_tokens
 
 __all__ = ("CoreLink", "monotonic_ms")
@@ -149,8 +150,11 @@ class CoreLink:
                     run.retry_due = action.due
                     continue
                 run.retry_due = None
+                timer = AttemptTimer(
+                    self.config.idle_timeout_ms, self._now, action.first_chunk_deadline
+                )
                 run.attempt = Attempt(
-                    start=action, target=self._targets[action.backend], last_progress=self._now
+                    start=action, target=self._targets[action.backend], timer=timer
                 )
                 return Send(run.attempt)
             if run.retry_due is not None:
@@ -201,7 +205,7 @@ class CoreLink:
         """
         # No guard: only this attempt's own loop moves its progress, and a fresh
         # clock reading is never earlier than one the core has seen.
-        return max(0.0, (self._attempt_due(attempt) - self.now() + 1) / 1000)
+        return attempt.timer.seconds_left(self.now())
 
     def resumed(self, attempt: Attempt) -> None:
         """The caller took the chunks it was given and asks for more: waiting starts now.
@@ -210,7 +214,7 @@ class CoreLink:
         not how long the caller spends on each chunk. Only the attempt's own loop
         calls this, so no guard is needed.
         """
-        attempt.last_progress = max(attempt.last_progress, self.now())
+        attempt.timer.progressed(self.now())
 
     def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
         """A wait for ``attempt`` ran out (its connection is being closed): report it.
@@ -240,7 +244,7 @@ class CoreLink:
                 return False
             rid, number = run.request_id, attempt.number
             self._feed(lines, lambda at: AttemptHeld(at=at, request_id=rid, attempt=number))
-            attempt.first_chunk_deadline = None
+            attempt.timer.held()
             attempt.held = True
             return True
 
@@ -263,7 +267,7 @@ class CoreLink:
             self._feed(lines, lambda at: AttemptSent(at=at, request_id=rid, attempt=number))
             attempt.held = False
             # The idle timer, too, starts with the send, not the dispatch.
-            attempt.last_progress = max(attempt.last_progress, self._now)
+            attempt.timer.progressed(self._now)
 
     def saturated(self, run: RequestRun, attempt: Attempt, limit: int) -> None:
         """The held ``attempt`` got no connection slot in time; nothing was sent."""
@@ -300,7 +304,7 @@ class CoreLink:
                     self._file(actions)
             self._take_trace(lines)
             attempt.chunks += len(chunks)
-            attempt.last_progress = at
+            attempt.timer.answered(at)
         finally:
             self._exit(lines)
         return chunks
@@ -356,13 +360,6 @@ class CoreLink:
         now = self._clock() - self._epoch
         self._now = max(self._now, now)
         return self._now
-
-    def _attempt_due(self, attempt: Attempt) -> int:
-        due = attempt.last_progress + self.config.idle_timeout_ms
-        deadline = attempt.first_chunk_deadline
-        if attempt.chunks == 0 and deadline is not None:
-            due = min(due, deadline)
-        return due
 
     def _still_wanted(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
         """Let due deadlines act first, then say whether the core still wants news of it."""
