@@ -16,14 +16,14 @@ import http.client
 import io
 import socket
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
-__all__ = ("UPLOAD_PIECE", "WaitLeft", "deadline_response", "send_in_pieces")
+from ._timer import UPLOAD_PIECE
+
+__all__ = ("WaitLeft", "deadline_response", "send_in_pieces")
 
 #: Seconds the attempt may still wait; zero or less once a timer ran out.
 WaitLeft = Callable[[], float]
-#: A request is sent in pieces this size; each one the backend takes is progress.
-UPLOAD_PIECE: Final = 64 * 1024
 
 
 def _aim(sock: socket.socket, wait_left: WaitLeft) -> None:

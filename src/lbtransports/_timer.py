@@ -19,8 +19,12 @@ Time is the caller's millisecond clock; nothing here reads one.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
-__all__ = ("AttemptTimer", "Expired")
+__all__ = ("UPLOAD_PIECE", "AttemptTimer", "Expired")
+
+#: Both clients send a request in pieces this size; each one the backend takes is progress.
+UPLOAD_PIECE: Final = 64 * 1024
 
 
 class Expired(enum.Enum):
