@@ -121,7 +121,6 @@ def slow_reader_backend(rate: int, answer: bytes) -> Iterator[str]:
     piece_size = max(1, int(rate * step_s))
 
     def handle(connection: socket.socket, stop: threading.Event) -> None:
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         request = _read_request(connection, stop)
         if request is None:
             return
@@ -130,15 +129,18 @@ def slow_reader_backend(rate: int, answer: bytes) -> Iterator[str]:
         ends = time.monotonic() + SERVE_LIMIT_S
         while received < length and not stop.is_set() and time.monotonic() < ends:
             time.sleep(step_s)
-            try:
-                piece = connection.recv(min(piece_size, length - received))
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not piece:
-                return
-            received += len(piece)
+            allowed = min(piece_size, length - received)
+            while allowed > 0:  # one step's worth, from what the socket holds
+                try:
+                    piece = connection.recv(allowed)
+                except TimeoutError:
+                    break
+                except OSError:
+                    return
+                if not piece:
+                    return
+                received += len(piece)
+                allowed -= len(piece)
         try:
             connection.sendall(answer)
         except OSError:
