@@ -71,10 +71,9 @@ def watching(watch: SendWatch) -> Iterator[None]:
 def _starting(connection: urllib3.connection.HTTPConnection) -> None:
     watch = _WATCH.get()
     if watch is None:
-        # Set per request, as an instance attribute: never another request's timers.
-        connection.__dict__.pop("response_class", None)
         return
     watch.reused = not connection.is_closed
+    # Per request, as an instance attribute, dropped once the response exists.
     connection.response_class = deadline_response(watch.wait_left)  # type: ignore[assignment]
 
 
@@ -83,8 +82,8 @@ def _fire(connection: urllib3.connection.HTTPConnection) -> None:
     if watch is None or watch.fired:
         return
     watch.fired = True  # once per request, even if urllib3 asked again
-    # urllib3 applies the connection's timeout to the socket as it reads the
-    # status line: the wait now ends at the deadline the send restarted.
+    # urllib3 applies the connection's timeout to the socket before the status
+    # line; the response's reader re-aims it before every recv anyway.
     connection.timeout = watch.on_sent()
 
 
@@ -94,7 +93,11 @@ class _SentHTTPConnection(urllib3.connection.HTTPConnection):
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _starting(self)
-        super().request(*args, **kwargs)
+        try:
+            super().request(*args, **kwargs)
+        except BaseException:
+            self.__dict__.pop("response_class", None)  # no response will need it
+            raise
 
     def send(self, data: Any) -> None:
         watch = _WATCH.get()
@@ -107,7 +110,12 @@ class _SentHTTPConnection(urllib3.connection.HTTPConnection):
 
     def getresponse(self) -> Any:
         _fire(self)
-        return super().getresponse()
+        try:
+            return super().getresponse()
+        finally:
+            # The response holds its timers; the pooled connection must not keep
+            # the attempt (and its prompt) alive.
+            self.__dict__.pop("response_class", None)
 
 
 class _SentHTTPSConnection(_SentHTTPConnection, urllib3.connection.HTTPSConnection):
