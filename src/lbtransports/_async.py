@@ -239,7 +239,11 @@ class AsyncClient(ClientBase):
                         ended = not finished and reader.ending is None
                         finished = True
                     chunks = reader.feed(data) if data else reader.end()
-                    if not chunks and reader.ending is None and attempt.timer.expired(link.now()):
+                    if (
+                        not chunks
+                        and reader.ending is None
+                        and attempt.timer.expired(link.now()) is not None
+                    ):
                         # Bytes arrive (keep-alives), but no chunk came in time.
                         link.expire(run, attempt, TimeoutPhase.READ)
                         break

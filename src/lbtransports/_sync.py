@@ -225,7 +225,8 @@ class Client(ClientBase):
             pool_return = PoolReturn(response.raw, response.status_code, _socket_of(response))
             ended = False  # the body ended where its framing said, without error
             while not attempt.over:  # the core may give up on it from another thread
-                if link.wait_limit(run, attempt) <= 0:
+                if attempt.timer.expired(link.now()) is not None:
+                    # Bytes arrive (keep-alives), but no chunk came in time.
                     link.expire(run, attempt, TimeoutPhase.READ)
                     break
                 try:
