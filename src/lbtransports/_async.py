@@ -4,18 +4,18 @@ It runs on asyncio and on trio (through anyio). Its twin is
 :mod:`lbtransports._sync`: same loop, same :class:`CoreLink`, same
 :class:`AttemptReader`; only the waiting and the HTTP library differ.
 
-httpcore's read timeout (``idle_timeout_ms``, from the start of each read)
-bounds the reads that follow a chunk; the others (before the first chunk,
-after keep-alives) get a cancel scope ending at the attempt's real deadline
-(spec/transports.md section 4). A read that a scope interrupts leaves
-httpcore's connection unusable, which is what we want: at a deadline the
-attempt is over and its connection is closed.
+Every wait (the send and the status line, each read of the body) is in a
+cancel scope ending at the attempt's deadline, as its :class:`AttemptTimer`
+gives it (spec/transports.md section 4); httpcore's own read timeout, which
+counts from each network read, is only a safety net. A read that a scope
+interrupts leaves httpcore's connection unusable, which is what we want: at
+a deadline the attempt is over and its connection is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from types import TracebackType
 from typing import Final, Self
 
@@ -29,19 +29,17 @@ from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
 from ._log_guard import guard_httpcore_logs
-from ._network import connect_failure, stale_failure, stream_failure
-from ._reader import Failed
+from ._network import stream_failure
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
+from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
+from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
 from ._upstream import Upstream
 from .wire import ChatRequest, Chunk, HttpRequest
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
-#: Failures of the connection itself, once the request may have been sent.
-_STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
-_TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
 #: httpcore's trace events that mean the request has left: the body's end, or, when
 #: httpcore swallowed a failed write to read the server's answer anyway, the wait
 #: for the response head.
@@ -234,38 +232,34 @@ class AsyncClient(ClientBase):
             body: AsyncIterator[bytes] = aiter(response.stream)
             finished = False  # httpcore's body generators ran to their end
             ended = False  # ... and the body ended where its framing said, without error
-            quiet = False  # the last read brought bytes but no chunk (keep-alives)
             try:
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if quiet or link.bounds_reads(run, attempt):
-                            # A cancel scope per read costs a timer, so only reads
-                            # whose deadline httpcore's read timeout (the idle
-                            # timeout, counted from each read) would not meet get
-                            # one: before the first chunk, while a core deadline
-                            # runs, and after keep-alives.
-                            with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
-                                data = await anext(body, b"")
-                            if waited.cancelled_caught:
-                                finished = True
-                                link.expire(run, attempt, TimeoutPhase.READ)
-                                break
-                        else:
+                        # Every read ends at the attempt's deadline, whatever bytes
+                        # arrive meanwhile: httpcore's read timeout counts from each
+                        # network read, and h11 yields nothing for framing bytes.
+                        with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                             data = await anext(body, b"")
-                    except _TIMEOUTS:
+                        if waited.cancelled_caught:
+                            finished = True
+                            link.expire(run, attempt, TimeoutPhase.READ)
+                            break
+                    except HTTPCORE_ERRORS as error:
                         finished = True
-                        link.expire(run, attempt, TimeoutPhase.READ)
-                        break
-                    except _STREAM_ERRORS as error:
-                        finished = True
+                        if trouble_of(HTTPCORE_TROUBLES, error) is not Trouble.LOST:
+                            link.expire(run, attempt, TimeoutPhase.READ)
+                            break
                         reader.broken(stream_failure(error))
                     if not data:
                         ended = not finished and reader.ending is None
                         finished = True
                     chunks = reader.feed(data) if data else reader.end()
-                    quiet = not chunks
-                    if quiet and reader.ending is None and link.wait_limit(run, attempt) <= 0:
+                    if (
+                        not chunks
+                        and reader.ending is None
+                        and attempt.timer.expired(link.now()) is not None
+                    ):
                         # Bytes arrive (keep-alives), but no chunk came in time.
                         link.expire(run, attempt, TimeoutPhase.READ)
                         break
@@ -317,6 +311,14 @@ class AsyncClient(ClientBase):
         with anyio.move_on_after(limit) as scope:
             opened = False  # this try opened its connection (not one from the pool)
 
+            def aim() -> None:
+                scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
+
+            def uploaded() -> None:
+                # The backend took a piece of the request: progress, as in the sync client.
+                attempt.timer.progressed(link.now())
+                aim()
+
             async def on_progress(name: str, info: object) -> None:
                 nonlocal opened
                 if name == "connection.connect_tcp.started":
@@ -325,7 +327,7 @@ class AsyncClient(ClientBase):
                     # The body is out: the first-chunk deadline restarts from
                     # now, and the wait for the status line with it.
                     link.sent(run, attempt)
-                    scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
+                    aim()
 
             for last_try in (False, True):
                 opened = False
@@ -335,27 +337,22 @@ class AsyncClient(ClientBase):
                             http.method,
                             http.url,
                             headers=_request_headers(http),
-                            content=_BodyIterator(http.body),
+                            content=_BodyIterator(http.body, uploaded),
                             extensions={"timeout": timeouts, "trace": on_progress},
                         )
                     )
-                except httpcore.ConnectTimeout:
-                    link.expire(run, attempt, TimeoutPhase.CONNECT)
-                    return None
-                except _TIMEOUTS:
-                    # httpcore's own read (or write) timer may fire a hair before
-                    # the scope: a read timeout all the same, reported below.
-                    break
-                except httpcore.ConnectError as error:
-                    link.finish(run, attempt, Failed(connect_failure(error)))
-                    return None
-                except _STREAM_ERRORS as error:
-                    if not opened and not last_try:
+                except HTTPCORE_ERRORS as error:
+                    trouble = trouble_of(HTTPCORE_TROUBLES, error)
+                    if trouble is Trouble.READ_TIMEOUT:
+                        # httpcore's own read (or write) timer may fire a hair
+                        # before the scope: a read timeout all the same, below.
+                        break
+                    if trouble is Trouble.LOST and not opened and not last_try:
                         # A pooled connection the backend had closed, before any
                         # byte of an answer: not the backend failing. Once more.
                         continue
-                    failure = stream_failure(error) if opened else stale_failure(error)
-                    link.finish(run, attempt, Failed(failure))
+                    assert trouble is not None
+                    report(link, run, attempt, reported(trouble, error, reused=not opened))
                     return None
         link.expire(run, attempt, TimeoutPhase.READ)
         return None
@@ -402,27 +399,35 @@ class AsyncClient(ClientBase):
 
 
 class _BodyIterator:
-    """A request body httpcore can read without an async generator.
+    """A request body httpcore can read without an async generator, in pieces.
 
     httpcore wraps plain bytes in an async generator; a deadline that
     interrupts the send leaves it suspended, and trio warns when it is
-    collected. This iterator holds no frame to finish. It is read once: the
-    pool never retries (retries=0).
+    collected. This iterator holds no frame to finish. httpcore writes each
+    piece before it asks for the next, so each ask after the first means the
+    backend took one: ``taken`` is told, and the send's deadline moves on
+    (spec/transports.md section 4). It is read once: the pool never retries
+    (retries=0).
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_offset", "_taken")
 
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
+    def __init__(self, data: bytes, taken: Callable[[], None]) -> None:
+        self._data = data
+        self._offset = 0
+        self._taken = taken
 
     def __aiter__(self) -> _BodyIterator:
         return self
 
     async def __anext__(self) -> bytes:
-        data, self._data = self._data, None
-        if not data:
+        start = self._offset
+        if start:
+            self._taken()
+        if start >= len(self._data):
             raise StopAsyncIteration
-        return data
+        self._offset = start + UPLOAD_PIECE
+        return self._data[start : self._offset]
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

@@ -48,6 +48,7 @@ from lbcore import (
 from ._config import ClientConfig
 from ._reader import Ending, Succeeded
 from ._run import Attempt, Finished, RequestRun, Send, Step, Wait
+from ._timer import AttemptTimer
 from .wire import Chunk, estimate_tokens
 
 __all__ = ("CoreLink", "monotonic_ms")
@@ -152,8 +153,11 @@ class CoreLink:
                     run.retry_due = action.due
                     continue
                 run.retry_due = None
+                timer = AttemptTimer(
+                    self.config.idle_timeout_ms, self._now, action.first_chunk_deadline
+                )
                 run.attempt = Attempt(
-                    start=action, target=self._targets[action.backend], last_progress=self._now
+                    start=action, target=self._targets[action.backend], timer=timer
                 )
                 return Send(run.attempt)
             if run.retry_due is not None:
@@ -207,24 +211,15 @@ class CoreLink:
         # No guard: only this attempt's own loop moves its progress, the core's
         # settings are frozen, and a fresh clock reading is never earlier than
         # one the core has seen.
-        due = self._attempt_due(attempt)
+        due = attempt.timer.due()
         if run.expires_at is not None:
             due = min(due, run.expires_at)
+        # The core's own idle timeout (spec/behaviour.md §22) must be ticked on time too.
         core_idle = self._balancer.config.settings.idle_timeout_ms
-        if core_idle is not None and attempt.chunks:
-            due = min(due, attempt.last_progress + core_idle)
+        answered_at = attempt.timer.answered_at
+        if core_idle is not None and answered_at is not None:
+            due = min(due, answered_at + core_idle)
         return max(0.0, (due - self.now() + 1) / 1000)
-
-    def bounds_reads(self, run: RequestRun, attempt: Attempt) -> bool:
-        """Whether a core deadline may pass before the transport's idle timer would fire.
-
-        Until the first chunk, the first-chunk deadline; with ``deadline_ms`` or
-        the core's ``idle_timeout_ms``, every read (spec/behaviour.md §22).
-        """
-        if attempt.chunks == 0 and attempt.first_chunk_deadline is not None:
-            return True
-        settings = self._balancer.config.settings
-        return run.expires_at is not None or settings.idle_timeout_ms is not None
 
     def resumed(self, attempt: Attempt) -> None:
         """The caller took the chunks it was given and asks for more: waiting starts now.
@@ -233,7 +228,7 @@ class CoreLink:
         not how long the caller spends on each chunk. Only the attempt's own loop
         calls this, so no guard is needed.
         """
-        attempt.last_progress = max(attempt.last_progress, self.now())
+        attempt.timer.progressed(self.now())
 
     def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
         """A wait for ``attempt`` ran out (its connection is being closed): report it.
@@ -263,7 +258,7 @@ class CoreLink:
                 return False
             rid, number = run.request_id, attempt.number
             self._feed(lines, lambda at: AttemptHeld(at=at, request_id=rid, attempt=number))
-            attempt.first_chunk_deadline = None
+            attempt.timer.held()
             attempt.held = True
             return True
 
@@ -286,7 +281,7 @@ class CoreLink:
             self._feed(lines, lambda at: AttemptSent(at=at, request_id=rid, attempt=number))
             attempt.held = False
             # The idle timer, too, starts with the send, not the dispatch.
-            attempt.last_progress = max(attempt.last_progress, self._now)
+            attempt.timer.progressed(self._now)
 
     def saturated(self, run: RequestRun, attempt: Attempt, limit: int) -> None:
         """The held ``attempt`` got no connection slot in time; nothing was sent."""
@@ -323,7 +318,7 @@ class CoreLink:
                     self._file(actions)
             self._take_trace(lines)
             attempt.chunks += len(chunks)
-            attempt.last_progress = at
+            attempt.timer.answered(at)
         finally:
             self._exit(lines)
         return chunks
@@ -379,13 +374,6 @@ class CoreLink:
         now = self._clock() - self._epoch
         self._now = max(self._now, now)
         return self._now
-
-    def _attempt_due(self, attempt: Attempt) -> int:
-        due = attempt.last_progress + self.config.idle_timeout_ms
-        deadline = attempt.first_chunk_deadline
-        if attempt.chunks == 0 and deadline is not None:
-            due = min(due, deadline)
-        return due
 
     def _still_wanted(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
         """Let due deadlines act first, then say whether the core still wants news of it."""

@@ -23,6 +23,7 @@ from lbcore import (
 )
 
 from ._errors import LoadBalancerError, error_for
+from ._timer import AttemptTimer
 from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
@@ -35,8 +36,8 @@ class Attempt:
 
     start: StartAttempt
     target: BackendTarget
-    #: Last time the answer made progress (a chunk), for the idle timeout.
-    last_progress: int
+    #: Its first-chunk deadline and idle timeout: how long a wait may last.
+    timer: AttemptTimer
     http: HttpRequest | None = None
     chunks: int = 0
     #: The core no longer wants it (cancelled), or its ending was reported.
@@ -47,13 +48,9 @@ class Attempt:
     sent: bool = False
     #: The core's attempt number (a plain field: it is read once per chunk).
     number: int = field(init=False)
-    #: When the first chunk is due: the StartAttempt's deadline until the
-    #: attempt is held (None) or sent (the core's FirstChunkDue).
-    first_chunk_deadline: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.number = self.start.attempt
-        self.first_chunk_deadline = self.start.first_chunk_deadline
 
     @property
     def backend(self) -> str:
@@ -109,7 +106,7 @@ class RequestRun:
             self.inbox.append(action)
         elif isinstance(action, FirstChunkDue):
             if self.attempt is not None and self.attempt.number == action.attempt:
-                self.attempt.first_chunk_deadline = action.due
+                self.attempt.timer.first_chunk_due(action.due)
         elif isinstance(action, CancelAttempt):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.over = True
