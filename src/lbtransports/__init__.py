@@ -21,6 +21,7 @@ from ._errors import (
     ContextLimitError,
     FailoverError,
     LoadBalancerError,
+    RequestInterruptedError,
 )
 from ._profiles import ProfileWarning, load_profile
 from .wire import (
@@ -96,6 +97,7 @@ __all__ = (
     "LoadBalancerError",
     "ProfileWarning",
     "Provider",
+    "RequestInterruptedError",
     "StreamDecoder",
     "SystemMessage",
     "Tool",

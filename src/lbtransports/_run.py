@@ -21,7 +21,7 @@ from lbcore import (
     StartAttempt,
 )
 
-from ._errors import LoadBalancerError, error_for
+from ._errors import LoadBalancerError, RequestInterruptedError, error_for
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
 __all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
@@ -81,7 +81,7 @@ class RequestRun:
     attempt: Attempt | None = None
     retry_due: int | None = None
     completed: RequestCompleted | None = None
-    error: LoadBalancerError | None = None
+    error: LoadBalancerError | RequestInterruptedError | None = None
     aborted: bool = False
 
     @property
@@ -114,6 +114,14 @@ class RequestRun:
             # Once the request has ended, nothing about any attempt is news.
             if self.attempt is not None:
                 self.attempt.over = True
+
+    def interrupted(self) -> None:
+        """The link rebuilt its core under this open request: it ends here."""
+        if not self.finished:
+            self.error = RequestInterruptedError(self.request_id)
+        self.inbox.clear()
+        if self.attempt is not None:
+            self.attempt.over = True
 
     def attempt_is_live(self, attempt: Attempt) -> bool:
         """Whether news of ``attempt`` is still wanted by the core."""
