@@ -27,6 +27,7 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml requirements/tools.in --extra dev \
 		--universal --python-version 3.11 --generate-hashes \
 		--custom-compile-command 'make lock' --upgrade -o $(LOCK)
+	printf '# inputs sha256: %s\n' "$$(cat pyproject.toml requirements/tools.in | sha256sum | cut -d' ' -f1)" >> $(LOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

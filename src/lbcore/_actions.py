@@ -23,6 +23,7 @@ __all__ = (
     "CloseBreaker",
     "FailOver",
     "FailoverReason",
+    "FirstChunkDue",
     "HalfOpenBreaker",
     "RequestAborted",
     "RequestCompleted",
@@ -84,6 +85,19 @@ class RetryScheduled(Record, frozen=True, kw_only=True):
     performs_io: ClassVar[bool] = False
     request_id: str
     backend: str
+    due: int
+
+
+@final
+class FirstChunkDue(Record, frozen=True, kw_only=True):
+    """The attempt was sent: its first-chunk deadline now counts from then.
+
+    It replaces the deadline its :class:`StartAttempt` announced.
+    """
+
+    performs_io: ClassVar[bool] = False
+    request_id: str
+    attempt: int
     due: int
 
 
@@ -176,6 +190,7 @@ class RequestAborted(Record, frozen=True, kw_only=True):
 
 Action = (
     StartAttempt
+    | FirstChunkDue
     | RetryScheduled
     | FailOver
     | SkipBackend

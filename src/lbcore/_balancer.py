@@ -24,6 +24,7 @@ from ._actions import (
     CloseBreaker,
     FailOver,
     FailoverReason,
+    FirstChunkDue,
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
@@ -42,12 +43,15 @@ from ._config import BackendSpec, BalancerConfig, Strategy
 from ._errors import LBError
 from ._events import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
     Event,
     RequestCancelled,
     RequestStarted,
+    SlotTimedOut,
     StatsReset,
     Tick,
     TimeoutPhase,
@@ -60,9 +64,10 @@ from ._outcomes import (
     BackendFailure,
     BudgetExhausted,
     ContextLimitExceeded,
+    LocalSaturation,
     RequestError,
 )
-from ._state import LiveRequest, Phase
+from ._state import LiveRequest, Phase, Sending
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
 from ._validate import check_event
@@ -175,6 +180,12 @@ class Balancer:
         elif kind is AttemptTimedOut:
             failure = self._transport_timeout(event)  # type: ignore[arg-type]
             self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
+        elif kind is AttemptSent:
+            self._sent(self._live[event.request_id], actions)  # type: ignore[union-attr]
+        elif kind is AttemptHeld:
+            self._held(self._live[event.request_id])  # type: ignore[union-attr]
+        elif kind is SlotTimedOut:
+            self._slot_timed_out(self._live[event.request_id], event.limit, actions)  # type: ignore[union-attr]
         elif kind is RequestCancelled:
             self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
         elif kind is Tick:
@@ -426,6 +437,8 @@ class Balancer:
         request.phase = Phase.CONNECTING
         request.attempt_started_at = self._now
         request.chunks = 0
+        request.sending = Sending.STARTED
+        request.sending_since = self._now
         request.retry_due = None
         request.retry_failure = None
         timeout = self._settings.timeout_ms
@@ -536,6 +549,40 @@ class Balancer:
         self._fail_request(request, error, actions)
 
     # ------------------------------------------------------------ attempt news
+
+    def _held(self, request: LiveRequest) -> None:
+        # Waiting for one of the transport's own connections keeps nobody at
+        # the backend waiting: its deadline stops until the attempt is sent.
+        request.sending = Sending.HELD
+        request.sending_since = self._now
+        request.deadline = None
+
+    def _sent(self, request: LiveRequest, actions: list[Action]) -> None:
+        request.sending = Sending.SENT
+        request.sending_since = self._now
+        timeout = self._settings.timeout_ms
+        if not self._failover or timeout is None:
+            return
+        request.deadline = self._now + timeout
+        self._arm(request, request.deadline)
+        actions.append(
+            FirstChunkDue(
+                request_id=request.request_id, attempt=request.attempt, due=request.deadline
+            )
+        )
+
+    def _slot_timed_out(self, request: LiveRequest, limit: int, actions: list[Action]) -> None:
+        """End a request that never got a local connection: the backend saw nothing."""
+        name = self._backends[request.backend_index].name
+        waited = self._now - request.sending_since
+        self._undo_dispatch(request)
+        self._hand_back_probe(request)
+        message = (
+            f"Local saturation: no connection to backend '{name}' came free within "
+            f"{waited}ms (all {limit} in use); nothing was sent"
+        )
+        error = LocalSaturation(backend=name, limit=limit, waited_ms=waited, message=message)
+        self._fail_request(request, error, actions)
 
     def _chunk(self, request: LiveRequest) -> None:
         request.chunks += 1

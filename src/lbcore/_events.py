@@ -16,12 +16,15 @@ from ._records import Record
 # Everything in __all__ is re-exported by lbcore.
 __all__ = (
     "AttemptFailed",
+    "AttemptHeld",
+    "AttemptSent",
     "AttemptSucceeded",
     "AttemptTimedOut",
     "ChunkReceived",
     "Event",
     "RequestCancelled",
     "RequestStarted",
+    "SlotTimedOut",
     "StatsReset",
     "Tick",
     "TimeoutPhase",
@@ -84,6 +87,45 @@ class AttemptTimedOut(Record, frozen=True, kw_only=True):
 
 
 @final
+class AttemptHeld(Record, frozen=True, kw_only=True):
+    """The transport holds the attempt: it waits for a local connection slot.
+
+    Nothing has been sent, so the backend is not keeping anyone waiting: the
+    first-chunk deadline stops until :class:`AttemptSent`.
+    """
+
+    at: int
+    request_id: str
+    attempt: int
+
+
+@final
+class AttemptSent(Record, frozen=True, kw_only=True):
+    """The request has been written to the backend's connection.
+
+    The first-chunk deadline counts from here, so time spent in the
+    transport's own queues is never charged to the backend.
+    """
+
+    at: int
+    request_id: str
+    attempt: int
+
+
+@final
+class SlotTimedOut(Record, frozen=True, kw_only=True):
+    """A held attempt got no local connection slot in time; nothing was sent.
+
+    ``limit`` is how many connections the transport allows to that backend.
+    """
+
+    at: int
+    request_id: str
+    attempt: int
+    limit: int
+
+
+@final
 class RequestCancelled(Record, frozen=True, kw_only=True):
     """The caller gave up on the request (closed the stream, cancelled the task)."""
 
@@ -115,6 +157,9 @@ Event = (
     | AttemptSucceeded
     | AttemptFailed
     | AttemptTimedOut
+    | AttemptHeld
+    | AttemptSent
+    | SlotTimedOut
     | RequestCancelled
     | Tick
     | StatsReset

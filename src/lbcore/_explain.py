@@ -9,6 +9,7 @@ from ._actions import (
     CancelAttempt,
     CloseBreaker,
     FailOver,
+    FirstChunkDue,
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
@@ -21,12 +22,15 @@ from ._actions import (
 )
 from ._events import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
     Event,
     RequestCancelled,
     RequestStarted,
+    SlotTimedOut,
     StatsReset,
     Tick,
 )
@@ -54,6 +58,12 @@ def describe_event(event: Event) -> str:
         return f"#{event.attempt} failed: {failure.kind}{status} {truncate(failure.message, 40)!r}"
     if isinstance(event, AttemptTimedOut):
         return f"#{event.attempt} transport timeout ({event.phase})"
+    if isinstance(event, AttemptHeld):
+        return f"#{event.attempt} held for a local connection"
+    if isinstance(event, AttemptSent):
+        return f"#{event.attempt} sent"
+    if isinstance(event, SlotTimedOut):
+        return f"#{event.attempt} got no local connection (limit {event.limit})"
     if isinstance(event, RequestCancelled):
         return "cancelled by caller"
     if isinstance(event, StatsReset):
@@ -70,6 +80,8 @@ def describe_action(action: Action) -> str:
         )
         probe = ", half-open probe" if action.probe else ""
         return f"start #{action.attempt} on {action.backend}{deadline}{probe}"
+    if isinstance(action, FirstChunkDue):
+        return f"first chunk of #{action.attempt} by {action.due}"
     if isinstance(action, RetryScheduled):
         return f"retry {action.backend} at {action.due}"
     if isinstance(action, FailOver):

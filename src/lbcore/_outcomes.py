@@ -24,6 +24,7 @@ __all__ = (
     "Category",
     "ContextLimitExceeded",
     "FailoverExhausted",
+    "LocalSaturation",
     "RequestError",
 )
 
@@ -118,6 +119,23 @@ class BackendFailed(Record, frozen=True, kw_only=True):
     retryable: bool
 
 
+@final
+class LocalSaturation(Record, frozen=True, kw_only=True):
+    """No local connection to the chosen backend came free in time; nothing was sent.
+
+    The transport's own limit was the bottleneck, not the backend, so nothing
+    is charged to it. Sending again later may well succeed.
+    """
+
+    backend: str
+    #: The transport's connection limit for that backend.
+    limit: int
+    #: How long the attempt waited for a slot.
+    waited_ms: int
+    message: str
+    retryable: bool = True
+
+
 RequestError = (
     FailoverExhausted
     | AllContextLimitsExceeded
@@ -125,4 +143,5 @@ RequestError = (
     | ContextLimitExceeded
     | BudgetExhausted
     | BackendFailed
+    | LocalSaturation
 )

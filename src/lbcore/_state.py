@@ -5,7 +5,10 @@ Theory of operation
 A request lives in one of three phases while it is in flight:
 
 * ``CONNECTING``: an attempt was started and nothing has come back yet. The
-  first-chunk deadline, when set, runs in this phase only.
+  first-chunk deadline, when set, runs in this phase only. Within it the
+  transport may say how far the attempt got in leaving the process
+  (:class:`Sending`): held in a local queue (the deadline stops), then sent
+  (the deadline counts again, from the send).
 * ``STREAMING``: the first chunk arrived. The attempt is committed: whatever
   happens next, the request stays on this backend (failing over now would
   splice two different answers together).
@@ -27,14 +30,26 @@ from typing import Final
 from ._actions import FailoverReason
 from ._events import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
     RequestCancelled,
+    SlotTimedOut,
 )
 from ._failure import Failure
 
-__all__ = ("ACCEPTED_EVENTS", "ATTEMPT_EVENTS", "LiveRequest", "Phase")
+__all__ = (
+    "ACCEPTED_EVENTS",
+    "ANSWER_EVENTS",
+    "ATTEMPT_EVENTS",
+    "SENDING_EVENTS",
+    "SENDING_RULES",
+    "LiveRequest",
+    "Phase",
+    "Sending",
+)
 
 
 class Phase(enum.StrEnum):
@@ -43,15 +58,43 @@ class Phase(enum.StrEnum):
     WAITING = "waiting"
 
 
+#: News of the sending side, before any answer: see ``SENDING_RULES``.
+SENDING_EVENTS: Final = frozenset({AttemptHeld, AttemptSent, SlotTimedOut})
+
 #: Events that name an attempt and must name the current one.
-ATTEMPT_EVENTS: Final = frozenset({ChunkReceived, AttemptSucceeded, AttemptFailed, AttemptTimedOut})
+ATTEMPT_EVENTS: Final = (
+    frozenset({ChunkReceived, AttemptSucceeded, AttemptFailed, AttemptTimedOut}) | SENDING_EVENTS
+)
 
 #: phase -> event types a live request accepts in that phase.
 ACCEPTED_EVENTS: Final[dict[Phase, frozenset[type]]] = {
     Phase.CONNECTING: ATTEMPT_EVENTS | {RequestCancelled},
-    Phase.STREAMING: ATTEMPT_EVENTS | {RequestCancelled},
+    Phase.STREAMING: ATTEMPT_EVENTS - SENDING_EVENTS | {RequestCancelled},
     Phase.WAITING: frozenset({RequestCancelled}),
 }
+
+
+class Sending(enum.StrEnum):
+    """How far a connecting attempt got in leaving the process."""
+
+    #: Dispatched; the transport has said nothing more yet.
+    STARTED = "started"
+    #: Waiting for a local connection slot (``AttemptHeld``).
+    HELD = "held"
+    #: Written to the connection (``AttemptSent``).
+    SENT = "sent"
+
+
+#: sending stage -> the sending events accepted in it. Anything else is misuse:
+#: an attempt is held at most once, sent at most once, and a slot can time out
+#: only while the attempt is held. An answer cannot arrive while it is held.
+SENDING_RULES: Final[dict[Sending, frozenset[type]]] = {
+    Sending.STARTED: frozenset({AttemptHeld, AttemptSent}),
+    Sending.HELD: frozenset({AttemptSent, SlotTimedOut}),
+    Sending.SENT: frozenset(),
+}
+#: Events that only an attempt that left the process can produce.
+ANSWER_EVENTS: Final = frozenset({ChunkReceived, AttemptSucceeded})
 
 
 class LiveRequest:
@@ -78,6 +121,8 @@ class LiveRequest:
         "request_id",
         "retry_due",
         "retry_failure",
+        "sending",
+        "sending_since",
         "used",
         "visited",
     )
@@ -100,6 +145,9 @@ class LiveRequest:
         self.attempt_started_at = 0
         self.phase = Phase.CONNECTING
         self.chunks = 0
+        #: How far the current attempt got in leaving the process, and since when.
+        self.sending = Sending.STARTED
+        self.sending_since = 0
         #: The stats epoch in which round-robin counted this request's dispatch.
         self.counted_epoch = -1
         #: First-chunk deadline of the attempt in flight.

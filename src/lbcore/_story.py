@@ -18,6 +18,7 @@ from ._actions import (
     CloseBreaker,
     FailOver,
     FailoverReason,
+    FirstChunkDue,
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
@@ -31,12 +32,15 @@ from ._actions import (
 )
 from ._events import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
     Event,
     RequestCancelled,
     RequestStarted,
+    SlotTimedOut,
 )
 from ._explain import describe_action, describe_event
 from ._failure import Failure
@@ -136,6 +140,19 @@ class _Teller:
                 f"timed out in the transport ({event.phase})",
                 at,
             )
+        elif isinstance(event, AttemptHeld):
+            self.say(
+                f"At {at} ms attempt #{event.attempt} waited for a free local connection to "
+                f"{self.backend_of(event.attempt)}; its deadline stopped meanwhile."
+            )
+        elif isinstance(event, AttemptSent):
+            self.say(f"At {at} ms attempt #{event.attempt} was sent.")
+        elif isinstance(event, SlotTimedOut):
+            self.say(
+                f"At {at} ms attempt #{event.attempt} still had no local connection to "
+                f"{self.backend_of(event.attempt)} (all {event.limit} in use), so it was "
+                "never sent."
+            )
         elif isinstance(event, RequestCancelled):
             self.say(f"At {at} ms the caller cancelled the request.")
         else:
@@ -153,7 +170,7 @@ class _Teller:
                 details.append(f"first chunk due by {action.first_chunk_deadline} ms")
             probe = " as the single trial its half-open breaker allows" if action.probe else ""
             self.say(
-                f"It sent attempt #{action.attempt} to {action.backend}{probe}"
+                f"It dispatched attempt #{action.attempt} to {action.backend}{probe}"
                 + (f" ({', '.join(details)})." if details else ".")
             )
         elif isinstance(action, CancelAttempt):
@@ -166,6 +183,8 @@ class _Teller:
                 )
             else:
                 self.say(f"Attempt #{action.attempt} on {action.backend} was cancelled.")
+        elif isinstance(action, FirstChunkDue):
+            self.say(f"Its first chunk is now due by {action.due} ms.")
         elif isinstance(action, RetryScheduled):
             self.say(
                 f"It will try {action.backend} again at {action.due} ms "

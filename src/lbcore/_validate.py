@@ -13,18 +13,29 @@ from typing import Final
 from ._errors import InvalidEvent
 from ._events import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
     Event,
     RequestCancelled,
     RequestStarted,
+    SlotTimedOut,
     StatsReset,
     Tick,
     TimeoutPhase,
 )
 from ._failure import Failure, FailureKind
-from ._state import ACCEPTED_EVENTS, LiveRequest
+from ._state import (
+    ACCEPTED_EVENTS,
+    ANSWER_EVENTS,
+    SENDING_EVENTS,
+    SENDING_RULES,
+    LiveRequest,
+    Phase,
+    Sending,
+)
 from ._text import clean_text
 
 __all__ = ("check_event",)
@@ -36,6 +47,9 @@ _EVENT_TYPES: Final = frozenset(
         AttemptSucceeded,
         AttemptFailed,
         AttemptTimedOut,
+        AttemptHeld,
+        AttemptSent,
+        SlotTimedOut,
         RequestCancelled,
         Tick,
         StatsReset,
@@ -86,7 +100,12 @@ def check_event(
     if kind not in ACCEPTED_EVENTS[request.phase]:
         raise InvalidEvent(
             f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
-            f"{request.phase}: no attempt is in flight"
+            f"{request.phase}: "
+            + (
+                "its attempt is already answering"
+                if request.phase is Phase.STREAMING
+                else "no attempt is in flight"
+            )
         )
     if kind is RequestCancelled:
         return
@@ -107,6 +126,28 @@ def check_event(
             raise InvalidEvent("context_limit failures are decided by the core, not reported")
     elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
         raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
+    # Last, as spec/behaviour.md section 3.4 lists it.
+    if request.phase is Phase.CONNECTING:
+        _check_sending(kind, event, request)
+
+
+def _check_sending(kind: type, event: Event, request: LiveRequest) -> None:
+    stage = request.sending
+    if kind in SENDING_EVENTS and kind not in SENDING_RULES[stage]:
+        state = f"is {stage}, not held" if kind is SlotTimedOut else f"is already {stage}"
+        raise InvalidEvent(
+            f"can't handle {kind.__name__} for request {_show_id(request.request_id)}: "
+            f"its attempt {request.attempt} {state}"
+        )
+    if kind in ANSWER_EVENTS and stage is Sending.HELD:
+        raise InvalidEvent(
+            f"can't handle {kind.__name__} for request {_show_id(request.request_id)}: "
+            f"its attempt {request.attempt} is held and was never sent"
+        )
+    if kind is SlotTimedOut:
+        limit = event.limit  # type: ignore[union-attr]
+        if type(limit) is not int or limit < 1:
+            raise InvalidEvent("SlotTimedOut.limit must be a positive integer")
 
 
 def _check_start(

@@ -21,6 +21,7 @@ from ._errors import (
     ContextLimitError,
     FailoverError,
     LoadBalancerError,
+    LocalSaturationError,
     RequestInterruptedError,
 )
 from ._profiles import ProfileWarning, load_profile
@@ -95,6 +96,7 @@ __all__ = (
     "FailoverError",
     "HttpRequest",
     "LoadBalancerError",
+    "LocalSaturationError",
     "ProfileWarning",
     "Provider",
     "RequestInterruptedError",

@@ -23,12 +23,12 @@ import anyio
 import h11
 import httpcore
 
-from lbcore import TimeoutPhase
+from lbcore import ConfigError, TimeoutPhase, truncate
 
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stream_failure
+from ._network import connect_failure, stale_failure, stream_failure
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
@@ -40,6 +40,14 @@ __all__ = ("AsyncChatStream", "AsyncClient")
 #: Failures of the connection itself, once the request may have been sent.
 _STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
 _TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
+#: httpcore's trace events that mean the request has left: the body's end, or, when
+#: httpcore swallowed a failed write to read the server's answer anyway, the wait
+#: for the response head.
+_SENT_EVENTS: Final = frozenset(
+    {"http11.send_request_body.complete", "http11.receive_response_headers.started"}
+)
+#: How long a request may wait for a connection slot to its backend.
+DEFAULT_POOL_TIMEOUT_MS: Final = 30_000
 #: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_READS: Final = 10_000
@@ -87,17 +95,35 @@ class AsyncClient(ClientBase):
         *,
         trace: TraceTarget | None = None,
         max_connections: int = 100,
+        pool_timeout_ms: int = DEFAULT_POOL_TIMEOUT_MS,
     ) -> None:
         """
         Args:
             config: the backends and the routing settings.
             trace: a path or a binary file to record every decision to, as a
                 JSON-lines trace that ``python -m lbcore replay`` verifies.
-            max_connections: open connections allowed per backend.
+            max_connections: connections in use allowed per backend. A request
+                beyond them waits its turn (first come, first served) without
+                its first-chunk timer running.
+            pool_timeout_ms: how long a request may wait for one of them before
+                it fails with :class:`LocalSaturationError`.
         """
+        for name, value in (
+            ("max_connections", max_connections),
+            ("pool_timeout_ms", pool_timeout_ms),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
+                )
         super().__init__(config, trace)
         self._max_connections = max_connections
+        self._pool_timeout_s = pool_timeout_ms / 1000
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
+        # Our own count of connections in use, in front of httpcore's pool:
+        # a wait here is visible to the core (AttemptHeld), and httpcore's
+        # pool, whose bookkeeping grows with every queued request, never queues.
+        self._slots: dict[str, anyio.Semaphore] = {}
 
     # -- requests ---------------------------------------------------------------
 
@@ -198,7 +224,7 @@ class AsyncClient(ClientBase):
                     data = b""
                     try:
                         if quiet or (
-                            attempt.chunks == 0 and attempt.start.first_chunk_deadline is not None
+                            attempt.chunks == 0 and attempt.first_chunk_deadline is not None
                         ):
                             # A cancel scope per read costs a timer, so only reads
                             # whose deadline httpcore's read timeout (the idle
@@ -249,6 +275,11 @@ class AsyncClient(ClientBase):
         on ``stack``; None, already reported to the core, if that fails."""
         link, config, http = self._link, self.config, attempt.http
         assert http is not None
+        if not await self._take_slot(stack, run, attempt):
+            return None
+        # A wait for a slot is the client's own: the idle timer (and the connect
+        # bound taken from it) starts once the attempt can go out.
+        link.resumed(attempt)
         limit = link.wait_limit(run, attempt)
         idle_s = config.idle_timeout_ms / 1000
         timeouts = {
@@ -259,32 +290,81 @@ class AsyncClient(ClientBase):
             "write": idle_s,
             "pool": None,
         }
-        with anyio.move_on_after(limit):
-            try:
-                return await stack.enter_async_context(
-                    self._pool(attempt.backend).stream(
-                        http.method,
-                        http.url,
-                        headers=_request_headers(http),
-                        content=_BodyIterator(http.body),
-                        extensions={"timeout": timeouts},
+        with anyio.move_on_after(limit) as scope:
+            opened = False  # this try opened its connection (not one from the pool)
+
+            async def on_progress(name: str, info: object) -> None:
+                nonlocal opened
+                if name == "connection.connect_tcp.started":
+                    opened = True
+                elif name in _SENT_EVENTS and not attempt.sent:
+                    # The body is out: the first-chunk deadline restarts from
+                    # now, and the wait for the status line with it.
+                    link.sent(run, attempt)
+                    scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
+
+            for last_try in (False, True):
+                opened = False
+                try:
+                    return await stack.enter_async_context(
+                        self._pool(attempt.backend).stream(
+                            http.method,
+                            http.url,
+                            headers=_request_headers(http),
+                            content=_BodyIterator(http.body),
+                            extensions={"timeout": timeouts, "trace": on_progress},
+                        )
                     )
-                )
-            except httpcore.ConnectTimeout:
-                link.expire(run, attempt, TimeoutPhase.CONNECT)
-                return None
-            except _TIMEOUTS:
-                # httpcore's own read (or write) timer may fire a hair before the
-                # scope: a read timeout all the same, reported below.
-                pass
-            except httpcore.ConnectError as error:
-                link.finish(run, attempt, Failed(connect_failure(error)))
-                return None
-            except _STREAM_ERRORS as error:
-                link.finish(run, attempt, Failed(stream_failure(error)))
-                return None
+                except httpcore.ConnectTimeout:
+                    link.expire(run, attempt, TimeoutPhase.CONNECT)
+                    return None
+                except _TIMEOUTS:
+                    # httpcore's own read (or write) timer may fire a hair before
+                    # the scope: a read timeout all the same, reported below.
+                    break
+                except httpcore.ConnectError as error:
+                    link.finish(run, attempt, Failed(connect_failure(error)))
+                    return None
+                except _STREAM_ERRORS as error:
+                    if not opened and not last_try:
+                        # A pooled connection the backend had closed, before any
+                        # byte of an answer: not the backend failing. Once more.
+                        continue
+                    failure = stream_failure(error) if opened else stale_failure(error)
+                    link.finish(run, attempt, Failed(failure))
+                    return None
         link.expire(run, attempt, TimeoutPhase.READ)
         return None
+
+    async def _take_slot(
+        self, stack: contextlib.AsyncExitStack, run: RequestRun, attempt: Attempt
+    ) -> bool:
+        """Take one of the backend's connection slots, for as long as ``stack`` is open.
+
+        Waiting for one is the client's queue, not the backend's slowness: the
+        core hears the attempt is held, and its first-chunk deadline stops.
+        False, already reported to the core, if the attempt is over instead.
+        """
+        slots = self._slots.get(attempt.backend)
+        if slots is None:
+            slots = self._slots[attempt.backend] = anyio.Semaphore(self._max_connections)
+        try:
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            if not self._link.held(run, attempt):
+                return False
+            got = False
+            with anyio.move_on_after(self._pool_timeout_s):
+                await slots.acquire()
+                got = True
+            if not got:
+                self._link.saturated(run, attempt, self._max_connections)
+                return False
+            if attempt.over:  # the request ended while it waited
+                slots.release()
+                return False
+        stack.callback(slots.release)
+        return True
 
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
         self._check_open()

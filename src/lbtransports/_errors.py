@@ -19,7 +19,9 @@ from lbcore import (
     ContextLimitExceeded,
     FailoverExhausted,
     Failure,
+    LocalSaturation,
     RequestError,
+    truncate,
 )
 
 # Everything in __all__ is re-exported by lbtransports.
@@ -31,9 +33,13 @@ __all__ = (
     "ContextLimitError",
     "FailoverError",
     "LoadBalancerError",
+    "LocalSaturationError",
     "RequestInterruptedError",
     "error_for",
 )
+
+#: A backend's name is cut at this many code points in a message, as the core cuts its labels.
+_NAME_LIMIT = 64
 
 
 class LoadBalancerError(Exception):
@@ -44,9 +50,13 @@ class LoadBalancerError(Exception):
     """
 
     def __init__(self, request_id: str, error: RequestError) -> None:
-        super().__init__(error.message)
         self.request_id = request_id
         self.error: RequestError = error
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        """What ``str()`` of the exception says; the core's message unless a subclass adds to it."""
+        return self.error.message
 
     @property
     def message(self) -> str:
@@ -88,6 +98,16 @@ class BackendError(LoadBalancerError):
 
     error: BackendFailed
 
+    def _describe(self) -> str:
+        # The core's message is the provider's own text ("No connected db."), which
+        # alone does not say who failed; FailoverError's message names each backend.
+        error = self.error
+        progress = f" after {error.chunks_delivered} chunks" if error.chunks_delivered else ""
+        text = f'backend "{truncate(error.backend, _NAME_LIMIT)}" failed{progress}: {error.message}'
+        if error.failure.status is not None:
+            text += f" (status: {error.failure.status})"
+        return text
+
     @property
     def backend(self) -> str:
         return self.error.backend
@@ -123,6 +143,25 @@ class BudgetExhaustedError(LoadBalancerError):
     error: BudgetExhausted
 
 
+class LocalSaturationError(LoadBalancerError):
+    """Every connection this client allows to the chosen backend stayed busy.
+
+    Nothing was sent and nothing is charged to the backend: the client's own
+    limit (``max_connections``) was the bottleneck. Raise the limit, or send
+    fewer requests at once; sending again later may succeed.
+    """
+
+    error: LocalSaturation
+
+    @property
+    def backend(self) -> str:
+        return self.error.backend
+
+    @property
+    def limit(self) -> int:
+        return self.error.limit
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
 
@@ -152,6 +191,7 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     AllBackendsUnhealthy: AllBackendsUnhealthyError,
     ContextLimitExceeded: ContextLimitError,
     BudgetExhausted: BudgetExhaustedError,
+    LocalSaturation: LocalSaturationError,
 }
 
 

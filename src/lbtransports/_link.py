@@ -41,6 +41,8 @@ from typing import IO, Final
 from lbcore import (
     Action,
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     Balancer,
@@ -51,6 +53,7 @@ from lbcore import (
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
+    SlotTimedOut,
     Stats,
     StatsReset,
     Tick,
@@ -279,6 +282,70 @@ class CoreLink:
             self._end()
         self._flush()
 
+    # -- leaving the process ---------------------------------------------------
+
+    def held(self, run: RequestRun, attempt: Attempt) -> bool:
+        """``attempt`` waits for a local connection slot: its deadline stops.
+
+        Returns False if the core no longer wants the attempt.
+        """
+        with self._guard:
+            self._begin()
+            wanted = self._still_wanted(run, attempt)
+            if wanted:
+                self._feed(
+                    AttemptHeld(
+                        at=self._read_clock(), request_id=run.request_id, attempt=attempt.number
+                    )
+                )
+                attempt.first_chunk_deadline = None
+                attempt.held = True
+            self._end()
+        self._flush()
+        return wanted
+
+    def sent(self, run: RequestRun, attempt: Attempt) -> None:
+        """``attempt``'s request was written: its first-chunk deadline counts from now.
+
+        Only worth telling the core when it has a deadline to move or the
+        attempt is held; otherwise nothing would change.
+        """
+        # Once per attempt: a retry after a stale connection keeps the first send's clock.
+        if attempt.sent:
+            return
+        attempt.sent = True
+        if attempt.start.first_chunk_deadline is None and not attempt.held:
+            return
+        with self._guard:
+            self._begin()
+            if self._still_wanted(run, attempt):
+                self._feed(
+                    AttemptSent(
+                        at=self._read_clock(), request_id=run.request_id, attempt=attempt.number
+                    )
+                )
+                attempt.held = False
+                # The idle timer, too, starts with the send, not the dispatch.
+                attempt.last_progress = max(attempt.last_progress, self._now)
+            self._end()
+        self._flush()
+
+    def saturated(self, run: RequestRun, attempt: Attempt, limit: int) -> None:
+        """The held ``attempt`` got no connection slot in time; nothing was sent."""
+        with self._guard:
+            self._begin()
+            if self._ending(run, attempt):
+                self._feed(
+                    SlotTimedOut(
+                        at=self._read_clock(),
+                        request_id=run.request_id,
+                        attempt=attempt.number,
+                        limit=limit,
+                    )
+                )
+            self._end()
+        self._flush()
+
     # -- news of an attempt ---------------------------------------------------
 
     def deliver(self, run: RequestRun, attempt: Attempt, chunks: list[Chunk]) -> list[Chunk]:
@@ -413,7 +480,7 @@ class CoreLink:
 
     def _attempt_due(self, attempt: Attempt) -> int:
         due = attempt.last_progress + self.config.idle_timeout_ms
-        deadline = attempt.start.first_chunk_deadline
+        deadline = attempt.first_chunk_deadline
         if attempt.chunks == 0 and deadline is not None:
             due = min(due, deadline)
         return due

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 
 from lbcore import Failure, FailureKind
 
-__all__ = ("connect_failure", "os_error_code", "stream_failure", "timed_out", "tls_failed")
+__all__ = (
+    "connect_failure",
+    "os_error_code",
+    "stale_failure",
+    "stream_failure",
+    "timed_out",
+    "tls_failed",
+)
 
 _MAX_DEPTH = 12
 
@@ -75,4 +82,16 @@ def stream_failure(error: BaseException) -> Failure:
         kind=FailureKind.NETWORK,
         message=f"connection lost before the answer ended{detail}",
         code=code,
+    )
+
+
+def stale_failure(error: BaseException) -> Failure:
+    """A connection reused from the pool broke before any byte of the answer came,
+    again on the one retry (spec/transports.md section 5)."""
+    code = os_error_code(error)
+    detail = f" ({code})" if code else ""
+    return Failure(
+        kind=FailureKind.NETWORK,
+        message=f"the backend closed a reused connection before answering{detail}",
+        code=code or "stale_connection",
     )

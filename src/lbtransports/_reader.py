@@ -25,6 +25,7 @@ from .wire import (
     parse_error,
     parse_response,
     stream_decoder,
+    with_url_tried,
 )
 
 __all__ = ("AttemptReader", "Ending", "Failed", "Succeeded")
@@ -159,13 +160,15 @@ class AttemptReader:
         return 200 <= self._status <= 299
 
     def _error_failure(self) -> Failure:
-        return parse_error(
+        failure = parse_error(
             self._provider,
             self._status,
             self._headers,
             bytes(self._body[:ERROR_BODY_LIMIT]),
             secrets=self._secrets,
         )
+        # A 404 from a wrong base_url must say where the request went.
+        return with_url_tried(failure, self._request.url, self._secrets)
 
     def _decoder_failed(self, error: WireError) -> list[Chunk]:
         # Chunks completed before the failure still belong to the answer.

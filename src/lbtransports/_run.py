@@ -14,6 +14,7 @@ from typing import NamedTuple
 from lbcore import (
     Action,
     CancelAttempt,
+    FirstChunkDue,
     RequestAborted,
     RequestCompleted,
     RequestFailed,
@@ -39,11 +40,19 @@ class Attempt:
     chunks: int = 0
     #: The core no longer wants it (cancelled), or its ending was reported.
     over: bool = False
+    #: Waiting for a local connection slot (reported to the core as held).
+    held: bool = False
+    #: Its request was written once (a stale connection's retry sends it again).
+    sent: bool = False
     #: The core's attempt number (a plain field: it is read once per chunk).
     number: int = field(init=False)
+    #: When the first chunk is due: the StartAttempt's deadline until the
+    #: attempt is held (None) or sent (the core's FirstChunkDue).
+    first_chunk_deadline: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.number = self.start.attempt
+        self.first_chunk_deadline = self.start.first_chunk_deadline
 
     @property
     def backend(self) -> str:
@@ -93,6 +102,9 @@ class RequestRun:
         self.decisions.append(action)
         if isinstance(action, StartAttempt | RetryScheduled):
             self.inbox.append(action)
+        elif isinstance(action, FirstChunkDue):
+            if self.attempt is not None and self.attempt.number == action.attempt:
+                self.attempt.first_chunk_deadline = action.due
         elif isinstance(action, CancelAttempt):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.over = True

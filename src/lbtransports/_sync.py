@@ -24,11 +24,12 @@ from lbcore import TimeoutPhase
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stream_failure, timed_out
+from ._network import connect_failure, stale_failure, stream_failure, timed_out
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
+from ._sync_sent import SendWatch, SentAdapter, watching
 from ._tracefile import TraceTarget
 from .wire import ChatRequest, Chunk
 
@@ -180,34 +181,53 @@ class Client(ClientBase):
         http = attempt.http
         assert http is not None
         limit = max(link.wait_limit(run, attempt), 0.001)
-        try:
-            response = self._session(attempt.backend).request(
-                http.method,
-                http.url,
-                headers=dict(http.headers),
-                data=http.body,
-                stream=True,
-                timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
-                allow_redirects=False,
-            )
-        except requests.exceptions.ConnectTimeout:
-            link.expire(run, attempt, TimeoutPhase.CONNECT)
-            return
-        except requests.exceptions.ReadTimeout:
-            link.expire(run, attempt, TimeoutPhase.READ)
-            return
-        except requests.exceptions.RequestException as error:
-            connecting = isinstance(error, requests.exceptions.ConnectionError) and _connecting(
-                error
-            )
-            if timed_out(error):
-                # A send that never drained: the same timeout the async client reports.
-                phase = TimeoutPhase.CONNECT if connecting else TimeoutPhase.READ
-                link.expire(run, attempt, phase)
+
+        def sent() -> float:
+            link.sent(run, attempt)
+            return max(link.wait_limit(run, attempt), 0.001)
+
+        response = None
+        for last_try in (False, True):
+            watch = SendWatch(sent)
+            try:
+                with watching(watch):
+                    response = self._session(attempt.backend).request(
+                        http.method,
+                        http.url,
+                        headers=dict(http.headers),
+                        data=http.body,
+                        stream=True,
+                        timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
+                        allow_redirects=False,
+                    )
+                break
+            except requests.exceptions.ConnectTimeout:
+                link.expire(run, attempt, TimeoutPhase.CONNECT)
                 return
-            failure = connect_failure(error) if connecting else stream_failure(error)
-            link.finish(run, attempt, Failed(failure))
-            return
+            except requests.exceptions.ReadTimeout:
+                link.expire(run, attempt, TimeoutPhase.READ)
+                return
+            except requests.exceptions.RequestException as error:
+                connecting = isinstance(error, requests.exceptions.ConnectionError) and _connecting(
+                    error
+                )
+                if timed_out(error):
+                    # A send that never drained: the same timeout the async client reports.
+                    phase = TimeoutPhase.CONNECT if connecting else TimeoutPhase.READ
+                    link.expire(run, attempt, phase)
+                    return
+                if watch.reused and not connecting and not last_try:
+                    # A pooled connection the backend had closed, before any byte
+                    # of an answer: not the backend failing. Once more (urllib3
+                    # closed that connection, so this opens a new one).
+                    continue
+                if connecting:
+                    failure = connect_failure(error)
+                else:
+                    failure = stale_failure(error) if watch.reused else stream_failure(error)
+                link.finish(run, attempt, Failed(failure))
+                return
+        assert response is not None
         with response:
             reader.start(response.status_code, tuple(response.headers.items()))
             sock = _socket_of(response)
@@ -260,7 +280,7 @@ def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
     session.headers.clear()
     session.headers.update(dict(CLIENT_HEADERS))
     # The core owns retries: urllib3 must never retry underneath it.
-    adapter = requests.adapters.HTTPAdapter(
+    adapter = SentAdapter(
         pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
     )
     session.mount("http://", adapter)

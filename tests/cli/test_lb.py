@@ -154,6 +154,49 @@ def test_chat_streams_the_answer_after_failing_over(
     assert SECRET not in out + err + trace.read_text()
 
 
+def _gateway_toml(path: Path, backends: LocalBackends) -> Path:
+    """A config as ``lb serve`` reads it: a group per backend, caller keys from the env."""
+    lines = ["[gateway]", 'key_env = "LB_TEST_GATEWAY_KEY_NOT_SET"', ""]
+    for backend in backends:
+        lines += [
+            f"[groups.{backend.name}]",
+            'strategy = "round-robin"',
+            "[[groups." + backend.name + ".backends]]",
+            f'name = "{backend.name}"',
+            f'provider = "{backend.provider.value}"',
+            f'model = "{backend.name}-model"',
+            f'base_url = "{backend.base_url}"',
+            f'credential = {{ key = "{SECRET}" }}',
+            "",
+        ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_chat_uses_one_group_of_a_gateway_config(
+    backends: LocalBackends, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _gateway_toml(tmp_path / "gateway.toml", backends)
+    assert main(["chat", "--config", str(config), "--model", "good", "Hi"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("good-0") and err == ""
+    assert backends["good"].requests_total == 1 and backends["bad"].requests_total == 0
+
+
+def test_chat_with_a_gateway_config_needs_the_group_named(
+    backends: LocalBackends, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _gateway_toml(tmp_path / "gateway.toml", backends)
+    assert main(["chat", "--config", str(config), "Hi"]) == 2
+    assert "choose one with --model" in capsys.readouterr().err
+    assert main(["chat", "--config", str(config), "--model", "nope", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert "no such group" in err and "'bad', 'good'" in err and SECRET not in err
+    plain = write_config(tmp_path / "lb.toml", backends, ("good",), "round-robin")
+    assert main(["chat", "--config", str(plain), "--model", "good", "Hi"]) == 2
+    assert "only a gateway config has groups" in capsys.readouterr().err
+
+
 def test_chat_reads_the_prompt_from_stdin(backends: LocalBackends, tmp_path: Path) -> None:
     config = write_config(tmp_path / "lb.toml", backends, ("good",), "round-robin")
     done = subprocess.run(

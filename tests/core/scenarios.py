@@ -14,6 +14,8 @@ from typing import Any
 
 from lbcore import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     BackendSpec,
@@ -25,6 +27,7 @@ from lbcore import (
     RequestCancelled,
     RequestStarted,
     Settings,
+    SlotTimedOut,
     StatsReset,
     Tick,
     TimeoutPhase,
@@ -624,6 +627,43 @@ def timeout_seen_by_transport() -> list[Event]:
         AttemptTimedOut(at=30, request_id="r1", attempt=1, phase=TimeoutPhase.CONNECT),
         AttemptTimedOut(at=60, request_id="r1", attempt=2, phase=TimeoutPhase.CONNECT),
         *served(61, "r1", 3),
+    ]
+
+
+@scenario("timeout", config("failover", "ab", timeout_ms=100))
+def timeout_counts_from_the_send() -> list[Event]:
+    """Sent 60 ms after dispatch, a answers at 130: inside 100 ms of the send, so it serves."""
+    return [
+        start(0, "r1"),
+        AttemptSent(at=60, request_id="r1", attempt=1),
+        tick(100),
+        *served(130, "r1", 1),
+    ]
+
+
+@scenario("timeout", config("failover", "ab", timeout_ms=100))
+def timeout_stops_while_held() -> list[Event]:
+    """Held 400 ms for a local connection: the deadline fires 100 ms after the send, not before."""
+    return [
+        start(0, "r1"),
+        AttemptHeld(at=1, request_id="r1", attempt=1),
+        tick(100),
+        tick(300),
+        AttemptSent(at=401, request_id="r1", attempt=1),
+        tick(501),
+        *served(510, "r1", 2),
+    ]
+
+
+@scenario("timeout", config("failover", "ab", timeout_ms=100, circuit_breaker_enabled=True))
+def timeout_held_until_no_slot() -> list[Event]:
+    """No local connection came free: the request fails on its own, nothing charged to a."""
+    return [
+        start(0, "r1"),
+        AttemptHeld(at=1, request_id="r1", attempt=1),
+        SlotTimedOut(at=1001, request_id="r1", attempt=1, limit=100),
+        start(1002, "r2"),
+        *served(1003, "r2", 1),
     ]
 
 

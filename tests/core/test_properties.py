@@ -27,6 +27,8 @@ from hypothesis.stateful import (
 from lbcore import (
     Action,
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
     BackendSpec,
@@ -40,6 +42,7 @@ from lbcore import (
     FailOver,
     Failure,
     FailureKind,
+    FirstChunkDue,
     HalfOpenBreaker,
     InvalidEvent,
     RequestAborted,
@@ -52,6 +55,7 @@ from lbcore import (
     Settings,
     SkipBackend,
     SkipReason,
+    SlotTimedOut,
     StartAttempt,
     StatsReset,
     Step,
@@ -139,6 +143,8 @@ class Attempt:
     probe: bool
     #: The backend's half-open period when the attempt started.
     epoch: int
+    #: How far it got in leaving the process: "started", "held" or "sent".
+    sending: str = "started"
 
 
 @dataclass
@@ -215,6 +221,21 @@ class BalancerMachine(RuleBasedStateMachine):
     def _in_flight(self) -> list[str]:
         return [rid for rid, r in self.live.items() if r.current is not None]
 
+    def _answerable(self) -> list[str]:
+        """Requests whose attempt may hear back: anything but a held attempt."""
+        return [
+            rid
+            for rid, r in self.live.items()
+            if r.current is not None and r.current.sending != "held"
+        ]
+
+    def _sending(self, *stages: str) -> list[str]:
+        return [
+            rid
+            for rid, r in self.live.items()
+            if r.current is not None and not r.streaming and r.current.sending in stages
+        ]
+
     def _fingerprint(self) -> tuple[object, ...]:
         b = self.balancer
         return (
@@ -266,12 +287,16 @@ class BalancerMachine(RuleBasedStateMachine):
             self.live[event.request_id] = ModelRequest(event.prompt_tokens, event.attempt_budget)
         elif isinstance(event, ChunkReceived):
             self.live[event.request_id].streaming = True
-        elif isinstance(event, AttemptSucceeded | AttemptFailed | AttemptTimedOut):
+        elif isinstance(event, AttemptHeld | AttemptSent):
+            current = self.live[event.request_id].current
+            assert current is not None
+            current.sending = "held" if isinstance(event, AttemptHeld) else "sent"
+        elif isinstance(event, AttemptSucceeded | AttemptFailed | AttemptTimedOut | SlotTimedOut):
             request = self.live[event.request_id]
             attempt = request.current
             assert attempt is not None
             request.current = None  # the attempt is over, whatever comes next
-            setup_undone = (
+            setup_undone = isinstance(event, SlotTimedOut) or (
                 isinstance(event, AttemptFailed)
                 and event.failure.kind is FailureKind.SETUP
                 and not request.streaming
@@ -347,8 +372,15 @@ class BalancerMachine(RuleBasedStateMachine):
         elif isinstance(action, CancelAttempt):
             current = request.current
             assert current is not None, "cancelled an attempt that is not in flight"
+            # A held attempt never times out: waiting for a local slot is not the backend's.
+            assert current.sending != "held" or isinstance(event, RequestCancelled), current
             assert (current.number, current.backend) == (action.attempt, action.backend)
             request.current = None
+        elif isinstance(action, FirstChunkDue):
+            # Only a send restarts the deadline, from the send, and only where one runs.
+            assert isinstance(event, AttemptSent) and event.request_id == action.request_id
+            assert self.failover and self.config.settings.timeout_ms is not None
+            assert action.due == self.now + self.config.settings.timeout_ms
         elif isinstance(action, RetryScheduled):
             assert self.failover
             assert request.current is None and not request.streaming
@@ -456,6 +488,10 @@ class BalancerMachine(RuleBasedStateMachine):
         waiting = any(r.waiting for r in self.live.values())
         if waiting:
             assert deadline is not None, "a retry waits but no timer runs"
+        for rid in self._sending("held"):
+            assert self.balancer._live[rid].deadline is None, (
+                f"{rid} is held, yet its deadline runs"
+            )
         # The timer heap answers exactly what a scan of every live request would.
         armed = [
             due
@@ -496,19 +532,19 @@ class BalancerMachine(RuleBasedStateMachine):
         )
         self._apply(event)
 
-    @precondition(lambda self: self.ready and self._in_flight())
+    @precondition(lambda self: self.ready and self._answerable())
     @rule(data=st.data(), delay=small_delays)
     def chunk(self, data: st.DataObject, delay: int) -> None:
-        rid = self._pick(data, self._in_flight())
+        rid = self._pick(data, self._answerable())
         attempt = self.live[rid].last_number
         self._apply(ChunkReceived(at=self._at(delay), request_id=rid, attempt=attempt))
 
-    @precondition(lambda self: self.ready and self._in_flight())
+    @precondition(lambda self: self.ready and self._answerable())
     @rule(data=st.data(), delay=small_delays, input_tokens=token_counts, output_tokens=token_counts)
     def succeed(
         self, data: st.DataObject, delay: int, input_tokens: int, output_tokens: int
     ) -> None:
-        rid = self._pick(data, self._in_flight())
+        rid = self._pick(data, self._answerable())
         event = AttemptSucceeded(
             at=self._at(delay),
             request_id=rid,
@@ -535,6 +571,29 @@ class BalancerMachine(RuleBasedStateMachine):
         self._apply(
             AttemptTimedOut(at=self._at(delay), request_id=rid, attempt=attempt, phase=phase)
         )
+
+    @precondition(lambda self: self.ready and self._sending("started"))
+    @rule(data=st.data(), delay=small_delays)
+    def hold(self, data: st.DataObject, delay: int) -> None:
+        rid = self._pick(data, self._sending("started"))
+        attempt = self.live[rid].last_number
+        assert self._apply(AttemptHeld(at=self._at(delay), request_id=rid, attempt=attempt)) == []
+
+    @precondition(lambda self: self.ready and self._sending("started", "held"))
+    @rule(data=st.data(), delay=small_delays)
+    def send(self, data: st.DataObject, delay: int) -> None:
+        rid = self._pick(data, self._sending("started", "held"))
+        attempt = self.live[rid].last_number
+        self._apply(AttemptSent(at=self._at(delay), request_id=rid, attempt=attempt))
+
+    @precondition(lambda self: self.ready and self._sending("held"))
+    @rule(data=st.data(), delay=small_delays, limit=st.integers(1, 1000))
+    def no_slot(self, data: st.DataObject, delay: int, limit: int) -> None:
+        rid = self._pick(data, self._sending("held"))
+        attempt = self.live[rid].last_number
+        event = SlotTimedOut(at=self._at(delay), request_id=rid, attempt=attempt, limit=limit)
+        (action,) = self._apply(event)
+        assert isinstance(action, RequestFailed) and action.error.limit == limit  # type: ignore[union-attr]
 
     @precondition(lambda self: self.ready and self.live)
     @rule(data=st.data(), delay=small_delays)
@@ -575,6 +634,8 @@ class BalancerMachine(RuleBasedStateMachine):
             kinds.append("backwards")
         if any(r.waiting for r in self.live.values()):
             kinds.append("waiting")
+        if self._sending("held", "sent") or any(r.streaming for r in self.live.values()):
+            kinds.append("sending")
         kind = data.draw(st.sampled_from(kinds), label="misuse")
         failure = data.draw(failures, label="failure")
         news = data.draw(st.sampled_from(ATTEMPT_EVENT_KINDS), label="news")
@@ -621,6 +682,30 @@ class BalancerMachine(RuleBasedStateMachine):
         # Nothing is in flight while a retry waits, so no attempt news is acceptable.
         rid = self._pick(data, [rid for rid, r in self.live.items() if r.waiting])
         return _attempt_event(news, rid, self.live[rid].last_number, self.now, failure)
+
+    def _sending_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
+        # Each sending event comes at most once per attempt, in order, before any
+        # answer; nothing answers a held attempt.
+        candidates: list[Event] = []
+        for rid, request in self.live.items():
+            current = request.current
+            if current is None:
+                continue
+            number, at = current.number, self.now
+            if request.streaming or current.sending == "sent":
+                candidates += [
+                    AttemptHeld(at=at, request_id=rid, attempt=number),
+                    AttemptSent(at=at, request_id=rid, attempt=number),
+                    SlotTimedOut(at=at, request_id=rid, attempt=number, limit=1),
+                ]
+            elif current.sending == "held":
+                candidates += [
+                    AttemptHeld(at=at, request_id=rid, attempt=number),
+                    ChunkReceived(at=at, request_id=rid, attempt=number),
+                    AttemptSucceeded(at=at, request_id=rid, attempt=number),
+                    SlotTimedOut(at=at, request_id=rid, attempt=number, limit=0),
+                ]
+        return data.draw(st.sampled_from(candidates), label="sending")
 
     def _malformed_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
         in_flight = self._in_flight()

@@ -50,14 +50,30 @@ def gateway(backends: LocalBackends) -> Iterator[Gateway]:
         yield gateway
 
 
+#: SDK clients a test made, closed after it: an SDK client left to the garbage
+#: collector warns about its sockets in whichever test happens to run then.
+_OPEN: list[openai.OpenAI | anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def oai(gateway: Gateway, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url(gateway), api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(base_url=base_url(gateway), api_key=key, max_retries=0, timeout=10)
+    _OPEN.append(client)
+    return client
 
 
 def ant(gateway: Gateway, key: str = KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
+    client = anthropic.Anthropic(
         base_url=base_url(gateway, ""), api_key=key, max_retries=0, timeout=10
     )
+    _OPEN.append(client)
+    return client
 
 
 # ------------------------------------------------------------ answers, every format pair

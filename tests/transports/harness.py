@@ -9,9 +9,10 @@ test's own thread: the same scenario can be compared across all three.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
@@ -19,9 +20,12 @@ import msgspec
 from lbcore import decode_trace, verify_trace
 from lbtransports import AsyncClient, ChatRequest, Client, ClientConfig, LoadBalancerError
 from lbtransports.testing import Behaviour, LocalBackends, Received
-from lbtransports.wire import UserMessage
+from lbtransports.wire import Chunk, UserMessage
 
 MODES = ("sync", "asyncio", "trio")
+ASYNC_MODES = ("asyncio", "trio")
+#: The longest a whole scenario may run before the test fails instead of hanging.
+WATCHDOG_S = 60.0
 
 REQUEST = ChatRequest(messages=(UserMessage(content="Say something short."),))
 
@@ -48,14 +52,22 @@ class BackendPlan:
 
 @dataclass
 class Outcome:
-    """What the caller saw, and what the core decided."""
+    """What the caller saw of one request, and what the core decided for the run."""
 
-    texts: list[str] = field(default_factory=list)
-    error: BaseException | None = None
+    request_id: str = ""
+    chunks: list[Chunk] = field(default_factory=list)
+    error: LoadBalancerError | None = None
     backend: str | None = None
+    #: The caller closed the stream before its iteration ended.
+    abandoned: bool = False
     trace: bytes = b""
     received: dict[str, list[Received]] = field(default_factory=dict)
     stats: Any = None
+
+    @property
+    def texts(self) -> list[str]:
+        """Every chunk's text, empty ones included."""
+        return [chunk.text for chunk in self.chunks]
 
     @property
     def text(self) -> str:
@@ -104,6 +116,7 @@ def client_config(
 
 
 ConfigFor = Callable[[LocalBackends], ClientConfig]
+T = TypeVar("T")
 
 
 def run_scenario(
@@ -112,16 +125,27 @@ def run_scenario(
     config_for: ConfigFor,
     *,
     requests: int = 1,
+    abandon_after: Sequence[int | None] | None = None,
     request: ChatRequest = REQUEST,
+    watchdog_s: float = WATCHDOG_S,
 ) -> list[Outcome]:
-    """Send ``requests`` requests one after another; one outcome each."""
+    """Send requests one after another through ``mode``'s client; one outcome each.
+
+    ``abandon_after`` gives, per request, after how many chunks the caller closes
+    the stream (0: before iterating; None: read to the end); it replaces
+    ``requests``. A run that does not end within ``watchdog_s`` fails the test
+    instead of hanging the suite.
+    """
+    plan: list[int | None] = list(abandon_after) if abandon_after is not None else [None] * requests
     with start_backends(plans) as backends:
         config = config_for(backends)
         buffer = io.BytesIO()
         if mode == "sync":
-            outcomes = _run_sync(config, buffer, requests, request)
+            outcomes = _bounded(lambda: _run_sync(config, buffer, plan, request), watchdog_s)
         else:
-            outcomes = anyio.run(_run_async, config, buffer, requests, request, backend=mode)
+            outcomes = anyio.run(
+                _run_async, config, buffer, plan, request, watchdog_s, backend=mode
+            )
         # Every connection the client abandoned must be closed, not just dropped.
         backends.wait_idle(timeout=3.0)
         received = {plan.name: backends[plan.name].received for plan in plans}
@@ -131,55 +155,101 @@ def run_scenario(
     return outcomes
 
 
+def _bounded(work: Callable[[], T], watchdog_s: float) -> T:
+    """``work()`` on a thread, failing (rather than hanging the suite) if it never ends."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(work())
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(watchdog_s)
+    assert not thread.is_alive(), f"the sync client was still running after {watchdog_s} s"
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
 def _run_sync(
-    config: ClientConfig, buffer: io.BytesIO, count: int, request: ChatRequest
+    config: ClientConfig, trace: io.BytesIO, plan: list[int | None], request: ChatRequest
 ) -> list[Outcome]:
-    outcomes = []
-    with Client(config, trace=buffer) as client:
-        for _ in range(count):
-            outcome = Outcome()
-            try:
-                with client.chat(request) as stream:
-                    for chunk in stream:
-                        outcome.texts.append(chunk.text)
-                    outcome.backend = stream.backend
-            except LoadBalancerError as error:
-                outcome.error = error
-            outcomes.append(outcome)
-        for outcome in outcomes:
-            outcome.stats = client.stats()
+    with Client(config, trace=trace) as client:
+        outcomes = [_one_sync(client, request, abandon) for abandon in plan]
+        stats = client.stats()
+    for outcome in outcomes:
+        outcome.stats = stats
     return outcomes
+
+
+def _one_sync(client: Client, request: ChatRequest, abandon_after: int | None) -> Outcome:
+    outcome = Outcome()
+    try:
+        with client.chat(request) as stream:
+            outcome.request_id = stream.request_id
+            outcome.abandoned = abandon_after == 0
+            if not outcome.abandoned:
+                for chunk in stream:
+                    outcome.chunks.append(chunk)
+                    if len(outcome.chunks) == abandon_after:
+                        outcome.abandoned = True
+                        break
+            outcome.backend = stream.backend
+    except LoadBalancerError as error:
+        outcome.error = error
+    return outcome
 
 
 async def _run_async(
-    config: ClientConfig, buffer: io.BytesIO, count: int, request: ChatRequest
+    config: ClientConfig,
+    trace: io.BytesIO,
+    plan: list[int | None],
+    request: ChatRequest,
+    watchdog_s: float,
 ) -> list[Outcome]:
-    outcomes = []
-    async with AsyncClient(config, trace=buffer) as client:
-        for _ in range(count):
-            outcome = Outcome()
-            try:
-                async with client.chat(request) as stream:
-                    async for chunk in stream:
-                        outcome.texts.append(chunk.text)
-                    outcome.backend = stream.backend
-            except LoadBalancerError as error:
-                outcome.error = error
-            outcomes.append(outcome)
-        for outcome in outcomes:
-            outcome.stats = client.stats()
+    async with AsyncClient(config, trace=trace) as client:
+        with anyio.fail_after(watchdog_s):
+            outcomes = [await _one_async(client, request, abandon) for abandon in plan]
+        stats = client.stats()
+    for outcome in outcomes:
+        outcome.stats = stats
     return outcomes
 
 
+async def _one_async(
+    client: AsyncClient, request: ChatRequest, abandon_after: int | None
+) -> Outcome:
+    outcome = Outcome()
+    try:
+        async with client.chat(request) as stream:
+            outcome.request_id = stream.request_id
+            outcome.abandoned = abandon_after == 0
+            if not outcome.abandoned:
+                async for chunk in stream:
+                    outcome.chunks.append(chunk)
+                    if len(outcome.chunks) == abandon_after:
+                        outcome.abandoned = True
+                        break
+            outcome.backend = stream.backend
+    except LoadBalancerError as error:
+        outcome.error = error
+    return outcome
+
+
 #: Fields that carry clock readings: they differ between runs, the decisions do not.
-_CLOCK_FIELDS = frozenset({"at", "first_chunk_deadline", "due", "half_open_after"})
+CLOCK_FIELDS: Final = frozenset({"at", "first_chunk_deadline", "due", "half_open_after"})
 
 
-def _without_clock(value: Any) -> Any:
+def without_clock(value: Any) -> Any:
+    """``value`` (plain data from a trace) without its clock readings."""
     if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in _CLOCK_FIELDS}
+        return {k: without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
     if isinstance(value, list | tuple):
-        return [_without_clock(v) for v in value]
+        return [without_clock(v) for v in value]
     return value
 
 
@@ -187,7 +257,7 @@ def decisions(trace: bytes) -> list[dict[str, Any]]:
     """The trace's steps with every clock reading removed, after checking it replays."""
     assert verify_trace(trace) is None, "the recorded trace must replay exactly"
     _, steps = decode_trace(trace)
-    return [_without_clock(msgspec.to_builtins(step)) for step in steps]
+    return [without_clock(msgspec.to_builtins(step)) for step in steps]
 
 
 def decision_lines(trace: bytes) -> list[str]:

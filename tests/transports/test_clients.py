@@ -31,9 +31,16 @@ from lbtransports import (
 from lbtransports.testing import Fail, Hang, Reset, Stream
 from lbtransports.wire import SystemMessage, UserMessage
 
-from .harness import REQUEST, BackendPlan, client_config, decision_lines, secret_of, start_backends
+from .harness import (
+    ASYNC_MODES,
+    REQUEST,
+    BackendPlan,
+    client_config,
+    decision_lines,
+    secret_of,
+    start_backends,
+)
 
-ASYNC_MODES = ("asyncio", "trio")
 CANCELLED_IN_FLIGHT = "RequestCancelled -> CancelAttempt#1(cancelled), RequestAborted"
 
 
@@ -211,7 +218,6 @@ def test_cancelling_while_waiting_for_a_retry_aborts_the_request() -> None:
 # -- the core's timers and breakers, carried out ---------------------------------
 
 
-@pytest.mark.parametrize("mode", ("sync", *ASYNC_MODES))
 def test_retry_delay_is_waited_out_then_the_same_backend_is_retried(mode: str) -> None:
     plans = [BackendPlan("a", script=[Fail(503)], default=Stream(2)), BackendPlan("b")]
     trace = io.BytesIO()
@@ -537,7 +543,6 @@ def test_closing_a_client_under_a_running_request_ends_it_cleanly(
     assert all(isinstance(e, LoadBalancerError | ClientClosedError) for e in raised), raised
 
 
-@pytest.mark.parametrize("mode", ("sync", *ASYNC_MODES))
 def test_a_slow_reader_is_not_charged_as_an_idle_backend(mode: str) -> None:
     # The idle timeout measures the backend's silence while the client waits for
     # it, not the time the caller spends on each chunk.

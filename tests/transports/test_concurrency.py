@@ -15,7 +15,7 @@ from lbcore import Stats, decode_trace, verify_trace
 from lbtransports import AsyncClient, Client, ClientConfig, LoadBalancerError
 from lbtransports.testing import Behaviour, Fail, Reset, Stall, Stream
 
-from .harness import REQUEST, BackendPlan, client_config, start_backends
+from .harness import ASYNC_MODES, REQUEST, BackendPlan, client_config, start_backends
 
 #: A mix that exercises retries, failovers, mid-stream failures and stalls.
 FLAKY: tuple[Behaviour, ...] = (
@@ -84,7 +84,7 @@ def _check(outcomes: list[tuple[str, str | None, str]], stats: Stats, trace: byt
     assert {name: m.requests for name, m in stats.backend_metrics.items()} == dict(starts)
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "trio"])
+@pytest.mark.parametrize("mode", ASYNC_MODES)
 def test_200_concurrent_async_requests_all_end(mode: str) -> None:
     n = 200
     plans = _plans(n)

@@ -21,7 +21,10 @@ def check_output(out: str) -> None:
     assert any(line.startswith(f"r2  gemini: {ANSWER}") for line in lines), out
     # r3 breaks mid-answer: the caller keeps the two chunks and gets the backend's error.
     assert any(line.startswith("r3  gemini: gemini-0 gemini-1") for line in lines), out
-    assert "raised BackendError: connection lost before the answer ended" in out
+    assert (
+        'raised BackendError: backend "gemini" failed after 2 chunks: '
+        "connection lost before the answer ended"
+    ) in out
     assert ".backend='gemini' .chunks_delivered=2" in out
     for request_id in ("a1", "a2", "a3"):
         assert any(line.startswith(f"{request_id}  {ROUTE}{ANSWER}") for line in lines), out

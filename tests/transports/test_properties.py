@@ -25,14 +25,10 @@ abandoned streams.
 from __future__ import annotations
 
 import gc
-import io
-import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-import anyio
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,13 +59,8 @@ from lbcore import (
 )
 from lbtransports import (
     AllBackendsUnhealthyError,
-    AsyncClient,
     BackendError,
-    Chunk,
-    Client,
-    ClientConfig,
     FailoverError,
-    LoadBalancerError,
 )
 from lbtransports.testing import (
     Behaviour,
@@ -85,7 +76,7 @@ from lbtransports.testing import (
     Stream,
 )
 
-from .harness import REQUEST, BackendPlan, client_config, start_backends
+from .harness import BackendPlan, Outcome, client_config, run_scenario, without_clock
 
 T = TypeVar("T")
 
@@ -197,24 +188,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
 
 
 @dataclass
-class Seen:
-    """One request as its caller saw it."""
-
-    request_id: str = ""
-    chunks: list[Chunk] = field(default_factory=list)
-    backend: str | None = None
-    error: LoadBalancerError | None = None
-    #: The caller closed the stream before its iteration ended.
-    abandoned: bool = False
-
-    @property
-    def texts(self) -> list[str]:
-        return [chunk.text for chunk in self.chunks if chunk.text]
-
-
-@dataclass
 class Run:
-    seen: list[Seen]
+    seen: list[Outcome]
     stats: Stats
     trace: bytes
     received: dict[str, list[Received]]
@@ -227,122 +202,32 @@ def run(mode: str, scenario: Scenario) -> Run:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(mode, scenario)
+        outcomes = run_scenario(
+            mode,
+            scenario.plans,
+            lambda backends: client_config(
+                backends,
+                scenario.plans,
+                strategy=scenario.strategy,
+                settings=scenario.settings,
+                idle_timeout_ms=IDLE_MS,
+            ),
+            abandon_after=scenario.requests,
+            watchdog_s=WATCHDOG_S,
+        )
     finally:
         if was_enabled:
             gc.enable()
+    first = outcomes[0]
+    return Run(outcomes, first.stats, first.trace, first.received)
 
 
-def _run(mode: str, scenario: Scenario) -> Run:
-    with start_backends(scenario.plans) as backends:
-        config = client_config(
-            backends,
-            scenario.plans,
-            strategy=scenario.strategy,
-            settings=scenario.settings,
-            idle_timeout_ms=IDLE_MS,
-        )
-        buffer = io.BytesIO()
-        if mode == "sync":
-            seen, stats = _bounded(lambda: _run_sync(config, buffer, scenario.requests))
-        else:
-            seen, stats = anyio.run(_run_async, config, buffer, scenario.requests, backend=mode)
-        # The client is closed: every connection it opened must be closed too.
-        backends.wait_idle(timeout=3.0)
-        received = {plan.name: backends[plan.name].received for plan in scenario.plans}
-    return Run(seen, stats, buffer.getvalue(), received)
-
-
-def _bounded(work: Callable[[], T]) -> T:
-    """``work()`` on a thread, failing (rather than hanging the suite) if it never ends."""
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            results.append(work())
-        except BaseException as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(WATCHDOG_S)
-    assert not thread.is_alive(), f"the sync client was still running after {WATCHDOG_S} s"
-    if errors:
-        raise errors[0]
-    return results[0]
-
-
-def _run_sync(
-    config: ClientConfig, trace: io.BytesIO, requests: tuple[int | None, ...]
-) -> tuple[list[Seen], Stats]:
-    seen = []
-    with Client(config, trace=trace) as client:
-        for abandon_after in requests:
-            seen.append(_one_sync(client, abandon_after))
-    return seen, client.stats()
-
-
-def _one_sync(client: Client, abandon_after: int | None) -> Seen:
-    seen = Seen()
-    try:
-        with client.chat(REQUEST) as stream:
-            seen.request_id = stream.request_id
-            seen.abandoned = abandon_after == 0
-            if not seen.abandoned:
-                for chunk in stream:
-                    seen.chunks.append(chunk)
-                    if len(seen.chunks) == abandon_after:
-                        seen.abandoned = True
-                        break
-            seen.backend = stream.backend
-    except LoadBalancerError as error:
-        seen.error = error
-    return seen
-
-
-async def _run_async(
-    config: ClientConfig, trace: io.BytesIO, requests: tuple[int | None, ...]
-) -> tuple[list[Seen], Stats]:
-    seen = []
-    async with AsyncClient(config, trace=trace) as client:
-        with anyio.fail_after(WATCHDOG_S):
-            for abandon_after in requests:
-                seen.append(await _one_async(client, abandon_after))
-    return seen, client.stats()
-
-
-async def _one_async(client: AsyncClient, abandon_after: int | None) -> Seen:
-    seen = Seen()
-    try:
-        async with client.chat(REQUEST) as stream:
-            seen.request_id = stream.request_id
-            seen.abandoned = abandon_after == 0
-            if not seen.abandoned:
-                async for chunk in stream:
-                    seen.chunks.append(chunk)
-                    if len(seen.chunks) == abandon_after:
-                        seen.abandoned = True
-                        break
-            seen.backend = stream.backend
-    except LoadBalancerError as error:
-        seen.error = error
-    return seen
+def _spoken(outcome: Outcome) -> list[str]:
+    """The texts of the chunks that carried text."""
+    return [text for text in outcome.texts if text]
 
 
 # ------------------------------------------------------------------ reading the trace
-
-#: Fields that carry clock readings: they differ between runs, the decisions do not.
-CLOCK_FIELDS: Final = frozenset({"at", "first_chunk_deadline", "due", "half_open_after"})
-
-
-def _without_clock(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
-    if isinstance(value, list | tuple):
-        return [_without_clock(v) for v in value]
-    return value
-
 
 AttemptEnd = AttemptSucceeded | AttemptFailed | AttemptTimedOut | CancelAttempt
 
@@ -462,7 +347,7 @@ def _check_attempt(scenario: Scenario, log: AttemptLog, abandoned_here: bool) ->
         assert failure.kind is FailureKind.PROVIDER, f"{where}: {failure}"
 
 
-def _check_request(seen: Seen, abandon_after: int | None, log: RequestLog) -> None:
+def _check_request(seen: Outcome, abandon_after: int | None, log: RequestLog) -> None:
     """What the caller saw is what the request's one terminal action says."""
     assert len(log.terminals) == 1, f"{seen.request_id}: terminal actions {log.terminals}"
     (terminal,) = log.terminals
@@ -483,7 +368,7 @@ def _check_request(seen: Seen, abandon_after: int | None, log: RequestLog) -> No
         assert len(seen.chunks) == abandon_after
         # The core heard of every chunk the caller got (maybe of more, read in the same batch).
         assert last.chunks >= len(seen.chunks)
-        assert seen.texts == _texts_of(last.behaviour, last.backend)[: len(seen.texts)]
+        assert _spoken(seen) == _texts_of(last.behaviour, last.backend)[: len(_spoken(seen))]
         return
     if seen.error is None:
         assert isinstance(terminal, RequestCompleted), f"{seen.request_id}: {terminal}"
@@ -492,7 +377,7 @@ def _check_request(seen: Seen, abandon_after: int | None, log: RequestLog) -> No
         assert seen.backend == terminal.backend == last.backend
         assert isinstance(last.behaviour, Stream), last.behaviour
         # Exactly that backend's whole answer: nothing missing, repeated or mixed in.
-        assert seen.texts == list(last.behaviour.texts(last.backend))
+        assert _spoken(seen) == list(last.behaviour.texts(last.backend))
         assert len(seen.chunks) == last.chunks
         return
     error = seen.error
@@ -505,7 +390,7 @@ def _check_request(seen: Seen, abandon_after: int | None, log: RequestLog) -> No
         assert error.backend == last.backend
         # A prefix of exactly that backend's stream, as long as chunks_delivered.
         assert error.chunks_delivered == len(seen.chunks) == last.chunks
-        assert seen.texts == _texts_of(last.behaviour, last.backend)
+        assert _spoken(seen) == _texts_of(last.behaviour, last.backend)
     elif isinstance(error, FailoverError):
         assert isinstance(terminal.error, FailoverExhausted | AllContextLimitsExceeded)
         assert seen.chunks == []
@@ -572,7 +457,7 @@ def check(scenario: Scenario, result: Run) -> list[dict[str, Any]]:
     for step in recorded:
         balancer.handle(step.event)
     assert balancer.stats() == stats
-    return [_without_clock(msgspec.to_builtins(step)) for step in recorded]
+    return [without_clock(msgspec.to_builtins(step)) for step in recorded]
 
 
 # ------------------------------------------------------------------ the property

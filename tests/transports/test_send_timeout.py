@@ -63,7 +63,6 @@ def _config(url: str) -> ClientConfig:
     )
 
 
-@pytest.mark.parametrize("mode", ["sync", "asyncio", "trio"])
 def test_a_send_that_never_drains_is_a_timeout(mode: str) -> None:
     trace = io.BytesIO()
     with deaf_backend() as url:

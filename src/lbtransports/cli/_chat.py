@@ -1,7 +1,8 @@
 """``lb chat``: one prompt through a load balancer, its answer streamed to stdout.
 
 The balancer comes from a config file (TOML or JSON, the shape of
-:meth:`ClientConfig.from_mapping`) or from a saved llxprt profile. Whatever
+:meth:`ClientConfig.from_mapping`, or a gateway config whose group ``--model``
+names), or from a saved llxprt profile. Whatever
 goes wrong ends as one line on stderr and a non-zero exit status: the messages
 are the library's own, which never show a credential, and no traceback.
 """
@@ -42,6 +43,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         epilog=(
             "examples:\n"
             "  lb chat --config lb.toml 'Say hello'\n"
+            "  lb chat --config gateway.toml --model fast 'Say hello'\n"
             "  echo 'Say hello' | lb chat --profile team-lb --profiles-dir ~/.llxprt/profiles\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,6 +57,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default="~/.llxprt/profiles",
         help="where --profile looks (default ~/.llxprt/profiles)",
     )
+    parser.add_argument(
+        "--model",
+        metavar="GROUP",
+        help="with a gateway config: the group to use (default: its only group)",
+    )
     parser.add_argument("--system", metavar="TEXT", help="a system prompt")
     parser.add_argument("--trace", metavar="FILE", help="record every decision to this trace")
     parser.add_argument(
@@ -64,7 +71,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_config(path: str) -> ClientConfig:
+def _read_config(path: str, model: str | None) -> ClientConfig:
     try:
         data = Path(path).expanduser().read_bytes()
     except OSError as error:
@@ -79,7 +86,31 @@ def _read_config(path: str) -> ClientConfig:
         raise _Refused(
             f"{path}: not valid {'JSON' if path.endswith('.json') else 'TOML'}: {error}"
         ) from None
+    if isinstance(mapping, dict) and "groups" in mapping:
+        return _gateway_group(path, mapping, model)
+    if model is not None:
+        raise _Refused(f"--model {model}: only a gateway config has groups to choose from")
     return ClientConfig.from_mapping(mapping)
+
+
+def _gateway_group(path: str, mapping: dict[str, object], model: str | None) -> ClientConfig:
+    """The client config of one group of a gateway config (the file ``lb serve`` reads)."""
+    # Imported here: the gateway's modules are only needed for gateway configs.
+    from lbtransports.gateway import config_from_mapping
+
+    # Only the groups matter here: no gateway is served, so no caller keys are needed.
+    gateway = config_from_mapping(
+        mapping, base=Path(path).expanduser().parent, host="127.0.0.1", no_auth=True
+    )
+    names = [group.name for group in gateway.groups]
+    if model is None:
+        if len(names) != 1:
+            raise _Refused(f"{path}: has groups {names}; choose one with --model")
+        model = names[0]
+    for group in gateway.groups:
+        if group.name == model:
+            return group.client
+    raise _Refused(f"--model {model}: {path} has no such group (it has {names})")
 
 
 def _prompt(given: str | None) -> str:
@@ -102,7 +133,7 @@ def main(argv: list[str], prog: str = "lb chat") -> int:
     args = _parser(prog).parse_args(argv)
     try:
         config = (
-            _read_config(args.config)
+            _read_config(args.config, args.model)
             if args.config is not None
             else load_profile(args.profiles_dir, args.profile)
         )

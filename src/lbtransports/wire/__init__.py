@@ -37,6 +37,7 @@ from ._types import (
     Usage,
     UserMessage,
 )
+from ._url import shown_url, with_url_tried
 
 __all__ = (
     "AssistantMessage",
@@ -77,6 +78,8 @@ __all__ = (
     "redact_settings",
     "resolve_credential",
     "retry_after_ms",
+    "shown_url",
     "stream_decoder",
     "wire_for",
+    "with_url_tried",
 )

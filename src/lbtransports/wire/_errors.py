@@ -111,6 +111,25 @@ def _short(value: object, secrets: Sequence[str]) -> str | None:
     return None
 
 
+#: An HTTP status written as text ("500", as LiteLLM sends it): three ASCII digits, 100..599.
+_STATUS_TEXT: Final = re.compile(r"[1-5][0-9]{2}")
+
+
+def status_from_code(code: object) -> int | None:
+    """The HTTP status a provider put in an error's ``code``: 502 or "502", else None.
+
+    OpenRouter and Google write the status as a number, LiteLLM as a digit
+    string; a code such as "invalid_api_key", a float or a bool is no status.
+    """
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code if 100 <= code <= 599 else None
+    if isinstance(code, str) and _STATUS_TEXT.fullmatch(code):
+        return int(code)
+    return None
+
+
 def protocol_error(message: str, secrets: Sequence[str] = ()) -> WireError:
     return WireError(failure(FailureKind.PROTOCOL, message, secrets=secrets))
 

@@ -22,11 +22,15 @@ _SECRET_SETTING: Final = re.compile(
 )
 
 
+def secret_name(name: str) -> bool:
+    """Whether a setting (or query parameter) of this name may hold a credential."""
+    return _SECRET_SETTING.search(name) is not None
+
+
 def redact_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``settings`` safe to show: values under credential-like names are hidden."""
     return {
-        name: "<redacted>" if _SECRET_SETTING.search(str(name)) else value
-        for name, value in settings.items()
+        name: "<redacted>" if secret_name(str(name)) else value for name, value in settings.items()
     }
 
 

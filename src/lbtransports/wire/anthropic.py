@@ -29,7 +29,7 @@ from ._common import (
     response_parser,
 )
 from ._decoder import StreamDecoder, chunk_if_any
-from ._errors import Headers, WireError, decode_json, failure, http_failure
+from ._errors import Headers, WireError, decode_json, failure, http_failure, status_from_code
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -118,6 +118,17 @@ def _messages(request: ChatRequest) -> list[dict[str, Any]]:
     return out
 
 
+def _api_root(base_url: str) -> str:
+    """The base URL without a final ``/v1``, which the path adds again.
+
+    Anthropic's documented base URL has no version, but the OpenAI habit of
+    ending it with ``/v1`` is common; no Messages API lives at ``/v1/v1``, so
+    a single trailing ``/v1`` segment can only mean the API's own.
+    """
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
 def encode_request(
     target: BackendTarget, request: ChatRequest, settings: ResolvedSettings, key: str | None
 ) -> HttpRequest:
@@ -145,7 +156,7 @@ def encode_request(
     apply_extras(body, request.extras.get(PROVIDER.value, {}), RESERVED)
     body["stream"] = stream
     return post_json(
-        join_url(target.base_url or DEFAULT_BASE_URL, "v1/messages"),
+        join_url(_api_root(target.base_url or DEFAULT_BASE_URL), "v1/messages"),
         body,
         stream=stream,
         key=key,
@@ -154,18 +165,23 @@ def encode_request(
     )
 
 
-def error_fields(value: object) -> tuple[str | None, object]:
-    """(message, type) from ``{"type": "error", "error": {"type", "message"}}``."""
+def error_fields(value: object) -> tuple[str | None, object, int | None]:
+    """(message, type, status) from ``{"type": "error", "error": {"type", "message"}}``.
+
+    Anthropic itself sends no status in the body; a proxy in front of it
+    (LiteLLM) may add ``error.code``, a number or digit string that is one.
+    """
     if not isinstance(value, dict):
-        return None, None
+        return None, None, None
     error = value.get("error")
     if isinstance(error, dict):
         message = error.get("message")
-        return (message if isinstance(message, str) else None), error.get("type")
+        status = status_from_code(error.get("code"))
+        return (message if isinstance(message, str) else None), error.get("type"), status
     if isinstance(error, str):
-        return error, None
+        return error, None, None
     message = value.get("message")
-    return (message if isinstance(message, str) else None), None
+    return (message if isinstance(message, str) else None), None, None
 
 
 def parse_error(
@@ -177,7 +193,7 @@ def parse_error(
     now: float | None = None,
 ) -> Failure:
     """The failure for a non-2xx Messages API answer (529 is ``overloaded_error``)."""
-    message, kind = error_fields(decode_json(body))
+    message, kind, _ = error_fields(decode_json(body))
     return http_failure(
         status,
         headers,
@@ -192,12 +208,13 @@ def parse_error(
 
 def _reported_error(value: object, secrets: Sequence[str]) -> WireError:
     """An error event in a stream, or an error inside a 2xx body: a provider failure."""
-    message, error_type = error_fields(value)
+    message, error_type, status = error_fields(value)
     return WireError(
         failure(
             FailureKind.PROVIDER,
             message or "the backend reported an error",
             secrets=secrets,
+            status=status,
             provider_type=error_type,
         )
     )

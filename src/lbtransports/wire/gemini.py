@@ -33,7 +33,15 @@ from ._common import (
     tool_result_name,
 )
 from ._decoder import StreamDecoder, chunk_if_any
-from ._errors import Headers, WireError, decode_json, failure, google_retry_delay, http_failure
+from ._errors import (
+    Headers,
+    WireError,
+    decode_json,
+    failure,
+    google_retry_delay,
+    http_failure,
+    status_from_code,
+)
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -197,7 +205,7 @@ def error_fields(value: object) -> tuple[str | None, object, object, int | None,
         message if isinstance(message, str) else None,
         error.get("status"),
         reason,
-        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        status_from_code(code),
         google_retry_delay(details),
     )
 

@@ -27,7 +27,7 @@ from ._common import (
     tools_json,
 )
 from ._decoder import StreamDecoder, chunk_if_any
-from ._errors import Headers, WireError, decode_json, failure, http_failure
+from ._errors import Headers, WireError, decode_json, failure, http_failure, status_from_code
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -134,7 +134,8 @@ def error_fields(value: object) -> tuple[str | None, object, object, int | None]
     """(message, type, code, status) from an OpenAI-style error body.
 
     Reads ``{"error": {"message", "type", "code"}}`` (OpenAI, Groq, OpenRouter,
-    whose numeric ``code`` is an HTTP status), ``{"error": "text"}`` (some
+    whose numeric ``code`` is an HTTP status; LiteLLM, whose digit-string
+    ``code`` is one too), ``{"error": "text"}`` (some
     self-hosted servers) and ``{"detail": ...}`` / ``{"message": ...}`` (vLLM
     and other FastAPI servers). Anything else gives all None.
     """
@@ -145,8 +146,7 @@ def error_fields(value: object) -> tuple[str | None, object, object, int | None]
     error = value.get("error")
     if isinstance(error, dict):
         code = error.get("code")
-        status = code if isinstance(code, int) and not isinstance(code, bool) else None
-        return _text(error.get("message")), error.get("type"), code, status
+        return _text(error.get("message")), error.get("type"), code, status_from_code(code)
     if isinstance(error, str):
         return error, value.get("type"), value.get("code"), None
     message = value.get("message", value.get("detail"))

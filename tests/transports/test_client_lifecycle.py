@@ -1,8 +1,8 @@
-"""Review regressions: a stream the garbage collector finalizes never deadlocks the client.
+"""Closing a client and collecting its streams: connections end, nothing deadlocks.
 
-A collection can start at any allocation, including one inside the client's
-guarded section, on the thread holding the guard. A started stream's generator
-is finalized there too, and its cleanup must not wait for that guard.
+Closing a client closes its connections whatever else still holds their pools,
+and a stream the garbage collector finalizes, even inside the client's guarded
+section on the thread holding the guard, never waits for that guard.
 """
 
 from __future__ import annotations
@@ -14,9 +14,31 @@ import threading
 import pytest
 
 from lbtransports import Client
-from lbtransports.testing import Stream
+from lbtransports.testing import Reset, Stream
 
 from .harness import REQUEST, BackendPlan, client_config, decision_lines, start_backends
+
+
+def test_sync_close_closes_a_pooled_connection_even_if_a_failure_still_holds_its_pool() -> None:
+    # urllib3's exception for the reset keeps the pool alive in a reference
+    # cycle; the retry's connection goes back to that same pool. Dropping the
+    # pool (all that Session.close does in urllib3 2) would leave that
+    # connection open until the next garbage collection.
+    plans = [
+        BackendPlan("a", script=[Reset(before_headers=True)], default=Stream(1)),
+        BackendPlan("b"),
+    ]
+    settings = {"failover_retry_count": 2}
+    with start_backends(plans) as backends:
+        gc.collect()
+        gc.disable()  # what is left in cycles stays there until the test ends
+        try:
+            with Client(client_config(backends, plans, settings=settings)) as client:
+                answer = client.complete(REQUEST)
+            backends.wait_idle(timeout=2.0)
+        finally:
+            gc.enable()
+    assert (answer.backend, answer.text) == ("a", "a-0 ")
 
 
 # A collection finalizes everything in the cycle in no set order: the socket's own

@@ -1,0 +1,116 @@
+"""Telling the sync client the moment its request has been sent, and on what.
+
+The first-chunk deadline counts from the send (spec/behaviour.md section
+8.3), but ``requests`` sends and waits for the status line in one call.
+urllib3 asks its connection for the response right after the request went
+out, so a connection class that runs a hook there sees exactly that moment.
+The hook is set per request in a context variable: the sending thread is the
+one running the request, so no other request can see it. The connection also
+says whether it was already open (taken from the pool) when the request
+started, which tells a stale pooled connection from a backend that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+
+__all__ = ("SendWatch", "SentAdapter", "watching")
+
+#: Called once the request is sent; returns the seconds left to wait for the status line.
+SentHook = Callable[[], float]
+
+
+class SendWatch:
+    """What one request's sending looked like, filled in by the connection."""
+
+    __slots__ = ("fired", "on_sent", "reused")
+
+    def __init__(self, on_sent: SentHook) -> None:
+        self.on_sent = on_sent
+        #: The connection was open already: it came from the pool.
+        self.reused = False
+        self.fired = False
+
+
+_WATCH: contextvars.ContextVar[SendWatch | None] = contextvars.ContextVar(
+    "lbtransports_send_watch", default=None
+)
+
+
+@contextlib.contextmanager
+def watching(watch: SendWatch) -> Iterator[None]:
+    """Let ``watch`` see the request this thread sends next."""
+    token = _WATCH.set(watch)
+    try:
+        yield
+    finally:
+        _WATCH.reset(token)
+
+
+def _starting(connection: urllib3.connection.HTTPConnection) -> None:
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.reused = not connection.is_closed
+
+
+def _fire(connection: urllib3.connection.HTTPConnection) -> None:
+    watch = _WATCH.get()
+    if watch is None or watch.fired:
+        return
+    watch.fired = True  # once per request, even if urllib3 asked again
+    # urllib3 applies the connection's timeout to the socket as it reads the
+    # status line: the wait now ends at the deadline the send restarted.
+    connection.timeout = watch.on_sent()
+
+
+class _SentHTTPConnection(urllib3.connection.HTTPConnection):
+    """Reports to the watch; the HTTPS class below shares it (urllib3's HTTPS
+    connection is an HTTP connection, so these methods sit above its own)."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _starting(self)
+        super().request(*args, **kwargs)
+
+    def getresponse(self) -> Any:
+        _fire(self)
+        return super().getresponse()
+
+
+class _SentHTTPSConnection(_SentHTTPConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _SentHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _SentHTTPConnection
+
+
+class _SentHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _SentHTTPSConnection
+
+
+class SentAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections report to the :func:`watching` watch."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _SENT_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # With trust_env and a proxy, requests sends through a manager of its
+        # own, built here: it must use the same connections.
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _SENT_POOLS
+        return manager
+
+
+_SENT_POOLS: dict[str, type[urllib3.connectionpool.HTTPConnectionPool]] = {
+    "http": _SentHTTPPool,
+    "https": _SentHTTPSPool,
+}
