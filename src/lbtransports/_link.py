@@ -149,23 +149,29 @@ class CoreLink:
         attempt_budget = run.attempt_budget
         with self._guard:
             self._begin()
-            self._runs[run.request_id] = run
-            try:
-                self._feed(
-                    RequestStarted(
-                        at=self._read_clock(),
-                        request_id=run.request_id,
-                        prompt_tokens=prompt,
-                        attempt_budget=attempt_budget,
-                    )
-                )
-            except InvalidEvent:
-                # Refused before anything changed: nothing to repair.
-                del self._runs[run.request_id]
-                self._end()
-                raise
+            # The try lives in its own frame: CPython 3.11 leaves a ``try:``
+            # line directly inside a ``with`` outside the with's cleanup, so an
+            # interrupt landing on it would leave the guard held for good.
+            self._open_in_core(run, prompt, attempt_budget)
             self._end()
         self._flush()
+
+    def _open_in_core(self, run: RequestRun, prompt: int, attempt_budget: int | None) -> None:
+        self._runs[run.request_id] = run
+        try:
+            self._feed(
+                RequestStarted(
+                    at=self._read_clock(),
+                    request_id=run.request_id,
+                    prompt_tokens=prompt,
+                    attempt_budget=attempt_budget,
+                )
+            )
+        except InvalidEvent:
+            # Refused before anything changed: nothing to repair.
+            del self._runs[run.request_id]
+            self._end()
+            raise
 
     def next_step(self, run: RequestRun) -> Step:
         """What ``run``'s loop must do now, given everything the core decided.

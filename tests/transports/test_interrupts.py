@@ -1,19 +1,23 @@
 """An interrupt landing at any line of a request leaves the sync client usable.
 
-A trace function raises KeyboardInterrupt at the Nth line the request runs in
-the project's own files. A counting run first lists the lines a request
-passes through; then the interrupt is injected once at each distinct line,
-for three shapes of request (a success, a failover, a stream closed early).
-After each: the interrupted request has ended, nothing is in flight, no
-breaker keeps a probe, closing the stream raised nothing, the trace replays,
-and a next request on the same client works (a watchdog bounds every step).
+A trace function raises KeyboardInterrupt at one line the request runs in the
+project's own files. A counting run per shape of request (a success, a
+failover, a stream closed early) lists the lines it passes through; then the
+interrupt is injected once at a line, for every line of the guarded core
+(``_link.py``, ``_run.py``, ``lbcore/_balancer.py``) and a fixed sample of the
+rest (``LB_INTERRUPTS_FULL=1`` injects at every line of every shape). After
+each: the interrupted request has ended once, nothing is in flight, no breaker
+keeps a probe, closing the stream raised nothing, the trace replays, and a
+next request on the same client works (a watchdog bounds every step).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
@@ -29,6 +33,11 @@ from .harness import REQUEST, BackendPlan, client_config, start_backends
 
 _SRC = str(Path(__file__).resolve().parents[2] / "src")
 _WATCHDOG_S = 5.0
+#: Every line of these is injected at (in one shape that reaches it).
+_EVERY_LINE = ("lbtransports/_link.py", "lbtransports/_run.py", "lbcore/_balancer.py")
+#: One line in this many of the other files is, chosen by a hash of its place.
+_SAMPLE_EVERY = 5
+_FULL = os.environ.get("LB_INTERRUPTS_FULL") == "1"
 _SETTINGS = {"failover_retry_count": 2, "circuit_breaker_enabled": True}
 Where = tuple[str, int]
 
@@ -156,24 +165,63 @@ _SHAPES = {
 }
 
 
+def _place(where: Where) -> str:
+    return f"{Path(where[0]).relative_to(_SRC)}:{where[1]}"
+
+
+def _injection_plan(reached: dict[str, set[Where]]) -> dict[str, list[Where]]:
+    """The lines each shape injects at: each chosen line once, in one shape that reaches it."""
+    if _FULL:
+        return {shape: sorted(lines) for shape, lines in reached.items()}
+    plan: dict[str, list[Where]] = {shape: [] for shape in reached}
+    for where in sorted(set().union(*reached.values())):
+        place = _place(where)
+        key = zlib.crc32(place.encode())
+        if not place.startswith(_EVERY_LINE) and key % _SAMPLE_EVERY:
+            continue
+        shapes = [shape for shape in sorted(reached) if where in reached[shape]]
+        plan[shapes[key % len(shapes)]].append(where)
+    return plan
+
+
+@pytest.fixture(scope="module")
+def injection_plan() -> dict[str, list[Where]]:
+    reached = {}
+    for shape, (plans, read_all) in _SHAPES.items():
+        with start_backends(plans) as backends:
+            counting, problems = _check(backends, plans, None, read_all)
+        assert problems == []
+        # The request really runs through the project's code.
+        assert len(counting.lines) > 300
+        reached[shape] = counting.lines
+    plan = _injection_plan(reached)
+    for must in _EVERY_LINE:
+        wanted = {
+            where for lines in reached.values() for where in lines if _place(where).startswith(must)
+        }
+        assert wanted <= {where for lines in plan.values() for where in lines}
+    return plan
+
+
 # An interrupt inside urllib3 while it connects can leave it a socket to collect.
 @pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
 )
 @pytest.mark.parametrize("shape", sorted(_SHAPES))
-def test_an_interrupt_at_any_line_of_a_request_leaves_the_sync_client_usable(shape: str) -> None:
+def test_an_interrupt_at_any_line_of_a_request_leaves_the_sync_client_usable(
+    shape: str, injection_plan: dict[str, list[Where]]
+) -> None:
     plans, read_all = _SHAPES[shape]
+    lines = injection_plan[shape]
+    assert lines
     with start_backends(plans) as backends:
-        counting, problems = _check(backends, plans, None, read_all)
-        assert problems == []
-        assert len(counting.lines) > 80  # the request really runs through the project's code
         failures = {}
         fired = 0
-        for where in sorted(counting.lines):
+        for where in lines:
             injector, problems = _check(backends, plans, where, read_all)
             fired += injector.fired
             if problems:
-                failures[f"{Path(where[0]).relative_to(_SRC)}:{where[1]}"] = problems
-        assert failures == {}
-        # A few lines run only on some runs (a read that returns early, say).
-        assert fired > 0.9 * len(counting.lines)
+                failures[_place(where)] = problems
+    assert failures == {}
+    # A few lines run only on some runs (a read that returns early, say).
+    assert fired > 0.9 * len(lines)
