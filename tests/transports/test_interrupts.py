@@ -1,4 +1,5 @@
-"""An interrupt landing at any line of a request leaves the sync client usable.
+"""An interrupt at any line of a request leaves the sync client usable; a cancel
+at any await of one leaves the async client usable.
 
 A trace function raises KeyboardInterrupt at one line the request runs in the
 project's own files. A counting run per shape of request (a success, a
@@ -8,7 +9,12 @@ interrupt is injected once at a line, for every line of the guarded core
 rest (``LB_INTERRUPTS_FULL=1`` injects at every line of every shape). After
 each: the interrupted request has ended once, nothing is in flight, no breaker
 keeps a probe, closing the stream raised nothing, the trace replays, and a
-next request on the same client works (a watchdog bounds every step).
+next request on the same client works (a watchdog bounds every step). The
+interrupted request never ends as failed: nothing is charged to a backend.
+
+The async client's request is cancelled at each time its task suspends in
+turn (counted by the root coroutine's frame, whose every suspension is a
+``return`` trace event), on asyncio and trio, with the same checks.
 """
 
 from __future__ import annotations
@@ -20,16 +26,17 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
+import anyio
 import pytest
 
 from lbcore import RequestAborted, RequestCompleted, RequestFailed, decode_trace, verify_trace
-from lbtransports import Client, LoadBalancerError, RequestInterruptedError
+from lbtransports import AsyncClient, Client, LoadBalancerError, RequestInterruptedError
 from lbtransports.testing import LocalBackends, Reset, Stream
 
-from .harness import REQUEST, BackendPlan, client_config, start_backends
+from .harness import ASYNC_MODES, REQUEST, BackendPlan, client_config, start_backends
 
 _SRC = str(Path(__file__).resolve().parents[2] / "src")
 _WATCHDOG_S = 5.0
@@ -142,6 +149,7 @@ def _check(
 
 
 def _first_request_ended(trace: bytes) -> Iterator[str]:
+    """Problems with how the interrupted request (``r1``) ended in the trace."""
     _, steps = decode_trace(trace)
     started = any(getattr(step.event, "request_id", None) == "r1" for step in steps)
     terminals = [
@@ -153,6 +161,20 @@ def _first_request_ended(trace: bytes) -> Iterator[str]:
     ]
     if started and len(terminals) != 1:
         yield f"the interrupted request ended {len(terminals)} times in the trace"
+    # Every shape's request can succeed: a failure could only be the interrupt's, charged
+    # to a backend.
+    for terminal in terminals:
+        if isinstance(terminal, RequestFailed):
+            yield f"the interrupted request ended as failed: {terminal!r}"
+
+
+def _ended_cancelled(trace: bytes) -> bool:
+    _, steps = decode_trace(trace)
+    return any(
+        isinstance(action, RequestAborted) and action.request_id == "r1"
+        for step in steps
+        for action in step.actions
+    )
 
 
 _SHAPES = {
@@ -225,3 +247,147 @@ def test_an_interrupt_at_any_line_of_a_request_leaves_the_sync_client_usable(
     assert failures == {}
     # A few lines run only on some runs (a read that returns early, say).
     assert fired > 0.9 * len(lines)
+
+
+# -- the async client: a cancel at every suspension -------------------------------
+
+
+class _Canceller:
+    """Counts the times the request's task suspends; cancels ``scope`` at the ``at``-th.
+
+    Every suspension of the task passes back through the root coroutine's
+    frame, so each one is a ``return`` event of that frame (its real return is
+    the last). The cancel lands at the await the task is suspended in.
+    """
+
+    def __init__(self, root: CodeType, at: int | None) -> None:
+        self.root = root
+        self.at = at
+        self.suspensions = 0
+        self.fired = False
+        self.scope: anyio.CancelScope | None = None
+        #: The project line last run before the cancel, to name the await.
+        self.last: Where | None = None
+        self.where: Where | None = None
+        #: The request ended as cancelled (RequestAborted) in the trace.
+        self.ended_cancelled = False
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code is self.root:
+            return self._root
+        if self.fired or not frame.f_code.co_filename.startswith(_SRC):
+            return None
+        return self._project
+
+    def _root(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "return" and not self.fired:
+            self.suspensions += 1
+            if self.suspensions == self.at:
+                assert self.scope is not None
+                self.fired = True
+                self.where = self.last
+                self.scope.cancel()
+        return self._root
+
+    def _project(self, frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            self.last = (frame.f_code.co_filename, frame.f_lineno)
+        return self._project
+
+
+async def _cancellable_request(client: AsyncClient, read_all: bool, problems: list[str]) -> None:
+    stream = client.chat(REQUEST)
+    try:
+        async for _ in stream:
+            if not read_all:
+                break
+    finally:
+        try:
+            await stream.aclose()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as error:
+            problems.append(f"closing the stream raised {error!r}")
+
+
+async def _cancelled_once(
+    backends: LocalBackends, plans: list[BackendPlan], canceller: _Canceller, read_all: bool
+) -> list[str]:
+    buffer = io.BytesIO()
+    client = AsyncClient(client_config(backends, plans, settings=_SETTINGS), trace=buffer)
+    problems: list[str] = []
+    with anyio.CancelScope() as scope:
+        canceller.scope = scope
+        sys.settrace(canceller)
+        try:
+            await _cancellable_request(client, read_all, problems)
+        except Exception as error:
+            problems.append(f"the cancelled request raised {error!r}")
+        finally:
+            sys.settrace(None)
+    try:
+        with anyio.fail_after(_WATCHDOG_S):
+            await client.complete(REQUEST)
+    except BaseException as error:
+        problems.append(f"the next request raised {error!r}")
+    stats = client.stats()
+    if stats.in_flight != 0:
+        problems.append(f"{stats.in_flight} request(s) left in flight")
+    for name, breaker in stats.circuit_breaker_states.items():
+        if getattr(breaker, "probe_holder", None):
+            problems.append(f"breaker {name} keeps its probe taken")
+    await client.aclose()
+    trace = buffer.getvalue()
+    mismatch = verify_trace(trace)
+    if mismatch is not None:
+        problems.append(f"the trace no longer replays: {mismatch}")
+    else:
+        problems.extend(_first_request_ended(trace))
+        canceller.ended_cancelled = _ended_cancelled(trace)
+    return problems
+
+
+def _cancel_at(
+    backend: str, plans: list[BackendPlan], backends: LocalBackends, at: int | None, read_all: bool
+) -> tuple[_Canceller, list[str]]:
+    canceller = _Canceller(_cancellable_request.__code__, at)
+    problems: list[str] = []
+
+    def run() -> None:
+        problems.extend(
+            anyio.run(_cancelled_once, backends, plans, canceller, read_all, backend=backend)
+        )
+
+    done, raised = _in_thread(run)
+    if not done:
+        return canceller, ["the cancelled request, or what followed it, hung"]
+    if raised is not None:
+        problems.append(f"the run raised {raised!r}")
+    return canceller, problems
+
+
+@pytest.mark.parametrize("backend", ASYNC_MODES)
+@pytest.mark.parametrize("shape", sorted(_SHAPES))
+def test_a_cancel_at_any_await_of_a_request_leaves_the_async_client_usable(
+    shape: str, backend: str
+) -> None:
+    plans, read_all = _SHAPES[shape]
+    with start_backends(plans) as backends:
+        counting, problems = _cancel_at(backend, plans, backends, None, read_all)
+        assert problems == []
+        # The request really waits on its backends (connect, send, reads, close).
+        assert counting.suspensions > 3
+        failures = {}
+        fired = cancelled = 0
+        for at in range(1, counting.suspensions):
+            canceller, problems = _cancel_at(backend, plans, backends, at, read_all)
+            fired += canceller.fired
+            cancelled += canceller.ended_cancelled
+            if problems:
+                where = _place(canceller.where) if canceller.where else "?"
+                failures[f"suspension {at} (after {where})"] = problems
+    assert failures == {}
+    # A run may suspend once less than the counting run (a read finds its bytes waiting).
+    assert fired >= counting.suspensions - 2
+    # The cancels landed: requests ended as cancelled, not only after their answers.
+    assert cancelled > 0
