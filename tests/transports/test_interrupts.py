@@ -249,6 +249,72 @@ def test_an_interrupt_at_any_line_of_a_request_leaves_the_sync_client_usable(
     assert fired > 0.9 * len(lines)
 
 
+class _InCoreHandle(_Injector):
+    """Raises KeyboardInterrupt at the first line the core's ``handle()`` runs."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> Any:
+        code = frame.f_code
+        if self.fired or not code.co_filename.endswith("lbcore/_balancer.py"):
+            return None
+        if event == "line" and code.co_name == "handle":
+            self.fired = True
+            raise KeyboardInterrupt
+        return self
+
+
+def test_an_interrupt_inside_the_core_ends_the_other_open_requests_and_the_client_recovers() -> (
+    None
+):
+    plans = [BackendPlan("a", default=Stream(20, delay_ms=10))]
+    trace = io.BytesIO()
+    seen: dict[str, object] = {}
+
+    def scenario() -> None:
+        config = client_config(backends, plans, strategy="round-robin")
+        with Client(config, trace=trace) as client:
+            other = client.chat(REQUEST)
+            seen["first"] = next(other).text
+            injector = _InCoreHandle()
+            sys.settrace(injector)
+            try:
+                client.complete(REQUEST)
+            except KeyboardInterrupt:
+                seen["interrupted"] = injector.fired
+            finally:
+                sys.settrace(None)
+            try:
+                seen["rest"] = [chunk.text for chunk in other]
+            except RequestInterruptedError as error:
+                seen["other"] = error.request_id
+            other.close()
+            seen["next"] = client.complete(REQUEST).text
+            seen["in_flight"] = client.stats().in_flight
+
+    with start_backends(plans) as backends:
+        done, raised = _in_thread(scenario)
+    assert (done, raised) == (True, None)
+    assert seen == {
+        "first": "a-0 ",
+        "interrupted": True,
+        # The request open meanwhile ends: news meant for it may have been lost.
+        "other": "r1",
+        "next": "".join(f"a-{i} " for i in range(20)),
+        "in_flight": 0,
+    }
+    assert verify_trace(trace.getvalue()) is None
+    _, steps = decode_trace(trace.getvalue())
+    aborted = {
+        action.request_id
+        for step in steps
+        for action in step.actions
+        if isinstance(action, RequestAborted)
+    }
+    assert aborted == {"r1", "r2"}
+
+
 # -- the async client: a cancel at every suspension -------------------------------
 
 
