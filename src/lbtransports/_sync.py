@@ -99,6 +99,8 @@ class Client(ClientBase):
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
         self._sessions_lock = threading.Lock()
+        #: Each running request's latest response (closed by then, but for an interrupt).
+        self._responses: dict[RequestRun, requests.Response] = {}
 
     # -- requests ---------------------------------------------------------------
 
@@ -164,8 +166,12 @@ class Client(ClientBase):
                     continue
                 yield from self._attempt(run, step.attempt)
         finally:
-            # Closed early, interrupted, or a bug: the core must not keep the request.
+            # Closed early, interrupted, or a bug: the core must not keep the request,
+            # nor this client the request's connection.
             link.cancel(run)
+            response = self._responses.pop(run, None)
+            if response is not None:
+                response.close()
         if run.error is not None:
             raise run.error
 
@@ -191,7 +197,9 @@ class Client(ClientBase):
             watch = SendWatch(sent)
             try:
                 with watching(watch):
-                    response = self._session(attempt.backend).request(
+                    # Noted in the same statement: an interrupt landing before
+                    # the ``with response`` below must not leave it open.
+                    response = self._responses[run] = self._session(attempt.backend).request(
                         http.method,
                         http.url,
                         headers=dict(http.headers),

@@ -5,11 +5,12 @@ A trace function raises KeyboardInterrupt at one line the request runs in the
 project's own files. A counting run per shape of request (a success, a
 failover, a stream closed early) lists the lines it passes through; then the
 interrupt is injected once at a line, for every line of the guarded core
-(``_link.py``, ``_run.py``, ``lbcore/_balancer.py``) and a fixed sample of the
-rest (``LB_INTERRUPTS_FULL=1`` injects at every line of every shape). After
-each: the interrupted request has ended once, nothing is in flight, no breaker
-keeps a probe, closing the stream raised nothing, the trace replays, and a
-next request on the same client works (a watchdog bounds every step). The
+(``_link.py``, ``_run.py``, ``lbcore/_balancer.py``) and of ``_sync.py``, and a
+fixed sample of the rest (``LB_INTERRUPTS_FULL=1`` injects at every line of
+every shape). After each: the interrupted request has ended once, nothing is
+in flight, no breaker keeps a probe, closing the stream raised nothing, the
+next request on the same client works (a watchdog bounds every step), no
+connection is left open once the client is closed, and the trace replays. The
 interrupted request never ends as failed: nothing is charged to a backend.
 
 The async client's request is cancelled at each time its task suspends in
@@ -41,7 +42,12 @@ from .harness import ASYNC_MODES, REQUEST, BackendPlan, client_config, start_bac
 _SRC = str(Path(__file__).resolve().parents[2] / "src")
 _WATCHDOG_S = 5.0
 #: Every line of these is injected at (in one shape that reaches it).
-_EVERY_LINE = ("lbtransports/_link.py", "lbtransports/_run.py", "lbcore/_balancer.py")
+_EVERY_LINE = (
+    "lbtransports/_link.py",
+    "lbtransports/_run.py",
+    "lbtransports/_sync.py",
+    "lbcore/_balancer.py",
+)
 #: One line in this many of the other files is, chosen by a hash of its place.
 _SAMPLE_EVERY = 5
 _FULL = os.environ.get("LB_INTERRUPTS_FULL") == "1"
@@ -139,6 +145,11 @@ def _check(
         if getattr(breaker, "probe_holder", None):
             problems.append(f"breaker {name} keeps its probe taken")
     client.close()
+    try:
+        # The interrupted request's connection was closed, not left to the collector.
+        backends.wait_idle(timeout=1.0)
+    except TimeoutError as error:
+        problems.append(str(error))
     trace = buffer.getvalue()
     mismatch = verify_trace(trace)
     if mismatch is not None:
