@@ -440,6 +440,11 @@ def _cancel_at(
         return canceller, ["the cancelled request, or what followed it, hung"]
     if raised is not None:
         problems.append(f"the run raised {raised!r}")
+    try:
+        # The cancelled request's connection was closed with it, or with the client.
+        backends.wait_idle(timeout=1.0)
+    except TimeoutError as error:
+        problems.append(str(error))
     return canceller, problems
 
 
