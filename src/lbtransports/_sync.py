@@ -131,7 +131,11 @@ class Client(ClientBase):
         return completion_of(stream, chunks)
 
     def close(self) -> None:
-        """Close every pooled connection and the trace file this client opened."""
+        """Close every pooled connection and the trace file this client opened.
+
+        Streams still reading keep their connections and may finish (urllib3's
+        pools close only their idle ones); spec/transports.md section 5.
+        """
         with self._sessions_lock:
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
