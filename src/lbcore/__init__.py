@@ -13,6 +13,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FailoverReason,
     FirstChunkDue,
@@ -57,9 +58,11 @@ from ._outcomes import (
     BudgetExhausted,
     Category,
     ContextLimitExceeded,
+    DeadlineExceeded,
     FailoverExhausted,
     LocalSaturation,
     RequestError,
+    RetryBudgetExhausted,
 )
 from ._replay import Mismatch, replay, run, verify_trace
 from ._story import request_ids, tell
@@ -103,6 +106,8 @@ __all__ = (
     "CloseBreaker",
     "ConfigError",
     "ContextLimitExceeded",
+    "CoolDown",
+    "DeadlineExceeded",
     "Event",
     "FailOver",
     "FailoverExhausted",
@@ -122,6 +127,7 @@ __all__ = (
     "RequestError",
     "RequestFailed",
     "RequestStarted",
+    "RetryBudgetExhausted",
     "RetryScheduled",
     "SelectionChanged",
     "Settings",

@@ -21,13 +21,16 @@ __all__ = (
     "CancelAttempt",
     "CancelReason",
     "CloseBreaker",
+    "CoolDown",
     "FailOver",
     "FailoverReason",
     "FirstChunkDue",
     "HalfOpenBreaker",
     "RequestAborted",
     "RequestCompleted",
+    "RequestDequeued",
     "RequestFailed",
+    "RequestQueued",
     "RetryScheduled",
     "SelectionChanged",
     "SkipBackend",
@@ -50,17 +53,28 @@ class FailoverReason(enum.StrEnum):
     BREAKER_OPENED = "breaker_opened"
     #: The attempt could not be prepared (credential, provider).
     SETUP = "setup"
+    #: A same-backend retry would have to wait (its delay or the backend's
+    #: Retry-After) until at or past the request's total deadline.
+    PAST_DEADLINE = "past_deadline"
 
 
 class SkipReason(enum.StrEnum):
     BREAKER_OPEN = "breaker_open"
     TPM_BELOW_THRESHOLD = "tpm_below_threshold"
     CONTEXT_LIMIT = "context_limit"
+    #: Every slot of the backend's concurrency limit is taken.
+    AT_CAPACITY = "at_capacity"
+    #: The backend asked for a pause (Retry-After) that has not ended yet.
+    COOLING_DOWN = "cooling_down"
 
 
 class CancelReason(enum.StrEnum):
     FIRST_CHUNK_TIMEOUT = "first_chunk_timeout"
     CANCELLED = "cancelled"
+    #: The request's total deadline (``deadline_ms``) passed.
+    DEADLINE = "deadline"
+    #: No chunk for ``idle_timeout_ms`` after the first one.
+    IDLE_TIMEOUT = "idle_timeout"
 
 
 @final
@@ -119,6 +133,39 @@ class SkipBackend(Record, frozen=True, kw_only=True):
     backend: str
     reason: SkipReason
     detail: str
+
+
+@final
+class RequestQueued(Record, frozen=True, kw_only=True):
+    """Every backend the request could use is full: it waits for a slot."""
+
+    performs_io: ClassVar[bool] = False
+    request_id: str
+    #: The backends it waits for, in rotation order.
+    waiting_for: tuple[str, ...]
+    #: Requests in the queue, this one included.
+    queued: int
+    #: When it gives up waiting (queue timeout or total deadline), if ever.
+    due: int | None
+
+
+@final
+class RequestDequeued(Record, frozen=True, kw_only=True):
+    """A slot freed on ``backend`` and the queued request takes it (its attempt follows)."""
+
+    performs_io: ClassVar[bool] = False
+    request_id: str
+    backend: str
+    waited_ms: int
+
+
+@final
+class CoolDown(Record, frozen=True, kw_only=True):
+    """The backend asked for a pause: every request skips it until ``until``."""
+
+    performs_io: ClassVar[bool] = False
+    backend: str
+    until: int
 
 
 @final
@@ -194,6 +241,9 @@ Action = (
     | RetryScheduled
     | FailOver
     | SkipBackend
+    | RequestQueued
+    | RequestDequeued
+    | CoolDown
     | CancelAttempt
     | TripBreaker
     | HalfOpenBreaker

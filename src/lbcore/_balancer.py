@@ -22,13 +22,16 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FailoverReason,
     FirstChunkDue,
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     SelectionChanged,
     SkipBackend,
@@ -37,9 +40,12 @@ from ._actions import (
     TripBreaker,
 )
 from ._aggregate import all_context_limits_error, context_limit_message, failover_error
+from ._backoff import RetryDelays
 from ._breaker import Breaker, BreakerState
+from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
+from ._cooldown import Cooldowns
 from ._errors import LBError
 from ._events import (
     AttemptFailed,
@@ -64,9 +70,14 @@ from ._outcomes import (
     BackendFailure,
     BudgetExhausted,
     ContextLimitExceeded,
+    DeadlineExceeded,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
+    RetryBudgetExhausted,
 )
+from ._retry_budget import RetryBudget
 from ._state import LiveRequest, Phase, Sending
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
@@ -134,6 +145,16 @@ class Balancer:
         # never taken back from the counts that came after it.
         self._stats_epoch = 0
         self._journal: list[Step] | None = [] if record else None
+        # The limit a prompt must fit on each backend, worked out once: the
+        # config is frozen, and the shared limit is a scan of every backend.
+        self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
+        self._capacity = Capacity(self._backends, self._settings)
+        self._cooldowns = Cooldowns(len(self._backends))
+        self._honour_retry_after = self._failover and self._settings.honour_retry_after
+        self._delays = RetryDelays(self._settings)
+        self._retry_budget = RetryBudget(self._settings)
+        #: Backends whose slot freed during this event; their queues move at its end.
+        self._freed: list[int] = []
 
     # ------------------------------------------------------------------ public
 
@@ -192,6 +213,8 @@ class Balancer:
             self._tick(actions)
         else:
             self._reset_stats()
+        if self._freed:
+            self._dispatch_freed(actions)
         self._seq += 1
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
@@ -203,16 +226,38 @@ class Balancer:
         while timers:
             due, _, request = timers[0]
             if self._armed_now(due, request):
-                return due
+                if not self._idle_lags(due, request):
+                    return due
+                heapq.heappop(timers)
+                self._rearm_idle(request)
+                continue
             # Forgetting a spent entry changes nothing any event could observe.
             heapq.heappop(timers)
         return None
+
+    @staticmethod
+    def _idle_lags(due: int, request: LiveRequest) -> bool:
+        """Whether the entry is the idle deadline's, left behind by chunks that moved it on."""
+        idle = request.idle_due
+        return due == request.idle_mark and idle is not None and idle > due
+
+    def _rearm_idle(self, request: LiveRequest) -> int:
+        """Move the idle deadline's heap entry (already taken off) to where chunks moved it."""
+        due = request.idle_due
+        assert due is not None
+        request.idle_mark = due
+        self._armed += 1
+        heapq.heappush(self._timers, (due, self._armed, request))
+        return due
 
     def _armed_now(self, due: int, request: LiveRequest) -> bool:
         """Whether a heap entry still stands for a deadline the request holds."""
         return self._live.get(request.request_id) is request and due in (
             request.deadline,
             request.retry_due,
+            request.queue_due,
+            request.expires_at,
+            request.idle_mark,
         )
 
     def _arm(self, request: LiveRequest, due: int | None) -> None:
@@ -248,7 +293,25 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            backend_in_flight=self._attempts_under_way(),
+            retry_budget_used=self._retry_budget.used,
+            cooldown_until={
+                b.name: until
+                for i, b in enumerate(self._backends)
+                if (until := self._cooling_until(i)) is not None
+            },
         )
+
+    def _attempts_under_way(self) -> dict[str, int]:
+        counts = {backend.name: 0 for backend in self._backends}
+        for request in self._live.values():
+            if (
+                request.attempt > 0
+                and request.phase is not Phase.WAITING
+                and request.sending is not Sending.HELD
+            ):
+                counts[self._backends[request.backend_index].name] += 1
+        return counts
 
     def current_failover_index(self) -> int:
         """Where the next failover request starts its rotation."""
@@ -333,6 +396,10 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
+        self._retry_budget.give_back(request)
+        if request.ticket:
+            self._capacity.leave(request)
+        self._release_slot(request)
         del self._live[request.request_id]
         self._finished[request.request_id] = None
         if len(self._finished) > FINISHED_MEMORY:
@@ -355,9 +422,36 @@ class Balancer:
         breaker = self._breakers.get(name)
         return breaker is not None and breaker.holds_probe(request.request_id)
 
-    def _context_rejection(self, request: LiveRequest, backend: BackendSpec) -> int | None:
-        """The limit the prompt exceeds on this backend, or None when it fits."""
-        limit = self._config.target_context_limit(backend)
+    def _release_slot(self, request: LiveRequest) -> None:
+        freed = self._capacity.release(request)
+        if freed >= 0 and self._capacity.limits[freed] is not None:
+            self._freed.append(freed)
+
+    def _cool_down(self, index: int, failure: Failure, actions: list[Action]) -> None:
+        until = self._cooldowns.note(index, failure, self._now, self._settings.max_retry_after_ms)
+        if until is not None:
+            actions.append(CoolDown(backend=self._backends[index].name, until=until))
+
+    def _cooling_until(self, index: int) -> int | None:
+        return self._cooldowns.until(index, self._now)
+
+    def _cooling_failure(self, index: int, until: int) -> Failure:
+        """What a request skipping a cooling backend reports for it: the pause it was asked for."""
+        cause = self._cooldowns.cause(index)
+        assert cause is not None
+        left = until - self._now
+        return Failure(
+            kind=cause.kind,
+            message=f"cooling down for {left}ms more (Retry-After): {cause.message}",
+            status=cause.status,
+            code="cooling_down",
+            provider_type=cause.provider_type,
+            retry_after_ms=left,
+        )
+
+    def _context_rejection(self, request: LiveRequest, index: int) -> int | None:
+        """The limit the prompt exceeds on backend ``index``, or None when it fits."""
+        limit = self._context_limits[index]
         tokens = request.prompt_tokens
         if limit is not None and tokens is not None and tokens > limit:
             return limit
@@ -378,6 +472,11 @@ class Balancer:
             event.request_id, self._arrivals, event.prompt_tokens, event.attempt_budget
         )
         self._live[request.request_id] = request
+        request.started_at = self._now
+        total = self._settings.deadline_ms
+        if total is not None:
+            request.expires_at = self._now + total
+            self._arm(request, request.expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -389,7 +488,7 @@ class Balancer:
         # a rejected request still uses up its turn.
         self._rr_index = (index + 1) % len(self._backends)
         backend = self._backends[index]
-        limit = self._context_rejection(request, backend)
+        limit = self._context_rejection(request, index)
         if limit is not None:
             tokens = request.prompt_tokens or 0
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
@@ -405,6 +504,17 @@ class Balancer:
         if not self._budget_left(request):
             self._fail_request(request, BudgetExhausted(message=BUDGET_EXHAUSTED_MESSAGE), actions)
             return
+        if not self._capacity.has_room(index):
+            # Round-robin's turn is fixed: the request waits for that backend only.
+            request.full.append(index)
+            self._queue(request, actions)
+            return
+        self._dispatch_round_robin(request, index, actions)
+
+    def _dispatch_round_robin(
+        self, request: LiveRequest, index: int, actions: list[Action]
+    ) -> None:
+        backend = self._backends[index]
         self._mark_selection(backend, actions)
         self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
         self._total_requests += 1
@@ -441,6 +551,7 @@ class Balancer:
         request.sending_since = self._now
         request.retry_due = None
         request.retry_failure = None
+        self._capacity.acquire(request, index)
         timeout = self._settings.timeout_ms
         request.deadline = self._now + timeout if self._failover and timeout is not None else None
         self._arm(request, request.deadline)
@@ -470,8 +581,7 @@ class Balancer:
             request.next_index = (index + 1) % count
             request.attempts_here = 0
             if self._admit(request, index, actions):
-                self._announce_failover(request, index, actions)
-                self._launch(request, index, actions)
+                self._move_to(request, index, actions)
                 return
         self._end_rotation(request, actions)
 
@@ -493,7 +603,7 @@ class Balancer:
         # Both checks always run, as in the reference: the breaker's has side effects.
         threshold = self._settings.tpm_threshold
         slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
-        limit = self._context_rejection(request, backend)
+        limit = self._context_rejection(request, index)
         if not healthy:
             state = breaker.state if breaker is not None else "open"
             reason, detail = SkipReason.BREAKER_OPEN, f"circuit breaker is {state}"
@@ -508,6 +618,15 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
+        elif (until := self._cooling_until(index)) is not None:
+            reason = SkipReason.COOLING_DOWN
+            detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
+            request.failures.append((backend.name, self._cooling_failure(index, until)))
+        elif not self._capacity.has_room(index):
+            # Not a failure: the request may wait for this backend (§18).
+            reason = SkipReason.AT_CAPACITY
+            detail = f"all {self._capacity.limits[index]} slots are taken"
+            request.full.append(index)
         else:
             return True
         if probe and breaker is not None:
@@ -518,6 +637,33 @@ class Balancer:
             )
         )
         return False
+
+    def _move_to(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Start the request on backend ``index``, which its checks admitted.
+
+        Moving on after an attempt was sent is a failover, which needs a unit
+        of the retry budget; an attempt taken back (a setup failure) was not.
+        """
+        if request.used > 0 and not self._retry_budget.take(request, len(self._live)):
+            breaker = self._breakers.get(self._backends[index].name)
+            if breaker is not None:  # the admission may have handed it the probe
+                breaker.hand_back_probe(request.request_id)
+            self._refuse_retry(request, actions)
+            return
+        self._announce_failover(request, index, actions)
+        self._launch(request, index, actions)
+
+    def _refuse_retry(self, request: LiveRequest, actions: list[Action]) -> None:
+        in_flight = len(self._live)
+        message = (
+            f"Retry budget exhausted: {self._retry_budget.used} retries and failovers already "
+            f"in flight (limit {self._retry_budget.limit(in_flight)} "
+            f"with {in_flight} requests in flight)"
+        )
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        self._fail_request(
+            request, RetryBudgetExhausted(message=message, failures=failures), actions
+        )
 
     def _announce_failover(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Say which backend the request left, and why, now that the next one is known."""
@@ -537,6 +683,13 @@ class Balancer:
         )
 
     def _end_rotation(self, request: LiveRequest, actions: list[Action]) -> None:
+        if request.full and self._budget_left(request):
+            # Some backend was skipped only because it was full: wait for it.
+            if self._revisit_full(request, actions):
+                return
+            if request.full:
+                self._queue(request, actions)
+                return
         # The rotation ended without a success: start the next request from the
         # preferred first backend rather than stay pinned to a failing one.
         self._set_sticky(request, 0)
@@ -547,6 +700,91 @@ class Balancer:
         else:
             error = failover_error(self._config.profile_name, ordinary + by_limit)
         self._fail_request(request, error, actions)
+
+    # ------------------------------------------------------------------ queue
+
+    def _revisit_full(self, request: LiveRequest, actions: list[Action]) -> bool:
+        """Try again the backends found full earlier in this request that have room now.
+
+        A request that was dispatched from the queue, then failed, may come back
+        to backends it skipped for capacity long ago; they may have room by now.
+        """
+        for index in tuple(request.full):
+            if self._capacity.has_room(index):
+                request.full.remove(index)
+                if self._admit(request, index, actions):
+                    self._move_to(request, index, actions)
+                    return True
+        return False
+
+    def _queue(self, request: LiveRequest, actions: list[Action]) -> None:
+        capacity = self._capacity
+        limit = self._settings.max_queued
+        if capacity.queued >= limit:
+            message = f"Every usable backend is full and {limit} requests already wait"
+            failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+            self._fail_request(
+                request, QueueFull(message=message, max_queued=limit, failures=failures), actions
+            )
+            return
+        capacity.enqueue(request)
+        request.queued_at = self._now
+        timeout = self._settings.queue_timeout_ms
+        request.queue_due = self._now + timeout if timeout is not None else None
+        self._arm(request, request.queue_due)
+        dues = [d for d in (request.queue_due, request.expires_at) if d is not None]
+        actions.append(
+            RequestQueued(
+                request_id=request.request_id,
+                waiting_for=tuple(self._backends[i].name for i in request.full),
+                queued=capacity.queued,
+                due=min(dues) if dues else None,
+            )
+        )
+
+    def _unqueue(self, request: LiveRequest) -> None:
+        self._capacity.leave(request)
+        request.queue_due = None
+
+    def _dispatch_freed(self, actions: list[Action]) -> None:
+        """Hand each slot freed during this event to the oldest request waiting for it."""
+        freed, capacity = self._freed, self._capacity
+        while freed:
+            index = freed.pop(0)
+            while capacity.has_room(index):
+                request = capacity.next_waiter(index)
+                if request is None:
+                    break
+                self._dispatch(request, index, actions)
+
+    def _dispatch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Give a queued request the slot that freed on backend ``index``."""
+        if self._failover and not self._admit(request, index, actions):
+            if not request.full:  # nothing left to wait for
+                self._unqueue(request)
+                self._end_rotation(request, actions)
+            return
+        self._unqueue(request)
+        actions.append(
+            RequestDequeued(
+                request_id=request.request_id,
+                backend=self._backends[index].name,
+                waited_ms=self._now - request.queued_at,
+            )
+        )
+        if self._failover:
+            self._move_to(request, index, actions)
+        else:
+            self._dispatch_round_robin(request, index, actions)
+
+    def _time_out_in_queue(self, request: LiveRequest, actions: list[Action]) -> None:
+        waited = self._now - request.queued_at
+        self._unqueue(request)
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        message = f"No backend slot freed within {waited}ms in the queue"
+        self._fail_request(
+            request, QueueTimedOut(message=message, waited_ms=waited, failures=failures), actions
+        )
 
     # ------------------------------------------------------------ attempt news
 
@@ -589,6 +827,13 @@ class Balancer:
         if request.phase is Phase.CONNECTING:
             request.phase = Phase.STREAMING
             request.deadline = None
+        idle = self._settings.idle_timeout_ms
+        if idle is not None:
+            request.idle_due = self._now + idle
+            # One heap entry per stream, not per chunk: it is moved on lazily.
+            if request.idle_mark is None:
+                request.idle_mark = request.idle_due
+                self._arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -667,6 +912,7 @@ class Balancer:
         request.failures.append((name, failure))
         request.pending_failover = (name, reason, failure)
         request.deadline = None
+        self._release_slot(request)
         self._advance_sticky_past(request, request.backend_index)
         self._advance(request, actions)
 
@@ -702,6 +948,8 @@ class Balancer:
         setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
         if setup:
             self._undo_dispatch(request)
+        if self._honour_retry_after:
+            self._cool_down(request.backend_index, failure, actions)
         if request.phase is Phase.STREAMING or not self._failover:
             # Output already reached the caller, or round-robin, which never
             # fails over: the raw failure is the answer.
@@ -709,22 +957,44 @@ class Balancer:
             return
         request.deadline = None
         reason = self._reason_to_leave(request, failure)
+        delay = 0
+        if reason is None:
+            delay = self._retry_wait(request)
+            if self._ends_too_late(request, delay):
+                reason = FailoverReason.PAST_DEADLINE
         if reason is not None:
             self._leave_backend(request, failure, reason, actions, record=not setup)
             return
-        delay = self._settings.failover_retry_delay_ms
+        if not self._retry_budget.take(request, len(self._live)):
+            self._record_failure(request, failure, actions)
+            request.failures.append((self._backends[request.backend_index].name, failure))
+            self._refuse_retry(request, actions)
+            return
         if delay > 0:
             request.phase = Phase.WAITING
             request.failed_at = self._now
-            request.retry_due = self._now + delay
-            self._arm(request, request.retry_due)
             request.retry_failure = failure
-            name = self._backends[request.backend_index].name
-            actions.append(
-                RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
-            )
+            self._schedule_retry(request, delay, actions)
             return
         self._launch(request, request.backend_index, actions)
+
+    def _schedule_retry(self, request: LiveRequest, delay: int, actions: list[Action]) -> None:
+        request.retry_due = self._now + delay
+        self._arm(request, request.retry_due)
+        name = self._backends[request.backend_index].name
+        actions.append(
+            RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
+        )
+
+    def _retry_wait(self, request: LiveRequest) -> int:
+        """A same-backend retry's wait: its delay, or the backend's Retry-After if longer."""
+        delay = self._delays.delay(request.attempts_here)
+        until = self._cooling_until(request.backend_index)
+        return delay if until is None else max(delay, until - self._now)
+
+    def _ends_too_late(self, request: LiveRequest, wait: int) -> bool:
+        """Whether a retry after ``wait`` would start at or past the request's total deadline."""
+        return request.expires_at is not None and self._now + wait >= request.expires_at
 
     def _reason_to_leave(self, request: LiveRequest, failure: Failure) -> FailoverReason | None:
         """Why the request must leave its backend after ``failure``; None to retry it there.
@@ -761,33 +1031,51 @@ class Balancer:
 
     # ------------------------------------------------------------------ clock
 
+    def _due_now(self) -> list[LiveRequest]:
+        """The requests with a timer due, by due time then arrival, taken off the heap.
+
+        Only due entries are looked at, so a tick costs O(due log n), not a
+        scan of every live (or queued) request.
+        """
+        now, timers = self._now, self._timers
+        earliest: dict[str, tuple[int, int, LiveRequest]] = {}
+        while timers and timers[0][0] <= now:
+            due, _, request = heapq.heappop(timers)
+            if not self._armed_now(due, request):
+                continue
+            if self._idle_lags(due, request):
+                # Chunks moved the idle deadline on since this entry was armed.
+                due = self._rearm_idle(request)
+                if due > now:
+                    continue
+            known = earliest.get(request.request_id)
+            if known is None or due < known[0]:
+                earliest[request.request_id] = (due, request.order, request)
+        return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
+
     def _tick(self, actions: list[Action]) -> None:
         now = self._now
-        due: list[tuple[int, int, LiveRequest]] = []
-        for request in self._live.values():
-            if request.retry_due is not None and request.retry_due <= now:
-                due.append((request.retry_due, request.order, request))
-            elif request.deadline is not None and request.deadline <= now:
-                due.append((request.deadline, request.order, request))
-        due.sort(key=lambda item: (item[0], item[1]))
-        for _, _, request in due:
-            if request.phase is Phase.WAITING:
-                failure = request.retry_failure
-                assert failure is not None
-                if self._may_retry_here(request):
-                    self._launch(request, request.backend_index, actions)
-                else:
-                    self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+        for request in self._due_now():
+            # What an earlier request did on this tick may have changed this one.
+            if self._live.get(request.request_id) is not request:
                 continue
-            backend = self._backends[request.backend_index]
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=backend.name,
-                    reason=CancelReason.FIRST_CHUNK_TIMEOUT,
-                )
-            )
+            if request.expires_at is not None and request.expires_at <= now:
+                self._expire(request, actions)
+                continue
+            if request.idle_due is not None and request.idle_due <= now:
+                self._idle_out(request, actions)
+                continue
+            if request.phase is Phase.WAITING:
+                if request.retry_due is not None and request.retry_due <= now:
+                    self._retry_due(request, actions)
+                continue
+            if request.phase is Phase.QUEUED:
+                if request.queue_due is not None and request.queue_due <= now:
+                    self._time_out_in_queue(request, actions)
+                continue
+            if request.deadline is None or request.deadline > now:
+                continue
+            self._cancel_attempt(request, CancelReason.FIRST_CHUNK_TIMEOUT, actions)
             timeout = self._settings.timeout_ms
             failure = Failure(
                 kind=FailureKind.TIMEOUT,
@@ -796,16 +1084,74 @@ class Balancer:
             )
             self._fail(request, failure, actions)
 
-    def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
-        if request.phase is not Phase.WAITING:
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=self._backends[request.backend_index].name,
-                    reason=CancelReason.CANCELLED,
-                )
+    def _cancel_attempt(
+        self, request: LiveRequest, reason: CancelReason, actions: list[Action]
+    ) -> None:
+        actions.append(
+            CancelAttempt(
+                request_id=request.request_id,
+                attempt=request.attempt,
+                backend=self._backends[request.backend_index].name,
+                reason=reason,
             )
+        )
+
+    def _expire(self, request: LiveRequest, actions: list[Action]) -> None:
+        """The total deadline passed: end the request wherever it is, charging no backend.
+
+        The time was the caller's to set, not the backend's to keep: like a
+        cancel, nothing is recorded against the backend in flight, if any.
+        """
+        total = self._settings.deadline_ms
+        assert total is not None
+        in_flight = request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING
+        if in_flight:
+            self._cancel_attempt(request, CancelReason.DEADLINE, actions)
+        # A retry waiting on a half-open backend holds its probe too.
+        self._hand_back_probe(request)
+        chunks = request.chunks if request.phase is Phase.STREAMING else 0
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        where = f" on backend '{self._backends[request.backend_index].name}'" if in_flight else ""
+        message = (
+            f"Request deadline of {total}ms passed{where}; "
+            f"{len(failures)} backend failure(s) before it"
+        )
+        error = DeadlineExceeded(
+            message=message, deadline_ms=total, chunks_delivered=chunks, failures=failures
+        )
+        self._fail_request(request, error, actions)
+
+    def _idle_out(self, request: LiveRequest, actions: list[Action]) -> None:
+        """A stream went quiet for ``idle_timeout_ms``: the backend's failure, reported raw."""
+        self._cancel_attempt(request, CancelReason.IDLE_TIMEOUT, actions)
+        failure = Failure(
+            kind=FailureKind.TIMEOUT,
+            message=(
+                f"Stream idle: no chunk for {self._settings.idle_timeout_ms}ms "
+                f"after chunk {request.chunks}"
+            ),
+            code="idle_timeout",
+        )
+        self._fail(request, failure, actions)
+
+    def _retry_due(self, request: LiveRequest, actions: list[Action]) -> None:
+        failure = request.retry_failure
+        assert failure is not None
+        if not self._may_retry_here(request):
+            self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+            return
+        until = self._cooling_until(request.backend_index)
+        if until is None:
+            self._launch(request, request.backend_index, actions)
+        elif self._ends_too_late(request, until - self._now):
+            self._leave_backend(request, failure, FailoverReason.PAST_DEADLINE, actions)
+        else:
+            # Another request's Retry-After cooled the backend down meanwhile: wait for it too.
+            self._schedule_retry(request, until - self._now, actions)
+
+    def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
+        if request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING:
+            self._cancel_attempt(request, CancelReason.CANCELLED, actions)
         self._hand_back_probe(request)
         self._finish(request, RequestAborted(request_id=request.request_id), actions)
 

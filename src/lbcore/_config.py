@@ -17,10 +17,33 @@ from typing import Any, Final
 import msgspec
 
 from ._errors import ConfigError
-from ._text import clean_text, truncate
+from ._text import clean_text, has_control_characters, truncate
 
 # Everything in __all__ is re-exported by lbcore.
-__all__ = ("BackendSpec", "BalancerConfig", "Settings", "Strategy")
+__all__ = ("BackendSpec", "Backoff", "BalancerConfig", "Settings", "Strategy")
+
+#: Fields added after trace format 1 was fixed, with their defaults. A trace header
+#: leaves a field out while it has that default, so every trace recorded before it
+#: existed still encodes to the same bytes; the defaults are therefore part of the
+#: format and never change. Each keeps the old behaviour, except
+#: ``honour_retry_after``: on by default, it changes only decisions about failures
+#: carrying a positive ``retry_after_ms`` (spec/behaviour.md §19 says why).
+LATER_SETTINGS: Final[dict[str, object]] = {
+    "max_concurrent": None,
+    "max_queued": 1024,
+    "queue_timeout_ms": None,
+    "honour_retry_after": True,
+    "max_retry_after_ms": 60_000,
+    "retry_backoff": "fixed",
+    "retry_backoff_base_ms": 100,
+    "retry_backoff_cap_ms": 10_000,
+    "seed": 0,
+    "retry_budget_percent": None,
+    "retry_budget_min": 3,
+    "deadline_ms": None,
+    "idle_timeout_ms": None,
+}
+LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None}
 
 #: The reference caps attempts per backend at this value rather than rejecting more.
 MAX_ATTEMPTS_PER_BACKEND: Final = 100
@@ -28,12 +51,21 @@ _STRATEGY_ECHO_LIMIT: Final = 50
 #: Prefixes of routing settings: an unknown key with one of these is a typo, not a
 #: request setting, and is refused rather than silently ignored. ``lb_`` catches the
 #: names the reference's docs list but its code never reads.
-_ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_")
+_ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_", "retry_", "queue_")
 
 
 class Strategy(enum.StrEnum):
     ROUND_ROBIN = "round-robin"
     FAILOVER = "failover"
+
+
+class Backoff(enum.StrEnum):
+    """How the wait before a same-backend retry grows with the attempts made there."""
+
+    #: Always ``failover_retry_delay_ms`` (the reference's behaviour).
+    FIXED = "fixed"
+    #: Full jitter: a draw between 0 and ``min(cap, base * 2**(n - 1))`` for retry n.
+    EXPONENTIAL = "exponential"
 
 
 def _snake_case(key: str) -> str:
@@ -70,7 +102,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The failover knobs, named exactly as the reference's ephemeral settings.
 
     Only the failover strategy reads them; round-robin ignores them all, as in
-    the reference. Build one from a settings mapping with :meth:`from_mapping`,
+    the reference, except the concurrency limits and the total and idle
+    deadlines, which bound any request. Build one from a settings mapping with :meth:`from_mapping`,
     which ignores keys that are not about routing (``temperature``...).
     """
 
@@ -89,6 +122,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     circuit_breaker_failure_threshold: int = 3
     circuit_breaker_failure_window_ms: int = 60_000
     circuit_breaker_recovery_timeout_ms: int = 30_000
+    # Settings added after trace format 1 (see LATER_SETTINGS): their defaults keep
+    # the behaviour of the settings above, and a header leaves them out at default.
+    #: Attempts in flight allowed per backend, unless its BackendSpec says otherwise.
+    max_concurrent: int | None = None
+    #: Requests that may wait for a free slot at once; more fail with QueueFull.
+    max_queued: int = 1024
+    #: How long a request may wait in the queue. None: as long as its deadline allows.
+    queue_timeout_ms: int | None = None
+    #: Honour a failure's Retry-After: cool the backend down and delay a retry there.
+    honour_retry_after: bool = True
+    #: The longest Retry-After honoured; a longer one is cut to this.
+    max_retry_after_ms: int = 60_000
+    retry_backoff: str = "fixed"
+    retry_backoff_base_ms: int = 100
+    retry_backoff_cap_ms: int = 10_000
+    #: Seeds the core's own PRNG (jitter), so a trace replays byte for byte.
+    seed: int = 0
+    #: Retries and failovers allowed in flight, as a share of the requests in flight.
+    retry_budget_percent: int | None = None
+    #: Retries and failovers always allowed in flight, whatever the share.
+    retry_budget_min: int = 3
+    #: Total time a request may take, failovers and queueing included.
+    deadline_ms: int | None = None
+    #: Longest gap allowed between two chunks once the first one arrived.
+    idle_timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         _require_int("failover_retry_count", self.failover_retry_count, 1)
@@ -117,6 +175,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _require_int(
             "circuit_breaker_recovery_timeout_ms", self.circuit_breaker_recovery_timeout_ms, 0
         )
+        _require_int("max_concurrent", self.max_concurrent, 1, optional=True)
+        _require_int("max_queued", self.max_queued, 0)
+        _require_int("queue_timeout_ms", self.queue_timeout_ms, 1, optional=True)
+        _require_bool("honour_retry_after", self.honour_retry_after)
+        _require_int("max_retry_after_ms", self.max_retry_after_ms, 0)
+        if self.retry_backoff not in (Backoff.FIXED, Backoff.EXPONENTIAL):
+            raise ConfigError(
+                'settings.retry_backoff: must be "fixed" or "exponential", '
+                f"got {_show(self.retry_backoff)}"
+            )
+        _require_int("retry_backoff_base_ms", self.retry_backoff_base_ms, 1)
+        _require_int("retry_backoff_cap_ms", self.retry_backoff_cap_ms, 1)
+        if self.retry_backoff_cap_ms < self.retry_backoff_base_ms:
+            raise ConfigError(
+                "settings.retry_backoff_cap_ms: must be >= retry_backoff_base_ms "
+                f"({self.retry_backoff_base_ms}), got {self.retry_backoff_cap_ms}"
+            )
+        _require_int("seed", self.seed, 0)
+        if self.seed >= 2**64:
+            raise ConfigError(
+                f"settings.seed: must be an integer below 2**64, got {_show(self.seed)}"
+            )
+        percent = self.retry_budget_percent
+        if percent is not None and (not _is_int(percent) or not 0 <= percent <= 100):
+            raise ConfigError(
+                "settings.retry_budget_percent: must be an integer between 0 and 100 or null, "
+                f"got {_show(percent)}"
+            )
+        _require_int("retry_budget_min", self.retry_budget_min, 0)
+        _require_int("deadline_ms", self.deadline_ms, 1, optional=True)
+        _require_int("idle_timeout_ms", self.idle_timeout_ms, 1, optional=True)
 
     @property
     def attempts_per_backend(self) -> int:
@@ -162,10 +251,22 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     model: str = ""
     #: The model's context window in tokens, when known.
     context_window: int | None = None
+    #: Attempts in flight allowed on this backend; None takes ``settings.max_concurrent``.
+    #: Added after trace format 1: a header leaves it out when it is None.
+    max_concurrent: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError('Each backend must have a valid "name" field (non-empty string)')
+        # Names print in messages and traces: " a" would show as a twin of "a".
+        if self.name != self.name.strip():
+            raise ConfigError(
+                f"backends[].name: must not start or end with whitespace, got {_show(self.name)}"
+            )
+        if has_control_characters(self.name):
+            raise ConfigError(
+                f"backends[].name: must not contain control characters, got {_show(self.name)}"
+            )
         if not isinstance(self.provider, str) or not self.provider.strip():
             raise ConfigError(
                 f'Backend "{clean_text(self.name, 64)}" must have a valid "provider" field '
@@ -178,6 +279,12 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ConfigError(
                 f'Backend "{clean_text(self.name, 64)}": context_window must be an integer >= 1 '
                 f"or null, got {_show(window)}"
+            )
+        limit = self.max_concurrent
+        if limit is not None and (not _is_int(limit) or limit < 1):
+            raise ConfigError(
+                f'Backend "{clean_text(self.name, 64)}": max_concurrent must be an integer >= 1 '
+                f"or null, got {_show(limit)}"
             )
 
 
@@ -206,7 +313,14 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         # each backend). Name and provider are checked earlier still, when each
         # BackendSpec is built.
         backends = self.backends
-        if not isinstance(backends, tuple | list) or not backends:
+        if not isinstance(backends, tuple | list):
+            # A string or a generator is not "no backend": say what was given.
+            given = type(backends).__name__
+            shown = f": {_show(backends)}" if isinstance(backends, str) else ""
+            raise ConfigError(
+                f"backends: must be a tuple or list of BackendSpec, got a {given}{shown}"
+            )
+        if not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")
         if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
             raise _strategy_error(self.strategy)

@@ -61,6 +61,13 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     circuit_breaker_states: dict[str, BreakerSnapshot]
     current_tpm: dict[str, float]
     in_flight: int
+    #: Attempts under way at each member (sent or being sent; not one held for a
+    #: local connection slot, nor a request waiting to retry).
+    backend_in_flight: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Backends cooling down after a Retry-After: when each pause ends.
+    cooldown_until: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Retries and failovers in flight, counted against the retry budget (§21).
+    retry_budget_used: int = 0
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -23,9 +23,13 @@ __all__ = (
     "BudgetExhausted",
     "Category",
     "ContextLimitExceeded",
+    "DeadlineExceeded",
     "FailoverExhausted",
     "LocalSaturation",
+    "QueueFull",
+    "QueueTimedOut",
     "RequestError",
+    "RetryBudgetExhausted",
 )
 
 
@@ -136,6 +140,52 @@ class LocalSaturation(Record, frozen=True, kw_only=True):
     retryable: bool = True
 
 
+@final
+class QueueFull(Record, frozen=True, kw_only=True):
+    """Every usable backend was full and the queue already held ``max_queued`` requests."""
+
+    message: str
+    max_queued: int
+    #: The ordinary failures met before (empty for a fresh request).
+    failures: tuple[BackendFailure, ...]
+    category: Category = Category.SERVER_ERROR
+    retryable: bool = True
+
+
+@final
+class QueueTimedOut(Record, frozen=True, kw_only=True):
+    """The request waited ``queue_timeout_ms`` for a slot and none freed."""
+
+    message: str
+    waited_ms: int
+    failures: tuple[BackendFailure, ...]
+    category: Category = Category.SERVER_ERROR
+    retryable: bool = True
+
+
+@final
+class DeadlineExceeded(Record, frozen=True, kw_only=True):
+    """The request's total deadline (``deadline_ms``) passed, failovers included."""
+
+    message: str
+    deadline_ms: int
+    #: Chunks the caller had received from the attempt that was cut off.
+    chunks_delivered: int
+    failures: tuple[BackendFailure, ...]
+    category: Category = Category.SERVER_ERROR
+    retryable: bool = True
+
+
+@final
+class RetryBudgetExhausted(Record, frozen=True, kw_only=True):
+    """A retry or failover was refused: too many are in flight across all requests."""
+
+    message: str
+    failures: tuple[BackendFailure, ...]
+    category: Category = Category.SERVER_ERROR
+    retryable: bool = True
+
+
 RequestError = (
     FailoverExhausted
     | AllContextLimitsExceeded
@@ -144,4 +194,8 @@ RequestError = (
     | BudgetExhausted
     | BackendFailed
     | LocalSaturation
+    | QueueFull
+    | QueueTimedOut
+    | DeadlineExceeded
+    | RetryBudgetExhausted
 )

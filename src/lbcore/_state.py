@@ -14,6 +14,9 @@ A request lives in one of three phases while it is in flight:
   splice two different answers together).
 * ``WAITING``: the last attempt failed and a same-backend retry waits for its
   delay to pass. No attempt is in flight.
+* ``QUEUED``: every backend the request could use is at its concurrency
+  limit; it waits for a slot (see :mod:`lbcore._capacity`). No attempt is in
+  flight.
 
 A request that ends leaves the table of live requests; any later event that
 names it is misuse. The transitions triggered by events are below, as data;
@@ -56,6 +59,7 @@ class Phase(enum.StrEnum):
     CONNECTING = "connecting"
     STREAMING = "streaming"
     WAITING = "waiting"
+    QUEUED = "queued"
 
 
 #: News of the sending side, before any answer: see ``SENDING_RULES``.
@@ -71,6 +75,7 @@ ACCEPTED_EVENTS: Final[dict[Phase, frozenset[type]]] = {
     Phase.CONNECTING: ATTEMPT_EVENTS | {RequestCancelled},
     Phase.STREAMING: ATTEMPT_EVENTS - SENDING_EVENTS | {RequestCancelled},
     Phase.WAITING: frozenset({RequestCancelled}),
+    Phase.QUEUED: frozenset({RequestCancelled}),
 }
 
 
@@ -110,19 +115,29 @@ class LiveRequest:
         "context_failures",
         "counted_epoch",
         "deadline",
+        "expires_at",
         "failed_at",
         "failures",
+        "full",
+        "idle_due",
+        "idle_mark",
         "next_index",
         "order",
         "owner",
         "pending_failover",
         "phase",
         "prompt_tokens",
+        "queue_due",
+        "queued_at",
         "request_id",
         "retry_due",
         "retry_failure",
+        "retrying",
         "sending",
         "sending_since",
+        "slot",
+        "started_at",
+        "ticket",
         "used",
         "visited",
     )
@@ -166,3 +181,22 @@ class LiveRequest:
         self.context_failures: list[tuple[str, Failure]] = []
         #: The last backend left after a failure, announced when the next attempt starts.
         self.pending_failover: tuple[str, FailoverReason, Failure] | None = None
+        #: When the request started, for its total deadline.
+        self.started_at = 0
+        #: The total deadline (``deadline_ms``), and the idle deadline while streaming.
+        self.expires_at: int | None = None
+        self.idle_due: int | None = None
+        #: The due time of the one timer-heap entry standing for the idle deadline:
+        #: chunks move ``idle_due`` on, and the entry catches up only when it
+        #: reaches the top, so a chunk costs no heap push (see Balancer._chunk).
+        self.idle_mark: int | None = None
+        #: The backend index whose concurrency slot this request holds, or -1.
+        self.slot = -1
+        #: Backends skipped only because they were full: the request may wait for them.
+        self.full: list[int] = []
+        #: Identifies the request's current stay in the queue (0 while not queued).
+        self.ticket = 0
+        self.queued_at = 0
+        self.queue_due: int | None = None
+        #: This request holds one unit of the shared retry budget (a retry or failover).
+        self.retrying = False

@@ -14,7 +14,7 @@ from typing import Final, final
 import msgspec
 
 from ._actions import Action
-from ._config import BalancerConfig
+from ._config import LATER_BACKEND_FIELDS, LATER_SETTINGS, BalancerConfig
 from ._events import Event
 from ._records import Record
 
@@ -53,11 +53,35 @@ class TraceError(ValueError):
 
 
 _ENCODER: Final = msgspec.json.Encoder(order="deterministic")
+#: Keeps the insertion order of the builtins a header is turned into (field order).
+_HEADER_ENCODER: Final = msgspec.json.Encoder()
 _LINE_DECODER: Final = msgspec.json.Decoder(TraceHeader | Step)
+
+
+def _drop_later_defaults(fields: dict[str, object], later: dict[str, object]) -> None:
+    for name, default in later.items():
+        if name in fields and fields[name] == default:
+            del fields[name]
+
+
+def _header_bytes(header: TraceHeader) -> bytes:
+    """A header with the settings added after format 1 left out while at their defaults.
+
+    So a trace recorded before those settings existed encodes to the same bytes,
+    and a trace that uses one names it. Decoding fills the defaults back in.
+    """
+    data = msgspec.to_builtins(header)
+    config = data["config"]
+    _drop_later_defaults(config["settings"], LATER_SETTINGS)
+    for backend in config["backends"]:
+        _drop_later_defaults(backend, LATER_BACKEND_FIELDS)
+    return _HEADER_ENCODER.encode(data)
 
 
 def encode_line(record: TraceHeader | Step) -> bytes:
     """One trace line, without its newline."""
+    if type(record) is TraceHeader:
+        return _header_bytes(record)
     return _ENCODER.encode(record)
 
 

@@ -28,11 +28,13 @@ from lbcore import ConfigError, TimeoutPhase, truncate
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
+from ._log_guard import guard_httpcore_logs
 from ._network import connect_failure, stale_failure, stream_failure
 from ._reader import Failed
 from ._run import Attempt, Finished, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._tracefile import TraceTarget
+from ._upstream import Upstream
 from .wire import ChatRequest, Chunk, HttpRequest
 
 __all__ = ("AsyncChatStream", "AsyncClient")
@@ -64,6 +66,12 @@ class AsyncChatStream(StreamView):
     def __init__(self, client: AsyncClient, run: RequestRun) -> None:
         super().__init__(client._link, run)
         self._chunks = client._drive(run)
+
+    @property
+    def upstream(self) -> Upstream | None:
+        """With ``chat(..., keep_upstream=True)``: the answering backend's own
+        events (taken as they are forwarded) or whole body; else None."""
+        return self._run.upstream
 
     def __aiter__(self) -> Self:
         return self
@@ -117,6 +125,7 @@ class AsyncClient(ClientBase):
                     f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
                 )
         super().__init__(config, trace)
+        guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
@@ -135,13 +144,20 @@ class AsyncClient(ClientBase):
         *,
         request_id: str | None = None,
         attempt_budget: int | None = None,
+        keep_upstream: bool = False,
     ) -> AsyncChatStream:
         """Send ``request`` and stream its answer.
 
         Nothing is sent before the stream is iterated: the request starts in
-        the core then, and its answer streams as it arrives.
+        the core then, and its answer streams as it arrives. With
+        ``keep_upstream``, the backend's own events (or whole body) are kept on
+        :attr:`AsyncChatStream.upstream` beside the chunks, for a caller that
+        forwards them.
         """
-        return AsyncChatStream(self, self._start(request, request_id, attempt_budget))
+        run = self._start(request, request_id, attempt_budget)
+        if keep_upstream:
+            run.upstream = Upstream()
+        return AsyncChatStream(self, run)
 
     async def complete(
         self,
@@ -216,7 +232,7 @@ class AsyncClient(ClientBase):
             await anyio.sleep((left + 1) / 1000)
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
-        link = self._link
+        link, upstream = self._link, run.upstream
         reader = self._prepare(run, attempt)
         if reader is None:
             return
@@ -237,13 +253,12 @@ class AsyncClient(ClientBase):
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if quiet or (
-                            attempt.chunks == 0 and attempt.first_chunk_deadline is not None
-                        ):
+                        if quiet or link.bounds_reads(run, attempt):
                             # A cancel scope per read costs a timer, so only reads
                             # whose deadline httpcore's read timeout (the idle
                             # timeout, counted from each read) would not meet get
-                            # one: before the first chunk, and after keep-alives.
+                            # one: before the first chunk, while a core deadline
+                            # runs, and after keep-alives.
                             with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                                 data = await anext(body, b"")
                             if waited.cancelled_caught:
@@ -270,11 +285,20 @@ class AsyncClient(ClientBase):
                         break
                     visible = link.deliver(run, attempt, chunks)
                     if visible:
+                        if upstream is not None:
+                            # Handed over with the chunks the caller sees, never before.
+                            upstream.receive(attempt.target.provider, reader.take_events())
                         for chunk in visible:
                             yield chunk
                         link.resumed(attempt)
                     if reader.ending is not None:
                         link.finish(run, attempt, reader.ending)
+                        done = run.completed
+                        if upstream is not None and done and done.attempt == attempt.number:
+                            # Only once the core took the success: a late one is dropped.
+                            upstream.receive(
+                                attempt.target.provider, reader.take_events(), reader.whole_body
+                            )
                         break
             finally:
                 if not finished:

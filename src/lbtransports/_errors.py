@@ -17,10 +17,12 @@ from lbcore import (
     BudgetExhausted,
     Category,
     ContextLimitExceeded,
+    DeadlineExceeded,
     FailoverExhausted,
     Failure,
     LocalSaturation,
     RequestError,
+    RetryBudgetExhausted,
     truncate,
 )
 
@@ -31,10 +33,13 @@ __all__ = (
     "BudgetExhaustedError",
     "ClientClosedError",
     "ContextLimitError",
+    "DeadlineExceededError",
     "FailoverError",
     "LoadBalancerError",
     "LocalSaturationError",
     "RequestInterruptedError",
+    "RetryBudgetError",
+    "StreamIdleError",
     "error_for",
 )
 
@@ -162,6 +167,46 @@ class LocalSaturationError(LoadBalancerError):
         return self.error.limit
 
 
+class StreamIdleError(BackendError):
+    """The stream went quiet for the core's ``idle_timeout_ms`` after its first chunk.
+
+    A :class:`BackendError` like any failure after output reached the caller;
+    ``chunks_delivered`` says how much arrived before the silence.
+    """
+
+
+class DeadlineExceededError(LoadBalancerError):
+    """The request's total deadline (``deadline_ms``) passed, failovers included.
+
+    Nothing is charged to the backend that was cut off: the time was the
+    caller's. ``failures`` are the backends' failures met before.
+    """
+
+    error: DeadlineExceeded
+
+    @property
+    def failures(self) -> tuple[BackendFailure, ...]:
+        return self.error.failures
+
+    @property
+    def chunks_delivered(self) -> int:
+        return self.error.chunks_delivered
+
+
+class RetryBudgetError(LoadBalancerError):
+    """A retry or failover was refused: too many are in flight across all requests.
+
+    The retry budget (``retry_budget_percent``) keeps sick backends from a
+    retry storm; sending again once the load eases may succeed.
+    """
+
+    error: RetryBudgetExhausted
+
+    @property
+    def failures(self) -> tuple[BackendFailure, ...]:
+        return self.error.failures
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
 
@@ -192,9 +237,13 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     ContextLimitExceeded: ContextLimitError,
     BudgetExhausted: BudgetExhaustedError,
     LocalSaturation: LocalSaturationError,
+    DeadlineExceeded: DeadlineExceededError,
+    RetryBudgetExhausted: RetryBudgetError,
 }
 
 
 def error_for(request_id: str, error: RequestError) -> LoadBalancerError:
     """The exception a caller gets for the core's ``error``."""
+    if isinstance(error, BackendFailed) and error.failure.code == "idle_timeout":
+        return StreamIdleError(request_id, error)
     return _EXCEPTIONS[type(error)](request_id, error)

@@ -172,6 +172,9 @@ class CoreLink:
             del self._runs[run.request_id]
             self._end()
             raise
+        total = self._balancer.config.settings.deadline_ms
+        if total is not None:
+            run.expires_at = self._now + total
 
     def next_step(self, run: RequestRun) -> Step:
         """What ``run``'s loop must do now, given everything the core decided.
@@ -255,12 +258,32 @@ class CoreLink:
         """Seconds ``attempt`` may wait for the next piece before a deadline passes.
 
         The earlier of the core's first-chunk deadline (until the first chunk)
-        and the transport's idle timeout. One millisecond is added so that on
-        waking the deadline has surely passed on the millisecond clock.
+        and the transport's idle timeout, and of the core's total and idle
+        deadlines (spec/behaviour.md §22), which only a tick can fire: waking
+        for them lets the core cancel on time. One millisecond is added so that
+        on waking the deadline has surely passed on the millisecond clock.
         """
-        # No guard: only this attempt's own loop moves its progress, and a fresh
-        # clock reading is never earlier than one the core has seen.
-        return max(0.0, (self._attempt_due(attempt) - self.now() + 1) / 1000)
+        # No guard: only this attempt's own loop moves its progress, the core's
+        # settings are frozen, and a fresh clock reading is never earlier than
+        # one the core has seen.
+        due = self._attempt_due(attempt)
+        if run.expires_at is not None:
+            due = min(due, run.expires_at)
+        core_idle = self._balancer.config.settings.idle_timeout_ms
+        if core_idle is not None and attempt.chunks:
+            due = min(due, attempt.last_progress + core_idle)
+        return max(0.0, (due - self.now() + 1) / 1000)
+
+    def bounds_reads(self, run: RequestRun, attempt: Attempt) -> bool:
+        """Whether a core deadline may pass before the transport's idle timer would fire.
+
+        Until the first chunk, the first-chunk deadline; with ``deadline_ms`` or
+        the core's ``idle_timeout_ms``, every read (spec/behaviour.md §22).
+        """
+        if attempt.chunks == 0 and attempt.first_chunk_deadline is not None:
+            return True
+        settings = self._balancer.config.settings
+        return run.expires_at is not None or settings.idle_timeout_ms is not None
 
     def resumed(self, attempt: Attempt) -> None:
         """The caller took the chunks it was given and asks for more: waiting starts now.

@@ -23,6 +23,7 @@ from lbcore import (
 )
 
 from ._errors import LoadBalancerError, RequestInterruptedError, error_for
+from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
 __all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
@@ -89,9 +90,13 @@ class RequestRun:
     decisions: list[Action] = field(default_factory=list)
     attempt: Attempt | None = None
     retry_due: int | None = None
+    #: When the core's total deadline (``deadline_ms``) ends the request, if it has one.
+    expires_at: int | None = None
     completed: RequestCompleted | None = None
     error: LoadBalancerError | RequestInterruptedError | None = None
     aborted: bool = False
+    #: The answering backend's own events, when the caller asked to keep them.
+    upstream: Upstream | None = None
 
     @property
     def finished(self) -> bool:
