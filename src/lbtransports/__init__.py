@@ -23,6 +23,7 @@ from ._errors import (
     FailoverError,
     LoadBalancerError,
     LocalSaturationError,
+    RequestInterruptedError,
     RetryBudgetError,
     StreamIdleError,
 )
@@ -103,6 +104,7 @@ __all__ = (
     "LocalSaturationError",
     "ProfileWarning",
     "Provider",
+    "RequestInterruptedError",
     "RetryBudgetError",
     "StreamDecoder",
     "StreamIdleError",

@@ -131,6 +131,8 @@ class AsyncClient(ClientBase):
         # a wait here is visible to the core (AttemptHeld), and httpcore's
         # pool, whose bookkeeping grows with every queued request, never queues.
         self._slots: dict[str, anyio.Semaphore] = {}
+        #: Attempts between preparing their send and letting go of its connection.
+        self._running = 0
 
     # -- requests ---------------------------------------------------------------
 
@@ -170,13 +172,22 @@ class AsyncClient(ClientBase):
         return completion_of(stream, chunks)
 
     async def aclose(self) -> None:
-        """Close every pooled connection and the trace file this client opened."""
+        """Close every pooled connection and the trace file this client opened.
+
+        Streams still reading keep their connections and may finish: the
+        pools close once the last running attempt ends (spec/transports.md
+        section 5), not under it, where its reads would fail as the backend's.
+        """
         self._closed = True
+        if not self._running:
+            await self._close_pools()
+        self._close_trace()
+
+    async def _close_pools(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         with anyio.CancelScope(shield=True):
             for pool in pools:
                 await pool.aclose()
-        self._close_trace()
 
     async def __aenter__(self) -> Self:
         return self
@@ -224,6 +235,9 @@ class AsyncClient(ClientBase):
         if reader is None:
             return
         async with contextlib.AsyncExitStack() as stack:
+            # First in, so last out: after the attempt's connection is let go.
+            self._running += 1
+            stack.push_async_callback(self._attempt_left)
             response = await self._send(stack, run, attempt)
             if response is None:
                 return
@@ -386,6 +400,12 @@ class AsyncClient(ClientBase):
                 return False
         stack.callback(slots.release)
         return True
+
+    async def _attempt_left(self) -> None:
+        self._running -= 1
+        if self._closed and not self._running:
+            # Closed while this attempt ran: the last one out closes the pools.
+            await self._close_pools()
 
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
         self._check_open()

@@ -37,6 +37,7 @@ __all__ = (
     "FailoverError",
     "LoadBalancerError",
     "LocalSaturationError",
+    "RequestInterruptedError",
     "RetryBudgetError",
     "StreamIdleError",
     "error_for",
@@ -208,6 +209,24 @@ class RetryBudgetError(LoadBalancerError):
 
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
+
+
+class RequestInterruptedError(RuntimeError):
+    """An interrupt reached the client while this request was open.
+
+    A ``KeyboardInterrupt`` (or another exception raised asynchronously into a
+    thread) landed inside the client's decision bookkeeping, in this request
+    or in another on the same client. The client rebuilt its core and takes new
+    requests; the requests open at that moment end with this error, because
+    news meant for them may have been lost. Sending the request again is safe.
+    """
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request {request_id} was ended: an interrupt reached this client's "
+            "decision core while the request was open; the client recovered"
+        )
+        self.request_id = request_id
 
 
 _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {

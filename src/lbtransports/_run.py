@@ -22,7 +22,7 @@ from lbcore import (
     StartAttempt,
 )
 
-from ._errors import LoadBalancerError, error_for
+from ._errors import LoadBalancerError, RequestInterruptedError, error_for
 from ._timer import AttemptTimer
 from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
@@ -90,7 +90,7 @@ class RequestRun:
     #: When the core's total deadline (``deadline_ms``) ends the request, if it has one.
     expires_at: int | None = None
     completed: RequestCompleted | None = None
-    error: LoadBalancerError | None = None
+    error: LoadBalancerError | RequestInterruptedError | None = None
     aborted: bool = False
     #: The answering backend's own events, when the caller asked to keep them.
     upstream: Upstream | None = None
@@ -128,6 +128,14 @@ class RequestRun:
             # Once the request has ended, nothing about any attempt is news.
             if self.attempt is not None:
                 self.attempt.over = True
+
+    def interrupted(self) -> None:
+        """The link rebuilt its core under this open request: it ends here."""
+        if not self.finished:
+            self.error = RequestInterruptedError(self.request_id)
+        self.inbox.clear()
+        if self.attempt is not None:
+            self.attempt.over = True
 
     def attempt_is_live(self, attempt: Attempt) -> bool:
         """Whether news of ``attempt`` is still wanted by the core."""

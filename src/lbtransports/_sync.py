@@ -98,6 +98,8 @@ class Client(ClientBase):
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
         self._sessions_lock = threading.Lock()
+        #: Each running request's latest response (closed by then, but for an interrupt).
+        self._responses: dict[RequestRun, requests.Response] = {}
 
     # -- requests ---------------------------------------------------------------
 
@@ -128,7 +130,11 @@ class Client(ClientBase):
         return completion_of(stream, chunks)
 
     def close(self) -> None:
-        """Close every pooled connection and the trace file this client opened."""
+        """Close every pooled connection and the trace file this client opened.
+
+        Streams still reading keep their connections and may finish (urllib3's
+        pools close only their idle ones); spec/transports.md section 5.
+        """
         with self._sessions_lock:
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
@@ -163,8 +169,12 @@ class Client(ClientBase):
                     continue
                 yield from self._attempt(run, step.attempt)
         finally:
-            # Closed early, interrupted, or a bug: the core must not keep the request.
+            # Closed early, interrupted, or a bug: the core must not keep the request,
+            # nor this client the request's connection.
             link.cancel(run)
+            response = self._responses.pop(run, None)
+            if response is not None:
+                response.close()
         if run.error is not None:
             raise run.error
 
@@ -196,7 +206,9 @@ class Client(ClientBase):
             watch = SendWatch(sent, wait_left, progressed)
             try:
                 with watching(watch):
-                    response = self._session(attempt.backend).request(
+                    # Noted in the same statement: an interrupt landing before
+                    # the ``with response`` below must not leave it open.
+                    response = self._responses[run] = self._session(attempt.backend).request(
                         http.method,
                         http.url,
                         headers=dict(http.headers),
