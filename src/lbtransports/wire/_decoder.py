@@ -116,11 +116,16 @@ class StreamDecoder(abc.ABC):
         self._check()
         if self.finished:
             return chunks
+        # A limit the parser found passed counts only if the answer had not
+        # ended before it: what follows the terminator is never read.
+        events, limit_passed = self._parser.parse(data)
         try:
-            for event in self._parser.feed(data):
+            for event in events:
                 self._decode(event, chunks)
                 if self.finished:
-                    break  # the terminator ends the answer; what follows is ignored
+                    return chunks  # the terminator ends the answer; what follows is ignored
+            if limit_passed is not None:
+                raise limit_passed
         except WireError as error:
             raise self._fail(error, chunks) from None
         return chunks
