@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 import msgspec
 
@@ -34,6 +34,20 @@ __all__ = ("StreamDecoder",)
 ENDED_EARLY: Final = "stream ended early: the connection closed before the {terminator}"
 
 _JSON: Final = msgspec.json.Decoder()
+
+_Shape = TypeVar("_Shape")
+
+
+def decode_shape(decoder: msgspec.json.Decoder[_Shape], data: str) -> _Shape | None:
+    """``data`` decoded into a typed event shape, or None when it does not fit.
+
+    None sends the event to the provider's general path, which is the one that
+    classifies malformed data (see ``_event_shapes``).
+    """
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def chunk_if_any(
