@@ -180,10 +180,19 @@ class SseParser:
             lines = lines[1:]
         for raw in lines:
             if not raw:
-                if self._data:
-                    self._dispatch(events)
-                else:
-                    self._event = ""
+                data = self._data
+                if data:  # _dispatch, inlined: this runs once per event
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(
+                        SseEvent(
+                            event=self._event or "message",
+                            data=joined.decode("utf-8", "replace"),
+                            id=self._last_id,
+                        )
+                    )
+                    self._data = []
+                    self._data_size = 0
+                self._event = ""
                 continue
             if len(raw) > max_line:
                 raise protocol_error(f"server-sent event line longer than {max_line} bytes")
