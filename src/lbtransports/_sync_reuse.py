@@ -16,6 +16,7 @@ response closes the connection.
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from typing import Any
@@ -62,6 +63,23 @@ class PoolReturn:
         if end is not None and end < len(buffered):
             self._clean = False  # bytes past the end: the server is out of step
         self._end_seen = end is not None and end == len(buffered)
+
+    def wait_for_more(self, timeout: float) -> bool:
+        """Whether more of the body is at hand within ``timeout`` seconds.
+
+        True when http.client holds bytes already (or let its buffer go, the
+        body being done), or when the socket becomes readable in that time.
+        """
+        if self._sock is None:
+            return False
+        message = getattr(self._raw, "_fp", None)
+        buffer = getattr(message, "fp", None)
+        if buffer is None:
+            return message is not None
+        if _peek(buffer, self._sock):
+            return True
+        readable, _, _ = select.select([self._sock], [], [], timeout)
+        return bool(readable)
 
     def finish(self, ended: bool) -> None:
         """Give the connection back to the pool if the body ``ended`` cleanly.

@@ -353,3 +353,93 @@ def test_a_new_connection_that_breaks_before_answering_is_the_backends_failure(
     assert backend.requests == [1]  # not sent again
     failure = outcome.error.failure  # type: ignore[union-attr]
     assert failure.kind is FailureKind.NETWORK and failure.code != "stale_connection"
+
+
+# ------------------------------------------------------------ streamed answers
+
+
+def sse_events(text: str) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
+    usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+    return b"data: %s\n\ndata: %s\n\ndata: [DONE]\n\n" % (
+        json.dumps(chunk).encode(),
+        json.dumps(usage).encode(),
+    )
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+)
+
+
+def sse_body(text: str) -> bytes:
+    """A streamed answer's one data chunk, up to [DONE], without the body's end."""
+    events = sse_events(text)
+    return f"{len(events):x}\r\n".encode() + events + b"\r\n"
+
+
+BODY_END = b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["same-write", "next-write"])
+def test_a_streamed_answer_whose_body_ends_after_its_terminator_keeps_its_connection(
+    mode: str, together: bool
+) -> None:
+    # The terminator ends the answer, but the body's own end follows at once
+    # (in the same write, or the next): the client reads on to it and pools
+    # the connection, as a client reading every stream to its end would.
+    def serve(connection: RawConnection) -> None:
+        while connection.read_request():
+            if together:
+                connection.send(SSE_HEAD + sse_body("again") + BODY_END)
+            else:
+                connection.send(SSE_HEAD + sse_body("again"))
+                connection.send(BODY_END)
+
+    with raw_backend(serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 3)
+    assert outcomes == ["again"] * 3
+    if mode == "sync" and not together:
+        # The sync client pools a chunked connection only if it saw the body's
+        # end buffered before its last read (see _sync_reuse): an end that
+        # arrives in a later write is a lost reuse, never a desync.
+        assert sum(backend.requests) == 3
+    else:
+        assert backend.requests == [3]
+
+
+def test_a_streamed_answer_whose_body_does_not_end_is_not_waited_for(mode: str) -> None:
+    # A server that keeps the body open after the terminator: the answer is
+    # complete, the caller is not kept waiting, and the connection is closed.
+    def serve(connection: RawConnection) -> None:
+        while connection.read_request():
+            connection.send(SSE_HEAD + sse_body("open"))
+            connection.stop.wait(WAIT_S)
+
+    with raw_backend(serve) as backend:
+        started = time.monotonic()
+        outcomes = run_requests(mode, config(backend.url), 2)
+        elapsed = time.monotonic() - started
+    assert outcomes == ["open"] * 2
+    assert backend.requests == [1, 1]
+    assert elapsed < 1.5  # not the 3 s the server holds each body open
+
+
+def test_bytes_past_the_end_of_a_streamed_answer_are_never_read_as_the_next_answer(
+    mode: str,
+) -> None:
+    def smuggle_then_serve(connection: RawConnection) -> None:
+        if connection.index == 0:
+            if connection.read_request():
+                smuggled = chunked_answer("smuggled")
+                connection.send(SSE_HEAD + sse_body("first") + BODY_END + smuggled)
+            connection.read_request()
+        else:
+            while connection.read_request():
+                connection.send(SSE_HEAD + sse_body("fresh") + BODY_END)
+
+    with raw_backend(smuggle_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 2)
+    assert outcomes == ["first", "fresh"]
+    assert backend.requests == [1, 1]
