@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
-from lbtransports._sync_reuse import chunked_end
+from lbtransports._sync_reuse import ChunkedEndScanner, chunked_end
 
 from .harness import REQUEST
 
@@ -443,3 +445,31 @@ def test_bytes_past_the_end_of_a_streamed_answer_are_never_read_as_the_next_answ
         outcomes = run_requests(mode, config(backend.url), 2)
     assert outcomes == ["first", "fresh"]
     assert backend.requests == [1, 1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(max_size=12), max_size=6),
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([None, 0, 1, 3])), max_size=8),
+    st.binary(max_size=20),
+)
+def test_the_chunked_end_scanner_finds_what_a_fresh_walk_finds(
+    datas: list[bytes], looks: list[tuple[int, int | None]], tail: bytes
+) -> None:
+    # Successive looks at one buffer, each having lost some bytes off its front
+    # (a read) and sometimes gained some at its end: the remembered walk never
+    # changes the answer.
+    buffered = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas) + tail
+    scanner = ChunkedEndScanner()
+    for consumed, left in looks:
+        chunk_left = left
+        if consumed % 2 and datas:
+            # As http.client's read1 does: the next chunk's size line and data
+            # go, its CRLF stays (chunk_left 0).
+            data = datas.pop(0)
+            buffered, chunk_left = buffered[len(b"%x\r\n%s" % (len(data), data)) :], 0
+        else:
+            buffered = buffered[consumed:]
+        assert scanner.find(buffered, chunk_left) == chunked_end(buffered, chunk_left)
+        if consumed % 5 == 0:
+            buffered += b"0\r\n\r\n"
