@@ -48,6 +48,10 @@ _SENT_EVENTS: Final = frozenset(
 )
 #: How long a request may wait for a connection slot to its backend.
 DEFAULT_POOL_TIMEOUT_MS: Final = 30_000
+#: After the terminator, how long and how many reads the body's own end may take
+#: to come, for the connection to be pooled (spec/transports.md section 5).
+BODY_END_WAIT_S: Final = 0.05
+BODY_END_READS: Final = 8
 #: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_READS: Final = 10_000
@@ -294,6 +298,8 @@ class AsyncClient(ClientBase):
                                 attempt.target.provider, reader.take_events(), reader.whole_body
                             )
                         break
+                if reader.ended_before_body:
+                    finished, ended = await _read_to_body_end(body)
             finally:
                 if not finished:
                     await _abandon(response, body)
@@ -448,6 +454,24 @@ class _BodyIterator:
             raise StopAsyncIteration
         self._offset = start + UPLOAD_PIECE
         return self._data[start : self._offset]
+
+
+async def _read_to_body_end(body: AsyncIterator[bytes]) -> tuple[bool, bool]:
+    """After the terminator, read on to the body's end if it comes at once.
+
+    The answer is complete and the caller has every chunk; only the connection
+    is at stake. Returns (finished, ended) as the read loop keeps them: a read
+    cut short by the bound leaves the body unfinished, to be abandoned.
+    """
+    with anyio.move_on_after(BODY_END_WAIT_S):
+        for _ in range(BODY_END_READS):
+            try:
+                data = await anext(body, b"")
+            except (*_STREAM_ERRORS, *_TIMEOUTS):
+                return True, False
+            if not data:
+                return True, True
+    return False, False
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

@@ -76,6 +76,9 @@ class AttemptReader:
         self._body = bytearray()
         self._decoder: StreamDecoder | None = None
         self.ending: Ending | None = None
+        #: The answer ended at its terminator, before the body's own end: the
+        #: client may read on to that end, to keep the connection (spec/transports.md §5).
+        self.ended_before_body: bool = False
 
     @property
     def _secrets(self) -> tuple[str, ...]:
@@ -113,8 +116,9 @@ class AttemptReader:
                 chunks = self._decoder.feed(data)
             except WireError as error:
                 return self._decoder_failed(error)
-            if self._decoder.finished:  # the terminator: stop reading, do not pool
+            if self._decoder.finished:  # the terminator: the answer is complete
                 self.ending = Succeeded(self._decoder.usage)
+                self.ended_before_body = True
             return chunks
         self._body += data
         if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:

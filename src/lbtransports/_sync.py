@@ -36,6 +36,10 @@ __all__ = ("ChatStream", "Client")
 
 #: How much to ask for per read; SSE events are far smaller.
 _PIECE: Final = 64 * 1024
+#: After the terminator, how long and how many reads the body's own end may take
+#: to come, for the connection to be pooled (spec/transports.md section 5).
+BODY_END_WAIT_S: Final = 0.05
+BODY_END_READS: Final = 8
 
 
 class ChatStream(StreamView):
@@ -263,6 +267,8 @@ class Client(ClientBase):
                 if reader.ending is not None:
                     link.finish(run, attempt, reader.ending)
                     break
+            if reader.ended_before_body:
+                ended = _read_to_body_end(response, pool_return, sock)
             # Not given back, the connection is closed with the response.
             pool_return.finish(ended)
 
@@ -275,6 +281,31 @@ class Client(ClientBase):
                     self._pool_size, trust_env=self._trust_env
                 )
             return session
+
+
+def _read_to_body_end(
+    response: requests.Response, pool_return: PoolReturn, sock: socket.socket | None
+) -> bool:
+    """After the terminator, read on to the body's end if it comes at once.
+
+    The answer is complete and the caller has every chunk; only the connection
+    is at stake. True if the body ended cleanly within the bounds.
+    """
+    deadline = time.monotonic() + BODY_END_WAIT_S
+    for _ in range(BODY_END_READS):
+        left = deadline - time.monotonic()
+        if left <= 0 or not pool_return.wait_for_more(left):
+            return False
+        if sock is not None:
+            sock.settimeout(max(left, 0.001))
+        try:
+            pool_return.before_read()
+            data = response.raw.read1(_PIECE)
+        except (urllib3.exceptions.HTTPError, OSError):
+            return False
+        if not data:
+            return True
+    return False
 
 
 def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:

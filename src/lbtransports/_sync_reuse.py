@@ -16,11 +16,12 @@ response closes the connection.
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from typing import Any
 
-__all__ = ("PoolReturn", "chunked_end")
+__all__ = ("ChunkedEndScanner", "PoolReturn", "chunked_end")
 
 
 class PoolReturn:
@@ -36,6 +37,7 @@ class PoolReturn:
         self._clean = 200 <= status <= 299 and self._pool is not None and sock is not None
         #: The last look at the buffer saw the body's end, with nothing after it.
         self._end_seen = False
+        self._chunked_end = ChunkedEndScanner()
 
     def before_read(self) -> None:
         """Look at what http.client holds, past what the body still needs.
@@ -54,7 +56,7 @@ class PoolReturn:
             self._clean = False
             return
         if getattr(message, "chunked", False):
-            end = chunked_end(buffered, getattr(message, "chunk_left", None))
+            end = self._chunked_end.find(buffered, getattr(message, "chunk_left", None))
         else:
             remaining = getattr(self._raw, "length_remaining", None)
             # Without a Content-Length the body ends when the server closes.
@@ -62,6 +64,23 @@ class PoolReturn:
         if end is not None and end < len(buffered):
             self._clean = False  # bytes past the end: the server is out of step
         self._end_seen = end is not None and end == len(buffered)
+
+    def wait_for_more(self, timeout: float) -> bool:
+        """Whether more of the body is at hand within ``timeout`` seconds.
+
+        True when http.client holds bytes already (or let its buffer go, the
+        body being done), or when the socket becomes readable in that time.
+        """
+        if self._sock is None:
+            return False
+        message = getattr(self._raw, "_fp", None)
+        buffer = getattr(message, "fp", None)
+        if buffer is None:
+            return message is not None
+        if _peek(buffer, self._sock):
+            return True
+        readable, _, _ = select.select([self._sock], [], [], timeout)
+        return bool(readable)
 
     def finish(self, ended: bool) -> None:
         """Give the connection back to the pool if the body ``ended`` cleanly.
@@ -103,15 +122,59 @@ def chunked_end(buffered: bytes, chunk_left: int | None) -> int | None:
     ``chunk_left`` is http.client's position: None before a chunk-size
     line, 0 after a chunk's data (its CRLF still unread), n inside a chunk.
     """
-    position = 0 if chunk_left is None else chunk_left + 2
+    return _walk(buffered, _first_size_line(chunk_left))[0]
+
+
+class ChunkedEndScanner:
+    """:func:`chunked_end` over the successive looks at one response's buffer.
+
+    Each read takes a chunk off the front of http.client's buffer, so a look
+    usually sees the tail of the last one. Walking the same chunks again
+    before every read was quadratic in the chunks buffered; when the walk
+    would start at a size line the last walk already passed, in the same
+    bytes, it would find what the last walk found: no end.
+    """
+
+    __slots__ = ("_last", "_passed")
+
+    def __init__(self) -> None:
+        self._last = b""
+        #: Distances from the end of ``_last`` of the size lines its walk passed
+        #: without finding the body's end.
+        self._passed: frozenset[int] = frozenset()
+
+    def find(self, buffered: bytes, chunk_left: int | None) -> int | None:
+        start = _first_size_line(chunk_left)
+        if (
+            len(buffered) - start in self._passed
+            and len(buffered) <= len(self._last)
+            and self._last.endswith(buffered)
+        ):
+            return None
+        end, passed = _walk(buffered, start)
+        self._last = buffered
+        self._passed = (
+            frozenset(len(buffered) - line for line in passed) if end is None else frozenset()
+        )
+        return end
+
+
+def _first_size_line(chunk_left: int | None) -> int:
+    return 0 if chunk_left is None else chunk_left + 2
+
+
+def _walk(buffered: bytes, position: int) -> tuple[int | None, list[int]]:
+    """The body's end from the size line at ``position``, and the size lines passed."""
+    passed: list[int] = []
     while True:
+        passed.append(position)
         line_end = buffered.find(b"\n", position)
         if line_end < 0:
-            return None
+            return None, passed
         try:
             size = int(buffered[position:line_end].split(b";", 1)[0].strip(), 16)
         except ValueError:
-            return None  # http.client will refuse it, and the connection is closed
+            return None, passed  # http.client will refuse it, and the connection is closed
         position = line_end + 1
         if size == 0:
             break
@@ -119,7 +182,7 @@ def chunked_end(buffered: bytes, chunk_left: int | None) -> int | None:
     while True:  # trailer fields, up to an empty line
         line_end = buffered.find(b"\n", position)
         if line_end < 0:
-            return None
+            return None, passed
         line, position = buffered[position : line_end + 1], line_end + 1
         if line in (b"\r\n", b"\n"):
-            return position
+            return position, passed

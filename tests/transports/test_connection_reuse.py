@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
-from lbtransports._sync_reuse import chunked_end
+from lbtransports._sync_reuse import ChunkedEndScanner, chunked_end
 
 from .harness import REQUEST
 
@@ -353,3 +355,121 @@ def test_a_new_connection_that_breaks_before_answering_is_the_backends_failure(
     assert backend.requests == [1]  # not sent again
     failure = outcome.error.failure  # type: ignore[union-attr]
     assert failure.kind is FailureKind.NETWORK and failure.code != "stale_connection"
+
+
+# ------------------------------------------------------------ streamed answers
+
+
+def sse_events(text: str) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
+    usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
+    return b"data: %s\n\ndata: %s\n\ndata: [DONE]\n\n" % (
+        json.dumps(chunk).encode(),
+        json.dumps(usage).encode(),
+    )
+
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+    b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+)
+
+
+def sse_body(text: str) -> bytes:
+    """A streamed answer's one data chunk, up to [DONE], without the body's end."""
+    events = sse_events(text)
+    return f"{len(events):x}\r\n".encode() + events + b"\r\n"
+
+
+BODY_END = b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["same-write", "next-write"])
+def test_a_streamed_answer_whose_body_ends_after_its_terminator_keeps_its_connection(
+    mode: str, together: bool
+) -> None:
+    # The terminator ends the answer, but the body's own end follows at once
+    # (in the same write, or the next): the client reads on to it and pools
+    # the connection, as a client reading every stream to its end would.
+    def serve(connection: RawConnection) -> None:
+        while connection.read_request():
+            if together:
+                connection.send(SSE_HEAD + sse_body("again") + BODY_END)
+            else:
+                connection.send(SSE_HEAD + sse_body("again"))
+                connection.send(BODY_END)
+
+    with raw_backend(serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 3)
+    assert outcomes == ["again"] * 3
+    if mode == "sync" and not together:
+        # The sync client pools a chunked connection only if it saw the body's
+        # end buffered before its last read (see _sync_reuse): an end that
+        # arrives in a later write is a lost reuse, never a desync.
+        assert sum(backend.requests) == 3
+    else:
+        assert backend.requests == [3]
+
+
+def test_a_streamed_answer_whose_body_does_not_end_is_not_waited_for(mode: str) -> None:
+    # A server that keeps the body open after the terminator: the answer is
+    # complete, the caller is not kept waiting, and the connection is closed.
+    def serve(connection: RawConnection) -> None:
+        while connection.read_request():
+            connection.send(SSE_HEAD + sse_body("open"))
+            connection.stop.wait(WAIT_S)
+
+    with raw_backend(serve) as backend:
+        started = time.monotonic()
+        outcomes = run_requests(mode, config(backend.url), 2)
+        elapsed = time.monotonic() - started
+    assert outcomes == ["open"] * 2
+    assert backend.requests == [1, 1]
+    assert elapsed < 1.5  # not the 3 s the server holds each body open
+
+
+def test_bytes_past_the_end_of_a_streamed_answer_are_never_read_as_the_next_answer(
+    mode: str,
+) -> None:
+    def smuggle_then_serve(connection: RawConnection) -> None:
+        if connection.index == 0:
+            if connection.read_request():
+                smuggled = chunked_answer("smuggled")
+                connection.send(SSE_HEAD + sse_body("first") + BODY_END + smuggled)
+            connection.read_request()
+        else:
+            while connection.read_request():
+                connection.send(SSE_HEAD + sse_body("fresh") + BODY_END)
+
+    with raw_backend(smuggle_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url), 2)
+    assert outcomes == ["first", "fresh"]
+    assert backend.requests == [1, 1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.binary(max_size=12), max_size=6),
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([None, 0, 1, 3])), max_size=8),
+    st.binary(max_size=20),
+)
+def test_the_chunked_end_scanner_finds_what_a_fresh_walk_finds(
+    datas: list[bytes], looks: list[tuple[int, int | None]], tail: bytes
+) -> None:
+    # Successive looks at one buffer, each having lost some bytes off its front
+    # (a read) and sometimes gained some at its end: the remembered walk never
+    # changes the answer.
+    buffered = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas) + tail
+    scanner = ChunkedEndScanner()
+    for consumed, left in looks:
+        chunk_left = left
+        if consumed % 2 and datas:
+            # As http.client's read1 does: the next chunk's size line and data
+            # go, its CRLF stays (chunk_left 0).
+            data = datas.pop(0)
+            buffered, chunk_left = buffered[len(b"%x\r\n%s" % (len(data), data)) :], 0
+        else:
+            buffered = buffered[consumed:]
+        assert scanner.find(buffered, chunk_left) == chunked_end(buffered, chunk_left)
+        if consumed % 5 == 0:
+            buffered += b"0\r\n\r\n"

@@ -61,3 +61,38 @@ def test_gemini_is_not_finished_before_the_body_ends() -> None:
     decoder = stream_decoder("gemini")
     decoder.feed(s.GEMINI_TEXT)
     assert decoder.done and not decoder.finished
+
+
+def _longest_line(stream: bytes) -> int:
+    return max(len(line) for line in stream.splitlines())
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("complete_line", [True, False], ids=["complete-line", "partial-line"])
+def test_an_overlong_line_after_the_terminator_in_the_same_piece_is_ignored(
+    provider: str, complete_line: bool
+) -> None:
+    # The limit guards our memory while an answer is being read; once the
+    # terminator ended it, what follows in the same read is not read at all.
+    expected = s.decode(provider, COMPLETE[provider])
+    limit = _longest_line(COMPLETE[provider])
+    decoder = stream_decoder(provider, max_line=limit)
+    tail = b"data: " + b"x" * limit + (b"\n\n" if complete_line else b"")
+    chunks = decoder.feed(COMPLETE[provider] + tail)
+    assert decoder.finished
+    chunks += decoder.end()
+    assert tuple(chunks) == expected.chunks
+    assert decoder.usage == expected.usage
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_oversize_event_after_the_terminator_in_the_same_piece_is_ignored(
+    provider: str,
+) -> None:
+    expected = s.decode(provider, COMPLETE[provider])
+    limit = _longest_line(COMPLETE[provider])
+    decoder = stream_decoder(provider, max_line=limit, max_event=limit)
+    tail = b"".join(b"data: " + b"y" * (limit // 2) + b"\n" for _ in range(4))
+    chunks = decoder.feed(COMPLETE[provider] + tail)
+    assert decoder.finished
+    assert tuple(chunks + decoder.end()) == expected.chunks

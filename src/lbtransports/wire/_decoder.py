@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 import msgspec
 
@@ -34,6 +34,20 @@ __all__ = ("StreamDecoder",)
 ENDED_EARLY: Final = "stream ended early: the connection closed before the {terminator}"
 
 _JSON: Final = msgspec.json.Decoder()
+
+_Shape = TypeVar("_Shape")
+
+
+def decode_shape(decoder: msgspec.json.Decoder[_Shape], data: str) -> _Shape | None:
+    """``data`` decoded into a typed event shape, or None when it does not fit.
+
+    None sends the event to the provider's general path, which is the one that
+    classifies malformed data (see ``_event_shapes``).
+    """
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def chunk_if_any(
@@ -121,11 +135,16 @@ class StreamDecoder(abc.ABC):
         self._check()
         if self.finished:
             return chunks
+        # A limit the parser found passed counts only if the answer had not
+        # ended before it: what follows the terminator is never read.
+        events, limit_passed = self._parser.parse(data)
         try:
-            for event in self._parser.feed(data):
+            for event in events:
                 self._decode(event, chunks)
                 if self.finished:
-                    break  # the terminator ends the answer; what follows is ignored
+                    return chunks  # the terminator ends the answer; what follows is ignored
+            if limit_passed is not None:
+                raise limit_passed
         except WireError as error:
             raise self._fail(error, chunks) from None
         return chunks

@@ -21,7 +21,7 @@ from typing import Final
 
 import msgspec
 
-from ._errors import protocol_error
+from ._errors import WireError, protocol_error
 
 # Everything in __all__ is re-exported by lbtransports.wire.
 __all__ = ("SseEvent", "SseParser")
@@ -50,41 +50,83 @@ class SseParser:
     ) -> None:
         self._max_line = max_line
         self._max_event = max_event
+        #: The partial line the last piece ended in (never holds a line end).
         self._buffer = bytearray()
-        # Where the next search for a line end starts, so byte-at-a-time input stays linear.
-        self._scanned = 0
         # A CR ended the last piece: an LF opening the next piece belongs to it.
         self._skip_lf = False
         self._first_line = True
         # True when the buffer holds no partial line, i.e. the input ended on a line end.
         self._at_line_start = True
         self._event = ""
-        self._data: list[str] = []
+        # The raw bytes of each data value; decoded once, when the event is dispatched.
+        self._data: list[bytes] = []
         self._data_size = 0
         self._last_id: str | None = None
 
     def feed(self, data: bytes) -> list[SseEvent]:
         """Parse another piece of the stream and return the events it completed."""
+        events, error = self.parse(data)
+        if error is not None:
+            raise error
+        return events
+
+    def parse(self, data: bytes) -> tuple[list[SseEvent], WireError | None]:
+        """Like :meth:`feed`, but a limit passed is returned after the events before it.
+
+        A decoder stops at its terminator, so a line past the limit that comes
+        after the terminator in the same piece must not fail the answer.
+        After an error the parser is spent: its state is not meaningful.
+        """
         events: list[SseEvent] = []
         if not data:
-            return events
-        buffer = self._buffer
-        buffer += data
-        start = 0
+            return events, None
         if self._skip_lf:
             self._skip_lf = False
-            if buffer[:1] == b"\n":
-                start = 1
-        scan = max(self._scanned, start)
+            if data[:1] == b"\n":
+                data = data[1:]
+        try:
+            if b"\r" in data:
+                self._feed_any_line_end(data, events)
+            else:
+                self._feed_lf(data, events)
+        except WireError as error:
+            return events, error
+        return events, None
+
+    def _feed_lf(self, data: bytes, events: list[SseEvent]) -> None:
+        """The usual case, a piece with LF line ends only: split it in one go."""
+        buffer = self._buffer
+        last = data.rfind(b"\n")
+        if last < 0:
+            buffer += data
+            self._at_line_start = not buffer
+            self._check_partial()
+            return
+        if buffer:
+            head = bytes(buffer) + data[:last]
+            buffer.clear()
+        else:
+            head = data[:last]
+        self._lines(head.split(b"\n"), events)
+        buffer += data[last + 1 :]
+        self._at_line_start = not buffer
+        self._check_partial()
+
+    def _feed_any_line_end(self, data: bytes, events: list[SseEvent]) -> None:
+        """Any mix of LF, CR and CRLF; a CRLF may be split between two pieces."""
+        buffer = self._buffer
+        scan = len(buffer)
+        buffer += data
+        start = 0
+        lines: list[bytes] = []
         # The next LF and CR from ``scan``; -1 once the piece has no more. Each
         # is searched for again only when passed: looking for the line end a
-        # stream does not use (CR in an LF stream) afresh on every line was
-        # quadratic in the size of the piece.
+        # stream does not use afresh on every line would be quadratic.
         lf = buffer.find(b"\n", scan)
         cr = buffer.find(b"\r", scan)
         while lf >= 0 or cr >= 0:
             end = lf if cr < 0 or (0 <= lf < cr) else cr
-            self._line(bytes(buffer[start:end]), events)
+            lines.append(bytes(buffer[start:end]))
             start = end + 1
             if end == cr:
                 if start < len(buffer):
@@ -92,17 +134,18 @@ class SseParser:
                         start += 1
                 else:
                     self._skip_lf = True
-            scan = start
-            if 0 <= lf < scan:
-                lf = buffer.find(b"\n", scan)
-            if 0 <= cr < scan:
-                cr = buffer.find(b"\r", scan)
+            if 0 <= lf < start:
+                lf = buffer.find(b"\n", start)
+            if 0 <= cr < start:
+                cr = buffer.find(b"\r", start)
         del buffer[:start]
-        self._scanned = len(buffer)
+        self._lines(lines, events)
         self._at_line_start = not buffer
-        if len(buffer) > self._max_line:
+        self._check_partial()
+
+    def _check_partial(self) -> None:
+        if len(self._buffer) > self._max_line:
             raise protocol_error(f"server-sent event line longer than {self._max_line} bytes")
-        return events
 
     def end(self) -> list[SseEvent]:
         """Signal the end of the stream and return any event it completes.
@@ -114,9 +157,8 @@ class SseParser:
         """
         events: list[SseEvent] = []
         if self._at_line_start:
-            self._line(b"", events)
+            self._lines([b""], events)
         self._buffer.clear()
-        self._scanned = 0
         self._reset_event()
         return events
 
@@ -125,7 +167,63 @@ class SseParser:
         self._data = []
         self._data_size = 0
 
+    def _lines(self, lines: list[bytes], events: list[SseEvent]) -> None:
+        """Interpret complete lines (without their line ends), in order.
+
+        The frequent lines (blank, ``data:``, ``event:``, comments) are read
+        here as bytes; every other line goes through :meth:`_line`. Values are
+        decoded from UTF-8 only once they are known to be needed.
+        """
+        max_line, max_event = self._max_line, self._max_event
+        if self._first_line and lines:
+            self._line(lines[0], events)  # the only line that may open with a BOM
+            lines = lines[1:]
+        for raw in lines:
+            if not raw:
+                data = self._data
+                if data:  # _dispatch, inlined: this runs once per event
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    events.append(
+                        SseEvent(
+                            event=self._event or "message",
+                            data=joined.decode("utf-8", "replace"),
+                            id=self._last_id,
+                        )
+                    )
+                    self._data = []
+                    self._data_size = 0
+                self._event = ""
+                continue
+            if len(raw) > max_line:
+                raise protocol_error(f"server-sent event line longer than {max_line} bytes")
+            if raw.startswith(b"data:"):
+                value = raw[6:] if raw[5:6] == b" " else raw[5:]
+                self._data_size += len(value) + 1
+                if self._data_size > max_event:
+                    raise protocol_error(f"server-sent event larger than {max_event} bytes")
+                self._data.append(value)
+            elif raw[0] == 0x3A:
+                continue  # a comment: the keep-alive servers send while the model thinks
+            elif raw.startswith(b"event:"):
+                value = raw[7:] if raw[6:7] == b" " else raw[6:]
+                self._event = value.decode("utf-8", "replace")
+            else:
+                self._line(raw, events)
+
+    def _dispatch(self, events: list[SseEvent]) -> None:
+        data = self._data
+        joined = data[0] if len(data) == 1 else b"\n".join(data)
+        events.append(
+            SseEvent(
+                event=self._event or "message",
+                data=joined.decode("utf-8", "replace"),
+                id=self._last_id,
+            )
+        )
+        self._reset_event()
+
     def _line(self, raw: bytes, events: list[SseEvent]) -> None:
+        """Any one line, by the standard's rules (the slow, general path)."""
         if len(raw) > self._max_line:
             raise protocol_error(f"server-sent event line longer than {self._max_line} bytes")
         line = raw.decode("utf-8", "replace")
@@ -135,12 +233,12 @@ class SseParser:
                 line = line[1:]
         if not line:
             if self._data:
-                data = "\n".join(self._data)
-                events.append(SseEvent(event=self._event or "message", data=data, id=self._last_id))
-            self._reset_event()
+                self._dispatch(events)
+            else:
+                self._reset_event()
             return
         if line.startswith(":"):
-            return  # a comment: the keep-alive servers send while the model thinks
+            return
         name, colon, value = line.partition(":")
         if colon and value.startswith(" "):
             value = value[1:]
@@ -149,7 +247,7 @@ class SseParser:
             self._data_size += len(raw) - (len(line) - len(value)) + 1
             if self._data_size > self._max_event:
                 raise protocol_error(f"server-sent event larger than {self._max_event} bytes")
-            self._data.append(value)
+            self._data.append(value.encode("utf-8"))
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:

@@ -28,8 +28,9 @@ from ._common import (
     post_json,
     response_parser,
 )
-from ._decoder import StreamDecoder, chunk_if_any
+from ._decoder import StreamDecoder, chunk_if_any, decode_shape
 from ._errors import Headers, WireError, decode_json, failure, http_failure, status_from_code
+from ._event_shapes import ANTHROPIC_EVENT, AnthropicDelta
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -232,6 +233,9 @@ def _input_tokens(usage: dict[str, Any]) -> int | None:
     return sum(part or 0 for part in parts)
 
 
+_NO_DELTA: Final = AnthropicDelta()
+
+
 def _finish(reason: str | None) -> str | None:
     return _FINISH.get(reason, reason) if reason else None
 
@@ -254,6 +258,14 @@ class AnthropicStreamDecoder(StreamDecoder):
         self._inputs: dict[str, int] = {}
 
     def on_event(self, event: SseEvent) -> Chunk | None:
+        # The fast path reads the one event that comes once per chunk.
+        shape = decode_shape(ANTHROPIC_EVENT, event.data)
+        if (
+            shape is not None
+            and shape.index is not None
+            and (shape.type or event.event) == "content_block_delta"
+        ):
+            return self._typed_delta(max(shape.index, 0), shape.delta or _NO_DELTA)
         value = as_obj(self.json(event.data), "an event")
         kind = opt_str(value, "type") or event.event
         if kind == "message_start":
@@ -311,6 +323,28 @@ class AnthropicStreamDecoder(StreamDecoder):
             return Chunk(reasoning=thought)
         return None
 
+    def _typed_delta(self, index: int, delta: AnthropicDelta) -> Chunk | None:
+        """:meth:`_block_delta` over a typed event."""
+        kind = delta.type
+        if kind == "text_delta":
+            return Chunk(text=delta.text) if delta.text else None
+        if kind == "thinking_delta":
+            return Chunk(reasoning=delta.thinking) if delta.thinking else None
+        if kind == "input_json_delta":
+            return self._arguments(index, delta.partial_json or "")
+        return None
+
+    def _arguments(self, index: int, fragment: str) -> Chunk | None:
+        """An ``input_json_delta``: a fragment of a tool call's arguments."""
+        number = self._tools.get(index)
+        if number is None:
+            if index in self._server_tools:
+                return None
+            raise ShapeError("input_json_delta for a block that is not a tool call")
+        if not fragment:
+            return None
+        return Chunk(tool_calls=(ToolCallDelta(index=number, arguments=fragment),))
+
     def _block_delta(self, value: dict[str, Any]) -> Chunk | None:
         index = self._index(value)
         delta = opt_obj(value, "delta") or {}
@@ -322,15 +356,7 @@ class AnthropicStreamDecoder(StreamDecoder):
             thought = opt_str(delta, "thinking") or ""
             return Chunk(reasoning=thought) if thought else None
         if kind == "input_json_delta":
-            fragment = opt_str(delta, "partial_json") or ""
-            number = self._tools.get(index)
-            if number is None:
-                if index in self._server_tools:
-                    return None
-                raise ShapeError("input_json_delta for a block that is not a tool call")
-            if not fragment:
-                return None
-            return Chunk(tool_calls=(ToolCallDelta(index=number, arguments=fragment),))
+            return self._arguments(index, opt_str(delta, "partial_json") or "")
         return None  # signature_delta, citations_delta...
 
 

@@ -32,7 +32,7 @@ from ._common import (
     tool_names,
     tool_result_name,
 )
-from ._decoder import StreamDecoder, chunk_if_any
+from ._decoder import StreamDecoder, chunk_if_any, decode_shape
 from ._errors import (
     Headers,
     WireError,
@@ -42,6 +42,7 @@ from ._errors import (
     http_failure,
     status_from_code,
 )
+from ._event_shapes import GEMINI_EVENT, GeminiEvent
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -297,6 +298,17 @@ def _blocked(value: dict[str, Any]) -> bool:
     return opt_str(feedback, "blockReason") is not None
 
 
+def _typed_fits(value: GeminiEvent) -> bool:
+    """Whether the fast path reads all of ``value``: no error, tool call or block reason."""
+    if value.error is not None:
+        return False
+    if not value.candidates:
+        return value.promptFeedback is None
+    content = value.candidates[0].content
+    parts = (content.parts if content is not None else None) or ()
+    return all(part.functionCall is None for part in parts)
+
+
 class GeminiStreamDecoder(StreamDecoder):
     """``alt=sse`` events; the first ``finishReason`` completes the stream."""
 
@@ -309,7 +321,37 @@ class GeminiStreamDecoder(StreamDecoder):
         self._calls = 0
 
     def on_event(self, event: SseEvent) -> Chunk | None:
-        value = as_obj(self.json(event.data), "an event")
+        shape = decode_shape(GEMINI_EVENT, event.data)
+        if shape is not None and _typed_fits(shape):
+            return self._typed(shape)
+        return self._general(as_obj(self.json(event.data), "an event"))
+
+    def _typed(self, value: GeminiEvent) -> Chunk | None:
+        """The fast path: the same reading as :meth:`_general`, over a typed event."""
+        usage = None
+        meta = value.usageMetadata
+        if meta is not None:
+            usage = self.set_usage(
+                max(meta.promptTokenCount or 0, 0) + max(meta.toolUsePromptTokenCount or 0, 0),
+                max(meta.candidatesTokenCount or 0, 0) + max(meta.thoughtsTokenCount or 0, 0),
+            )
+        text: list[str] = []
+        thoughts: list[str] = []
+        finish = None
+        if value.candidates:
+            candidate = value.candidates[0]
+            content = candidate.content
+            for part in (content.parts if content is not None else None) or ():
+                if part.text is not None:
+                    (thoughts if part.thought is True else text).append(part.text)
+            finish = _finish(candidate.finishReason, self._calls > 0)
+        if finish is not None:
+            self.finish()
+        return chunk_if_any(
+            text="".join(text), reasoning="".join(thoughts), finish_reason=finish, usage=usage
+        )
+
+    def _general(self, value: dict[str, Any]) -> Chunk | None:
         if value.get("error") is not None:
             raise _reported_error(value, self.secrets)
         reported = _usage(value)

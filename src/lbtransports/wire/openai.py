@@ -26,8 +26,9 @@ from ._common import (
     response_parser,
     tools_json,
 )
-from ._decoder import StreamDecoder, chunk_if_any
+from ._decoder import StreamDecoder, chunk_if_any, decode_shape
 from ._errors import Headers, WireError, decode_json, failure, http_failure, status_from_code
+from ._event_shapes import OPENAI_EVENT, OpenAIEvent
 from ._settings import ResolvedSettings, apply_extras, apply_settings
 from ._sse import SseEvent
 from ._target import BackendTarget, Provider
@@ -226,10 +227,51 @@ class OpenAIStreamDecoder(StreamDecoder):
     terminator = "data: [DONE] line"
 
     def on_event(self, event: SseEvent) -> Chunk | None:
-        if event.data.strip() == "[DONE]":
+        data = event.data
+        if data.strip() == "[DONE]":
             self.finish()
             return None
-        value = as_obj(self.json(event.data), "an event")
+        shape = decode_shape(OPENAI_EVENT, data)
+        if shape is not None and shape.error is None:
+            return self._typed(shape)
+        return self._general(as_obj(self.json(data), "an event"))
+
+    def _typed(self, value: OpenAIEvent) -> Chunk | None:
+        """The fast path: the same reading as :meth:`_general`, over a typed event."""
+        usage = None
+        if value.usage is not None:
+            reported = value.usage
+            usage = self.set_usage(
+                max(reported.prompt_tokens or 0, 0), max(reported.completion_tokens or 0, 0)
+            )
+        text = reasoning = ""
+        calls: list[ToolCallDelta] = []
+        finish = None
+        for choice in value.choices or ():
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                text = delta.content or ""
+                reasoning = delta.reasoning_content or delta.reasoning or ""
+                for position, call in enumerate(delta.tool_calls or ()):
+                    function = call.function
+                    calls.append(
+                        ToolCallDelta(
+                            index=position if call.index is None else max(call.index, 0),
+                            id=call.id,
+                            name=function.name if function is not None else None,
+                            arguments=(function.arguments if function is not None else None) or "",
+                        )
+                    )
+            reason = choice.finish_reason
+            finish = _FINISH.get(reason, reason) if reason else None
+            break
+        return chunk_if_any(
+            text=text, reasoning=reasoning, tool_calls=calls, finish_reason=finish, usage=usage
+        )
+
+    def _general(self, value: dict[str, Any]) -> Chunk | None:
         if value.get("error") is not None:
             raise _reported_error(value, self.secrets)
         reported = _usage(value)
