@@ -467,7 +467,7 @@ async def _read_to_body_end(body: AsyncIterator[bytes]) -> tuple[bool, bool]:
         for _ in range(BODY_END_READS):
             try:
                 data = await anext(body, b"")
-            except (*_STREAM_ERRORS, *_TIMEOUTS):
+            except HTTPCORE_ERRORS:
                 return True, False
             if not data:
                 return True, True

@@ -17,6 +17,7 @@ from typing import Final, Self
 
 import requests
 import requests.adapters
+import urllib3
 
 from lbcore import TimeoutPhase
 
@@ -199,8 +200,12 @@ class Client(ClientBase):
             link.sent(run, attempt)
             return max(link.wait_limit(run, attempt), 0.001)
 
+        #: Once the answer is complete: when reading on to the body's end stops.
+        body_end_by: list[float] = []
+
         def wait_left() -> float:
-            return link.wait_limit(run, attempt)
+            left = link.wait_limit(run, attempt)
+            return min(left, body_end_by[0] - time.monotonic()) if body_end_by else left
 
         def progressed() -> None:
             attempt.timer.progressed(link.now())
@@ -268,7 +273,8 @@ class Client(ClientBase):
                     link.finish(run, attempt, reader.ending)
                     break
             if reader.ended_before_body:
-                ended = _read_to_body_end(response, pool_return, sock)
+                body_end_by.append(time.monotonic() + BODY_END_WAIT_S)
+                ended = _read_to_body_end(response, pool_return, body_end_by[0])
             # Not given back, the connection is closed with the response.
             pool_return.finish(ended)
 
@@ -284,20 +290,18 @@ class Client(ClientBase):
 
 
 def _read_to_body_end(
-    response: requests.Response, pool_return: PoolReturn, sock: socket.socket | None
+    response: requests.Response, pool_return: PoolReturn, deadline: float
 ) -> bool:
     """After the terminator, read on to the body's end if it comes at once.
 
     The answer is complete and the caller has every chunk; only the connection
-    is at stake. True if the body ended cleanly within the bounds.
+    is at stake. True if the body ended cleanly by ``deadline`` (monotonic),
+    which the socket's re-aimed timeout also honours (``wait_left``).
     """
-    deadline = time.monotonic() + BODY_END_WAIT_S
     for _ in range(BODY_END_READS):
         left = deadline - time.monotonic()
         if left <= 0 or not pool_return.wait_for_more(left):
             return False
-        if sock is not None:
-            sock.settimeout(max(left, 0.001))
         try:
             pool_return.before_read()
             data = response.raw.read1(_PIECE)
