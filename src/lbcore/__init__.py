@@ -13,13 +13,16 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FailoverReason,
     FirstChunkDue,
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     SelectionChanged,
     SkipBackend,
@@ -29,7 +32,7 @@ from ._actions import (
 )
 from ._balancer import Balancer, UnsupportedServerTool
 from ._breaker import BreakerFailure, BreakerSnapshot, BreakerState
-from ._config import BackendSpec, BalancerConfig, Settings, Strategy
+from ._config import BackendSpec, Backoff, BalancerConfig, Settings, Strategy
 from ._errors import ConfigError, InvalidEvent, LBError
 from ._events import (
     AttemptFailed,
@@ -57,9 +60,13 @@ from ._outcomes import (
     BudgetExhausted,
     Category,
     ContextLimitExceeded,
+    DeadlineExceeded,
     FailoverExhausted,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
+    RetryBudgetExhausted,
 )
 from ._replay import Mismatch, replay, run, verify_trace
 from ._story import request_ids, tell
@@ -90,6 +97,7 @@ __all__ = (
     "BackendFailure",
     "BackendMetrics",
     "BackendSpec",
+    "Backoff",
     "Balancer",
     "BalancerConfig",
     "BreakerFailure",
@@ -103,6 +111,8 @@ __all__ = (
     "CloseBreaker",
     "ConfigError",
     "ContextLimitExceeded",
+    "CoolDown",
+    "DeadlineExceeded",
     "Event",
     "FailOver",
     "FailoverExhausted",
@@ -116,12 +126,17 @@ __all__ = (
     "LocalSaturation",
     "Mismatch",
     "ModelInfo",
+    "QueueFull",
+    "QueueTimedOut",
     "RequestAborted",
     "RequestCancelled",
     "RequestCompleted",
+    "RequestDequeued",
     "RequestError",
     "RequestFailed",
+    "RequestQueued",
     "RequestStarted",
+    "RetryBudgetExhausted",
     "RetryScheduled",
     "SelectionChanged",
     "Settings",
