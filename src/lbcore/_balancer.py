@@ -429,7 +429,7 @@ class Balancer:
         if not self._budget_left(request):
             self._fail_request(request, BudgetExhausted(message=BUDGET_EXHAUSTED_MESSAGE), actions)
             return
-        if not self._capacity.has_room(index):
+        if not self._capacity.open(index):
             # Round-robin's turn is fixed: the request waits for that backend only.
             request.full.append(index)
             self._queue(request, actions)
@@ -504,19 +504,27 @@ class Balancer:
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
-            request.attempts_here = 0
             if self._admit(request, index, actions):
-                self._announce_failover(request, index, actions)
-                self._launch(request, index, actions)
+                self._enter(request, index, actions)
                 return
         self._end_rotation(request, actions)
 
-    def _admit(self, request: LiveRequest, index: int, actions: list[Action]) -> bool:
-        """The checks of one visit: breaker, TPM, then the context limit.
+    def _enter(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Start a fresh visit to backend ``index``: its own count of attempts."""
+        request.attempts_here = 0
+        self._announce_failover(request, index, actions)
+        self._launch(request, index, actions)
+
+    def _admit(
+        self, request: LiveRequest, index: int, actions: list[Action], *, its_turn: bool = False
+    ) -> bool:
+        """The checks of one visit: breaker, TPM, the context limit, then capacity.
 
         Emits a ``SkipBackend`` and returns False when the backend is passed
         over. A probe taken by the breaker check is handed back in that case,
-        and otherwise stays with the request.
+        and otherwise stays with the request. ``its_turn``: the request was
+        taken out of the backend's queue for a freed slot, so the others still
+        waiting are behind it; anyone else must not pass them.
         """
         backend = self._backends[index]
         healthy, probe = True, False
@@ -544,7 +552,7 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
-        elif not self._capacity.has_room(index):
+        elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = SkipReason.AT_CAPACITY
             detail = f"all {self._capacity.limits[index]} slots are taken"
@@ -605,11 +613,10 @@ class Balancer:
         to backends it skipped for capacity long ago; they may have room by now.
         """
         for index in tuple(request.full):
-            if self._capacity.has_room(index):
+            if self._capacity.open(index):
                 request.full.remove(index)
                 if self._admit(request, index, actions):
-                    self._announce_failover(request, index, actions)
-                    self._launch(request, index, actions)
+                    self._enter(request, index, actions)
                     return True
         return False
 
@@ -655,7 +662,7 @@ class Balancer:
 
     def _dispatch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Give a queued request the slot that freed on backend ``index``."""
-        if self._failover and not self._admit(request, index, actions):
+        if self._failover and not self._admit(request, index, actions, its_turn=True):
             if not request.full:  # nothing left to wait for
                 self._unqueue(request)
                 self._end_rotation(request, actions)
@@ -669,8 +676,7 @@ class Balancer:
             )
         )
         if self._failover:
-            self._announce_failover(request, index, actions)
-            self._launch(request, index, actions)
+            self._enter(request, index, actions)
         else:
             self._dispatch_round_robin(request, index, actions)
 

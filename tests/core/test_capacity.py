@@ -54,7 +54,7 @@ def test_a_request_failing_over_does_not_jump_the_queue() -> None:
     # r3 waits for a (too big for b) since t=10. On the tick at 100, r2 leaves b
     # for a, which r1 freed a moment before: r3 was first in line for a.
     settings = {"failover_retry_count": 1, "timeout_ms": 100}
-    base = limited("failover", "ab", {"a": 1, "b": 1}, **settings)
+    base = limited("failover", "ab", {"a": 1, "b": 1}, context_limit=1000, **settings)
     backends = (base.backends[0], msgspec.structs.replace(base.backends[1], context_window=10))
     lb = Balancer(msgspec.structs.replace(base, backends=backends))
     feed(lb, [start(0, "r1"), start(0, "r2"), start(10, "r3", prompt_tokens=50)])
