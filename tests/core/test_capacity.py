@@ -61,5 +61,5 @@ def test_a_request_failing_over_does_not_jump_the_queue() -> None:
     actions = lb.handle(tick(100))
     assert ("r3", "a", 1) in starts(actions)
     assert not [a for a in starts(actions) if a[0] == "r2" and a[1] == "a"]
-    assert [a.request_id for a in actions if isinstance(a, RequestDequeued)][0] == "r3"
+    assert next(a.request_id for a in actions if isinstance(a, RequestDequeued)) == "r3"
     assert {a.request_id for a in actions if isinstance(a, RequestQueued)} >= {"r2"}
