@@ -786,3 +786,8 @@ def interleaved_requests() -> list[Event]:
         tick(120),
         *served(121, "r1", 2),
     ]
+
+
+# Scenarios kept in their own modules register themselves on import (at the end,
+# once everything they use from here exists).
+from . import scenarios_capacity  # noqa: E402, F401
