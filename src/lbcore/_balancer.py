@@ -252,6 +252,7 @@ class Balancer:
 
     def stats(self) -> Stats:
         last = self._last_selected
+        names = [b.name for b in self._backends]
         return Stats(
             profile_name=self._config.profile_name,
             strategy=self._config.strategy,
@@ -264,6 +265,9 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            queued=self._capacity.queued,
+            backend_in_flight=dict(zip(names, self._capacity.in_flight, strict=True)),
+            backend_queued=dict(zip(names, self._capacity.waiting, strict=True)),
         )
 
     def current_failover_index(self) -> int:
