@@ -22,6 +22,8 @@ from ._errors import (
     FailoverError,
     LoadBalancerError,
     LocalSaturationError,
+    QueueFullError,
+    QueueTimeoutError,
 )
 from ._profiles import ProfileWarning, load_profile
 from .wire import (
@@ -98,6 +100,8 @@ __all__ = (
     "LocalSaturationError",
     "ProfileWarning",
     "Provider",
+    "QueueFullError",
+    "QueueTimeoutError",
     "StreamDecoder",
     "SystemMessage",
     "Tool",

@@ -20,6 +20,8 @@ from lbcore import (
     FailoverExhausted,
     Failure,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
     truncate,
 )
@@ -34,6 +36,8 @@ __all__ = (
     "FailoverError",
     "LoadBalancerError",
     "LocalSaturationError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "error_for",
 )
 
@@ -161,6 +165,28 @@ class LocalSaturationError(LoadBalancerError):
         return self.error.limit
 
 
+class QueueFullError(LoadBalancerError):
+    """Every usable backend was at its ``max_concurrent`` and ``max_queued`` requests waited.
+
+    Nothing was sent and nothing is charged to a backend; sending again later may succeed.
+    """
+
+    error: QueueFull
+
+
+class QueueTimeoutError(LoadBalancerError):
+    """The request waited ``queue_timeout_ms`` in the balancer's queue and no slot freed.
+
+    Nothing was sent for this wait and nothing is charged to a backend.
+    """
+
+    error: QueueTimedOut
+
+    @property
+    def waited_ms(self) -> int:
+        return self.error.waited_ms
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
 
@@ -173,9 +199,11 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     ContextLimitExceeded: ContextLimitError,
     BudgetExhausted: BudgetExhaustedError,
     LocalSaturation: LocalSaturationError,
+    QueueFull: QueueFullError,
+    QueueTimedOut: QueueTimeoutError,
 }
 
 
 def error_for(request_id: str, error: RequestError) -> LoadBalancerError:
     """The exception a caller gets for the core's ``error``."""
-    return _EXCEPTIONS[type(error)](request_id, error)
+    return _EXCEPTIONS.get(type(error), LoadBalancerError)(request_id, error)

@@ -47,7 +47,7 @@ from lbcore import (
 
 from ._config import ClientConfig
 from ._reader import Ending, Succeeded
-from ._run import Attempt, Finished, RequestRun, Send, Step, Wait
+from ._run import Attempt, Finished, Queued, RequestRun, Send, Step, Wait
 from .wire import Chunk, estimate_tokens
 
 __all__ = ("CoreLink", "monotonic_ms")
@@ -155,7 +155,23 @@ class CoreLink:
                 return Send(run.attempt)
             if run.retry_due is not None:
                 return Wait(run.retry_due)
+            if run.queued:
+                return Queued(run.queued_until)
         raise RuntimeError(_NO_STEP.format(rid=run.request_id))
+
+    def wait_for_news(self, run: RequestRun, wake: Callable[[], None]) -> bool:
+        """Have ``wake`` called when the core dispatches or ends the queued ``run``.
+
+        False when there is news already (it came between :meth:`next_step`
+        and this call): ask for the next step at once. Checked and installed
+        under the guard, where the news is filed, so no wake-up is lost.
+        """
+        with self._locked() as lines:
+            self._catch_up(lines)
+            if run.finished or run.inbox or not run.queued:
+                return False
+            run.on_news = wake
+            return True
 
     def abandon(self, run: RequestRun) -> None:
         """Cancel ``run`` at the next call that takes the guard.

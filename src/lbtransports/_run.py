@@ -8,6 +8,7 @@ another request), and the client's loop asks the run what to do next.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -17,7 +18,9 @@ from lbcore import (
     FirstChunkDue,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     StartAttempt,
 )
@@ -25,7 +28,7 @@ from lbcore import (
 from ._errors import LoadBalancerError, error_for
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
-__all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
+__all__ = ("Attempt", "Finished", "Queued", "RequestRun", "Send", "Step", "Wait")
 
 
 @dataclass(eq=False)
@@ -71,11 +74,18 @@ class Wait(NamedTuple):
     until: int
 
 
+class Queued(NamedTuple):
+    """Every backend is full: wait for news (the core dispatches or ends the request),
+    or until ``until`` (its queue timeout, then tick), whichever comes first."""
+
+    until: int | None
+
+
 class Finished(NamedTuple):
     """The request is over; see :attr:`RequestRun.completed` and :attr:`RequestRun.error`."""
 
 
-Step = Send | Wait | Finished
+Step = Send | Wait | Queued | Finished
 
 
 @dataclass(eq=False)
@@ -92,6 +102,11 @@ class RequestRun:
     completed: RequestCompleted | None = None
     error: LoadBalancerError | None = None
     aborted: bool = False
+    #: Waiting in the core's queue (RequestQueued, until RequestDequeued or the end).
+    queued: bool = False
+    queued_until: int | None = None
+    #: Wakes the loop waiting in the queue; set under the core's guard (see CoreLink.wait_for_news).
+    on_news: Callable[[], None] | None = None
 
     @property
     def finished(self) -> bool:
@@ -102,6 +117,11 @@ class RequestRun:
         self.decisions.append(action)
         if isinstance(action, StartAttempt | RetryScheduled):
             self.inbox.append(action)
+            self._wake()
+        elif isinstance(action, RequestQueued):
+            self.queued, self.queued_until = True, action.due
+        elif isinstance(action, RequestDequeued):
+            self.queued, self.queued_until = False, None
         elif isinstance(action, FirstChunkDue):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.first_chunk_deadline = action.due
@@ -123,9 +143,16 @@ class RequestRun:
                 self.error = error_for(self.request_id, action.error)
             else:
                 self.aborted = True
+            self.queued = False
             # Once the request has ended, nothing about any attempt is news.
             if self.attempt is not None:
                 self.attempt.over = True
+            self._wake()
+
+    def _wake(self) -> None:
+        wake, self.on_news = self.on_news, None
+        if wake is not None:
+            wake()
 
     def attempt_is_live(self, attempt: Attempt) -> bool:
         """Whether news of ``attempt`` is still wanted by the core."""
