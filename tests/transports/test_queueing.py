@@ -198,7 +198,7 @@ def test_a_cancelled_waiter_frees_its_place(mode: str) -> None:
     with start_backends(SLOW) as backends:
         anyio.run(main, _config(backends, SLOW, max_queued=1), backend=mode)
         backends.wait_idle(timeout=10.0)
-    assert outcome == {n: "ok" for n in ("r1", "r2", "r3", "r4", "late")} | {
+    assert outcome == dict.fromkeys(("r1", "r2", "r3", "r4", "late"), "ok") | {
         "gives-up": "cancelled"
     }
     data = trace.getvalue()
