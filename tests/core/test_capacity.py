@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from lbcore import (
     Action,
@@ -14,9 +16,15 @@ from lbcore import (
     RequestDequeued,
     RequestQueued,
     StartAttempt,
+    decode_trace,
+    explain,
+    request_ids,
+    tell,
 )
+from lbcore._explain import describe_action
 
 from .scenarios import config, fail, ok, start, tick
+from .trace_snapshot import GOLDEN_DIR
 
 
 def limited(strategy: str, names: str, limits: dict[str, int], **settings: Any) -> BalancerConfig:
@@ -83,3 +91,20 @@ def test_stats_show_slots_in_use_and_requests_waiting_per_backend() -> None:
     stats = lb.stats()
     assert (stats.queued, stats.backend_queued) == (0, {"a": 0, "b": 0})
     assert stats.backend_in_flight == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.jsonl")), ids=lambda p: p.stem)
+def test_every_golden_trace_can_be_explained_and_told(path: Path) -> None:
+    header, steps = decode_trace(path.read_bytes())
+    assert explain(header, steps)
+    for rid in request_ids(steps):
+        assert rid in tell(header, steps, rid)
+
+
+def test_queue_actions_are_described() -> None:
+    queued = RequestQueued(request_id="r1", waiting_for=("a", "b"), queued=3, due=55)
+    assert describe_action(queued) == "queued for a, b (3 waiting, gives up at 55)"
+    forever = RequestQueued(request_id="r1", waiting_for=("a",), queued=1, due=None)
+    assert describe_action(forever) == "queued for a (1 waiting)"
+    dequeued = RequestDequeued(request_id="r1", backend="a", waited_ms=8)
+    assert describe_action(dequeued) == "dequeued to a after 8 ms"
