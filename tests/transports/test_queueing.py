@@ -5,6 +5,7 @@ served, a queue timeout is a typed error, a cancelled waiter frees its place
 from __future__ import annotations
 
 import io
+import signal
 import threading
 import time
 from typing import Any
@@ -160,8 +161,7 @@ def test_a_queue_timeout_ends_the_request_with_its_typed_error(mode: str) -> Non
 
 @pytest.mark.parametrize("mode", ASYNC_MODES)
 def test_a_cancelled_waiter_frees_its_place(mode: str) -> None:
-    # Cancelling a blocked iteration from outside is an async affair: a sync
-    # caller's thread is the one blocked (an interrupt there does the same).
+    # Async: the waiting task is cancelled. The sync client is below, interrupted.
     trace = io.BytesIO()
     outcome: dict[str, str] = {}
 
@@ -204,3 +204,58 @@ def test_a_cancelled_waiter_frees_its_place(mode: str) -> None:
     data = trace.getvalue()
     assert verify_trace(data) is None
     assert _actions(data, "RequestAborted") == 1
+
+
+class _GiveUp(Exception):
+    """Raised by a timer signal in the main thread, where the waiting request blocks."""
+
+
+def test_a_sync_waiter_interrupted_frees_its_place() -> None:
+    # The sync client's waiting thread is the caller's own: an interrupt there
+    # (here a timer signal, in the main thread) ends the wait and cancels the request.
+    trace = io.BytesIO()
+    outcome: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def served(client: Client, name: str) -> None:
+        try:
+            with client.chat(REQUEST, request_id=name) as stream:
+                for _ in stream:
+                    pass
+            result = "ok"
+        except LoadBalancerError as error:
+            result = type(error).__name__
+        with lock:
+            outcome[name] = result
+
+    def give_up(signum: int, frame: object) -> None:
+        raise _GiveUp
+
+    with start_backends(SLOW) as backends:
+        with Client(_config(backends, SLOW, max_queued=1), trace=trace) as client:
+            threads = [
+                threading.Thread(target=served, args=(client, n)) for n in ("r1", "r2", "r3", "r4")
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.2)
+            previous = signal.signal(signal.SIGALRM, give_up)
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                with pytest.raises(_GiveUp), client.chat(REQUEST, request_id="gives-up") as stream:
+                    for _ in stream:
+                        pass
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            late = threading.Thread(target=served, args=(client, "late"))
+            late.start()
+            for thread in [*threads, late]:
+                thread.join(timeout=30)
+            assert not any(t.is_alive() for t in [*threads, late]), "a request hung"
+        backends.wait_idle(timeout=10.0)
+    assert outcome == dict.fromkeys(("r1", "r2", "r3", "r4", "late"), "ok")
+    data = trace.getvalue()
+    assert verify_trace(data) is None
+    assert _actions(data, "RequestAborted") == 1
+    assert _actions(data, "RequestQueued") == 2
