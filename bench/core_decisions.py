@@ -82,6 +82,21 @@ def one_failover_each() -> list[Event]:
     return events
 
 
+#: Breaker, first-chunk timeout, concurrency limit, Retry-After, jittered backoff,
+#: retry budget, total and idle deadlines: every timer and check on the hot path.
+EVERYTHING_ON = make_config(
+    "failover",
+    circuit_breaker_enabled=True,
+    timeout_ms=30_000,
+    max_concurrent=64,
+    honour_retry_after=True,
+    retry_backoff="exponential",
+    retry_budget_percent=20,
+    deadline_ms=60_000,
+    idle_timeout_ms=30_000,
+)
+
+
 def measure(config: BalancerConfig, build: Callable[[], list[Event]]) -> tuple[float, float]:
     events = build()
     per_run = []
@@ -212,6 +227,7 @@ def main() -> None:
             clean_requests,
         ),
         ("failover, one failover then 20 chunks", make_config("failover"), one_failover_each),
+        ("every mechanism on, 20-chunk stream", EVERYTHING_ON, clean_requests),
     ]
     print(f"median of {RUNS} runs, {REQUESTS} requests each")
     print(f"{'case':<48} {'us/request':>11} {'us/event':>9}")

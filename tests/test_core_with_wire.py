@@ -24,8 +24,10 @@ from lbcore import (
     RequestCompleted,
     RequestFailed,
     RequestStarted,
+    RetryScheduled,
     Settings,
     StartAttempt,
+    Tick,
 )
 from lbtransports.wire import (
     BackendTarget,
@@ -74,7 +76,14 @@ class Driver:
             terminal = [a for a in pending if isinstance(a, RequestCompleted | RequestFailed)]
             if terminal:
                 return terminal[0]
-            (start,) = [a for a in pending if isinstance(a, StartAttempt)]
+            starts = [a for a in pending if isinstance(a, StartAttempt)]
+            if not starts:
+                # A retry waits (a 429's Retry-After is honoured): the clock jumps to it.
+                (retry,) = [a for a in pending if isinstance(a, RetryScheduled)]
+                self.clock = retry.due
+                pending = self.balancer.handle(Tick(at=self.clock))
+                continue
+            (start,) = starts
             pending = self.attempt(start, request)
 
     def attempt(self, start: StartAttempt, request: ChatRequest) -> list[Action]:

@@ -53,6 +53,9 @@ class FailoverReason(enum.StrEnum):
     BREAKER_OPENED = "breaker_opened"
     #: The attempt could not be prepared (credential, provider).
     SETUP = "setup"
+    #: A same-backend retry would have to wait (its delay or the backend's
+    #: Retry-After) until at or past the request's total deadline.
+    PAST_DEADLINE = "past_deadline"
 
 
 class SkipReason(enum.StrEnum):

@@ -22,6 +22,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FailoverReason,
     FirstChunkDue,
@@ -39,10 +40,12 @@ from ._actions import (
     TripBreaker,
 )
 from ._aggregate import all_context_limits_error, context_limit_message, failover_error
+from ._backoff import RetryDelays
 from ._breaker import Breaker, BreakerState
 from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
+from ._cooldown import Cooldowns
 from ._errors import LBError
 from ._events import (
     AttemptFailed,
@@ -67,11 +70,14 @@ from ._outcomes import (
     BackendFailure,
     BudgetExhausted,
     ContextLimitExceeded,
+    DeadlineExceeded,
     LocalSaturation,
     QueueFull,
     QueueTimedOut,
     RequestError,
+    RetryBudgetExhausted,
 )
+from ._retry_budget import RetryBudget
 from ._state import LiveRequest, Phase, Sending
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
@@ -143,6 +149,10 @@ class Balancer:
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
         self._capacity = Capacity(self._backends, self._settings)
+        self._cooldowns = Cooldowns(len(self._backends))
+        self._honour_retry_after = self._failover and self._settings.honour_retry_after
+        self._delays = RetryDelays(self._settings)
+        self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
 
@@ -216,10 +226,29 @@ class Balancer:
         while timers:
             due, _, request = timers[0]
             if self._armed_now(due, request):
-                return due
+                if not self._idle_lags(due, request):
+                    return due
+                heapq.heappop(timers)
+                self._rearm_idle(request)
+                continue
             # Forgetting a spent entry changes nothing any event could observe.
             heapq.heappop(timers)
         return None
+
+    @staticmethod
+    def _idle_lags(due: int, request: LiveRequest) -> bool:
+        """Whether the entry is the idle deadline's, left behind by chunks that moved it on."""
+        idle = request.idle_due
+        return due == request.idle_mark and idle is not None and idle > due
+
+    def _rearm_idle(self, request: LiveRequest) -> int:
+        """Move the idle deadline's heap entry (already taken off) to where chunks moved it."""
+        due = request.idle_due
+        assert due is not None
+        request.idle_mark = due
+        self._armed += 1
+        heapq.heappush(self._timers, (due, self._armed, request))
+        return due
 
     def _armed_now(self, due: int, request: LiveRequest) -> bool:
         """Whether a heap entry still stands for a deadline the request holds."""
@@ -228,7 +257,7 @@ class Balancer:
             request.retry_due,
             request.queue_due,
             request.expires_at,
-            request.idle_due,
+            request.idle_mark,
         )
 
     def _arm(self, request: LiveRequest, due: int | None) -> None:
@@ -266,9 +295,27 @@ class Balancer:
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
             queued=self._capacity.queued,
-            backend_in_flight=dict(zip(names, self._capacity.in_flight, strict=True)),
+            backend_slots_used=dict(zip(names, self._capacity.in_flight, strict=True)),
             backend_queued=dict(zip(names, self._capacity.waiting, strict=True)),
+            backend_in_flight=self._attempts_under_way(),
+            retry_budget_used=self._retry_budget.used,
+            cooldown_until={
+                b.name: until
+                for i, b in enumerate(self._backends)
+                if (until := self._cooling_until(i)) is not None
+            },
         )
+
+    def _attempts_under_way(self) -> dict[str, int]:
+        counts = {backend.name: 0 for backend in self._backends}
+        for request in self._live.values():
+            if (
+                request.attempt > 0
+                and request.phase is not Phase.WAITING
+                and request.sending is not Sending.HELD
+            ):
+                counts[self._backends[request.backend_index].name] += 1
+        return counts
 
     def current_failover_index(self) -> int:
         """Where the next failover request starts its rotation."""
@@ -353,6 +400,7 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
+        self._retry_budget.give_back(request)
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
@@ -383,6 +431,28 @@ class Balancer:
         if freed >= 0 and self._capacity.limits[freed] is not None:
             self._freed.append(freed)
 
+    def _cool_down(self, index: int, failure: Failure, actions: list[Action]) -> None:
+        until = self._cooldowns.note(index, failure, self._now, self._settings.max_retry_after_ms)
+        if until is not None:
+            actions.append(CoolDown(backend=self._backends[index].name, until=until))
+
+    def _cooling_until(self, index: int) -> int | None:
+        return self._cooldowns.until(index, self._now)
+
+    def _cooling_failure(self, index: int, until: int) -> Failure:
+        """What a request skipping a cooling backend reports for it: the pause it was asked for."""
+        cause = self._cooldowns.cause(index)
+        assert cause is not None
+        left = until - self._now
+        return Failure(
+            kind=cause.kind,
+            message=f"cooling down for {left}ms more (Retry-After): {cause.message}",
+            status=cause.status,
+            code="cooling_down",
+            provider_type=cause.provider_type,
+            retry_after_ms=left,
+        )
+
     def _context_rejection(self, request: LiveRequest, index: int) -> int | None:
         """The limit the prompt exceeds on backend ``index``, or None when it fits."""
         limit = self._context_limits[index]
@@ -406,6 +476,11 @@ class Balancer:
             event.request_id, self._arrivals, event.prompt_tokens, event.attempt_budget
         )
         self._live[request.request_id] = request
+        request.started_at = self._now
+        total = self._settings.deadline_ms
+        if total is not None:
+            request.expires_at = self._now + total
+            self._arm(request, request.expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -509,15 +584,9 @@ class Balancer:
             request.visited += 1
             request.next_index = (index + 1) % count
             if self._admit(request, index, actions):
-                self._enter(request, index, actions)
+                self._move_to(request, index, actions)
                 return
         self._end_rotation(request, actions)
-
-    def _enter(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
-        """Start a fresh visit to backend ``index``: its own count of attempts."""
-        request.attempts_here = 0
-        self._announce_failover(request, index, actions)
-        self._launch(request, index, actions)
 
     def _admit(
         self, request: LiveRequest, index: int, actions: list[Action], *, its_turn: bool = False
@@ -556,6 +625,10 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
+        elif (until := self._cooling_until(index)) is not None:
+            reason = SkipReason.COOLING_DOWN
+            detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
+            request.failures.append((backend.name, self._cooling_failure(index, until)))
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = SkipReason.AT_CAPACITY
@@ -571,6 +644,35 @@ class Balancer:
             )
         )
         return False
+
+    def _move_to(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Start the request on backend ``index``, which its checks admitted.
+
+        A fresh visit has its own count of attempts. Moving on after an
+        attempt was sent is a failover, which needs a unit of the retry
+        budget; an attempt taken back (a setup failure) was not.
+        """
+        if request.used > 0 and not self._retry_budget.take(request, len(self._live)):
+            breaker = self._breakers.get(self._backends[index].name)
+            if breaker is not None:  # the admission may have handed it the probe
+                breaker.hand_back_probe(request.request_id)
+            self._refuse_retry(request, actions)
+            return
+        request.attempts_here = 0
+        self._announce_failover(request, index, actions)
+        self._launch(request, index, actions)
+
+    def _refuse_retry(self, request: LiveRequest, actions: list[Action]) -> None:
+        in_flight = len(self._live)
+        message = (
+            f"Retry budget exhausted: {self._retry_budget.used} retries and failovers already "
+            f"in flight (limit {self._retry_budget.limit(in_flight)} "
+            f"with {in_flight} requests in flight)"
+        )
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        self._fail_request(
+            request, RetryBudgetExhausted(message=message, failures=failures), actions
+        )
 
     def _announce_failover(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Say which backend the request left, and why, now that the next one is known."""
@@ -620,7 +722,7 @@ class Balancer:
             if self._capacity.open(index):
                 request.full.remove(index)
                 if self._admit(request, index, actions):
-                    self._enter(request, index, actions)
+                    self._move_to(request, index, actions)
                     return True
         return False
 
@@ -680,7 +782,7 @@ class Balancer:
             )
         )
         if self._failover:
-            self._enter(request, index, actions)
+            self._move_to(request, index, actions)
         else:
             self._dispatch_round_robin(request, index, actions)
 
@@ -734,6 +836,13 @@ class Balancer:
         if request.phase is Phase.CONNECTING:
             request.phase = Phase.STREAMING
             request.deadline = None
+        idle = self._settings.idle_timeout_ms
+        if idle is not None:
+            request.idle_due = self._now + idle
+            # One heap entry per stream, not per chunk: it is moved on lazily.
+            if request.idle_mark is None:
+                request.idle_mark = request.idle_due
+                self._arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -848,6 +957,8 @@ class Balancer:
         setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
         if setup:
             self._undo_dispatch(request)
+        if self._honour_retry_after:
+            self._cool_down(request.backend_index, failure, actions)
         if request.phase is Phase.STREAMING or not self._failover:
             # Output already reached the caller, or round-robin, which never
             # fails over: the raw failure is the answer.
@@ -855,22 +966,44 @@ class Balancer:
             return
         request.deadline = None
         reason = self._reason_to_leave(request, failure)
+        delay = 0
+        if reason is None:
+            delay = self._retry_wait(request)
+            if self._ends_too_late(request, delay):
+                reason = FailoverReason.PAST_DEADLINE
         if reason is not None:
             self._leave_backend(request, failure, reason, actions, record=not setup)
             return
-        delay = self._settings.failover_retry_delay_ms
+        if not self._retry_budget.take(request, len(self._live)):
+            self._record_failure(request, failure, actions)
+            request.failures.append((self._backends[request.backend_index].name, failure))
+            self._refuse_retry(request, actions)
+            return
         if delay > 0:
             request.phase = Phase.WAITING
             request.failed_at = self._now
-            request.retry_due = self._now + delay
-            self._arm(request, request.retry_due)
             request.retry_failure = failure
-            name = self._backends[request.backend_index].name
-            actions.append(
-                RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
-            )
+            self._schedule_retry(request, delay, actions)
             return
         self._launch(request, request.backend_index, actions)
+
+    def _schedule_retry(self, request: LiveRequest, delay: int, actions: list[Action]) -> None:
+        request.retry_due = self._now + delay
+        self._arm(request, request.retry_due)
+        name = self._backends[request.backend_index].name
+        actions.append(
+            RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
+        )
+
+    def _retry_wait(self, request: LiveRequest) -> int:
+        """A same-backend retry's wait: its delay, or the backend's Retry-After if longer."""
+        delay = self._delays.delay(request.attempts_here)
+        until = self._cooling_until(request.backend_index)
+        return delay if until is None else max(delay, until - self._now)
+
+    def _ends_too_late(self, request: LiveRequest, wait: int) -> bool:
+        """Whether a retry after ``wait`` would start at or past the request's total deadline."""
+        return request.expires_at is not None and self._now + wait >= request.expires_at
 
     def _reason_to_leave(self, request: LiveRequest, failure: Failure) -> FailoverReason | None:
         """Why the request must leave its backend after ``failure``; None to retry it there.
@@ -917,7 +1050,15 @@ class Balancer:
         earliest: dict[str, tuple[int, int, LiveRequest]] = {}
         while timers and timers[0][0] <= now:
             due, _, request = heapq.heappop(timers)
-            if self._armed_now(due, request) and request.request_id not in earliest:
+            if not self._armed_now(due, request):
+                continue
+            if self._idle_lags(due, request):
+                # Chunks moved the idle deadline on since this entry was armed.
+                due = self._rearm_idle(request)
+                if due > now:
+                    continue
+            known = earliest.get(request.request_id)
+            if known is None or due < known[0]:
                 earliest[request.request_id] = (due, request.order, request)
         return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
 
@@ -926,6 +1067,12 @@ class Balancer:
         for request in self._due_now():
             # What an earlier request did on this tick may have changed this one.
             if self._live.get(request.request_id) is not request:
+                continue
+            if request.expires_at is not None and request.expires_at <= now:
+                self._expire(request, actions)
+                continue
+            if request.idle_due is not None and request.idle_due <= now:
+                self._idle_out(request, actions)
                 continue
             if request.phase is Phase.WAITING:
                 if request.retry_due is not None and request.retry_due <= now:
@@ -937,15 +1084,7 @@ class Balancer:
                 continue
             if request.deadline is None or request.deadline > now:
                 continue
-            backend = self._backends[request.backend_index]
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=backend.name,
-                    reason=CancelReason.FIRST_CHUNK_TIMEOUT,
-                )
-            )
+            self._cancel_attempt(request, CancelReason.FIRST_CHUNK_TIMEOUT, actions)
             timeout = self._settings.timeout_ms
             failure = Failure(
                 kind=FailureKind.TIMEOUT,
@@ -954,24 +1093,74 @@ class Balancer:
             )
             self._fail(request, failure, actions)
 
+    def _cancel_attempt(
+        self, request: LiveRequest, reason: CancelReason, actions: list[Action]
+    ) -> None:
+        actions.append(
+            CancelAttempt(
+                request_id=request.request_id,
+                attempt=request.attempt,
+                backend=self._backends[request.backend_index].name,
+                reason=reason,
+            )
+        )
+
+    def _expire(self, request: LiveRequest, actions: list[Action]) -> None:
+        """The total deadline passed: end the request wherever it is, charging no backend.
+
+        The time was the caller's to set, not the backend's to keep: like a
+        cancel, nothing is recorded against the backend in flight, if any.
+        """
+        total = self._settings.deadline_ms
+        assert total is not None
+        in_flight = request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING
+        if in_flight:
+            self._cancel_attempt(request, CancelReason.DEADLINE, actions)
+        # A retry waiting on a half-open backend holds its probe too.
+        self._hand_back_probe(request)
+        chunks = request.chunks if request.phase is Phase.STREAMING else 0
+        failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
+        where = f" on backend '{self._backends[request.backend_index].name}'" if in_flight else ""
+        message = (
+            f"Request deadline of {total}ms passed{where}; "
+            f"{len(failures)} backend failure(s) before it"
+        )
+        error = DeadlineExceeded(
+            message=message, deadline_ms=total, chunks_delivered=chunks, failures=failures
+        )
+        self._fail_request(request, error, actions)
+
+    def _idle_out(self, request: LiveRequest, actions: list[Action]) -> None:
+        """A stream went quiet for ``idle_timeout_ms``: the backend's failure, reported raw."""
+        self._cancel_attempt(request, CancelReason.IDLE_TIMEOUT, actions)
+        failure = Failure(
+            kind=FailureKind.TIMEOUT,
+            message=(
+                f"Stream idle: no chunk for {self._settings.idle_timeout_ms}ms "
+                f"after chunk {request.chunks}"
+            ),
+            code="idle_timeout",
+        )
+        self._fail(request, failure, actions)
+
     def _retry_due(self, request: LiveRequest, actions: list[Action]) -> None:
         failure = request.retry_failure
         assert failure is not None
-        if self._may_retry_here(request):
-            self._launch(request, request.backend_index, actions)
-        else:
+        if not self._may_retry_here(request):
             self._leave_backend(request, failure, FailoverReason.BREAKER_OPENED, actions)
+            return
+        until = self._cooling_until(request.backend_index)
+        if until is None:
+            self._launch(request, request.backend_index, actions)
+        elif self._ends_too_late(request, until - self._now):
+            self._leave_backend(request, failure, FailoverReason.PAST_DEADLINE, actions)
+        else:
+            # Another request's Retry-After cooled the backend down meanwhile: wait for it too.
+            self._schedule_retry(request, until - self._now, actions)
 
     def _cancel(self, request: LiveRequest, actions: list[Action]) -> None:
         if request.phase is Phase.CONNECTING or request.phase is Phase.STREAMING:
-            actions.append(
-                CancelAttempt(
-                    request_id=request.request_id,
-                    attempt=request.attempt,
-                    backend=self._backends[request.backend_index].name,
-                    reason=CancelReason.CANCELLED,
-                )
-            )
+            self._cancel_attempt(request, CancelReason.CANCELLED, actions)
         self._hand_back_probe(request)
         self._finish(request, RequestAborted(request_id=request.request_id), actions)
 

@@ -17,20 +17,22 @@ from typing import Any, Final
 import msgspec
 
 from ._errors import ConfigError
-from ._text import clean_text, truncate
+from ._text import clean_text, has_control_characters, truncate
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("BackendSpec", "Backoff", "BalancerConfig", "Settings", "Strategy")
 
-#: Fields added after trace format 1 was fixed, with the default that keeps the
-#: old behaviour. A trace header leaves a field out while it has that default, so
-#: every trace recorded before it existed still encodes to the same bytes; the
-#: defaults are therefore part of the format and never change.
+#: Fields added after trace format 1 was fixed, with their defaults. A trace header
+#: leaves a field out while it has that default, so every trace recorded before it
+#: existed still encodes to the same bytes; the defaults are therefore part of the
+#: format and never change. Each keeps the old behaviour, except
+#: ``honour_retry_after``: on by default, it changes only decisions about failures
+#: carrying a positive ``retry_after_ms`` (spec/behaviour.md §19 says why).
 LATER_SETTINGS: Final[dict[str, object]] = {
     "max_concurrent": None,
     "max_queued": 1024,
     "queue_timeout_ms": None,
-    "honour_retry_after": False,
+    "honour_retry_after": True,
     "max_retry_after_ms": 60_000,
     "retry_backoff": "fixed",
     "retry_backoff_base_ms": 100,
@@ -100,7 +102,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The failover knobs, named exactly as the reference's ephemeral settings.
 
     Only the failover strategy reads them; round-robin ignores them all, as in
-    the reference. Build one from a settings mapping with :meth:`from_mapping`,
+    the reference, except the concurrency limits and the total and idle
+    deadlines, which bound any request. Build one from a settings mapping with :meth:`from_mapping`,
     which ignores keys that are not about routing (``temperature``...).
     """
 
@@ -128,7 +131,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: How long a request may wait in the queue. None: as long as its deadline allows.
     queue_timeout_ms: int | None = None
     #: Honour a failure's Retry-After: cool the backend down and delay a retry there.
-    honour_retry_after: bool = False
+    honour_retry_after: bool = True
     #: The longest Retry-After honoured; a longer one is cut to this.
     max_retry_after_ms: int = 60_000
     retry_backoff: str = "fixed"
@@ -255,6 +258,15 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError('Each backend must have a valid "name" field (non-empty string)')
+        # Names print in messages and traces: " a" would show as a twin of "a".
+        if self.name != self.name.strip():
+            raise ConfigError(
+                f"backends[].name: must not start or end with whitespace, got {_show(self.name)}"
+            )
+        if has_control_characters(self.name):
+            raise ConfigError(
+                f"backends[].name: must not contain control characters, got {_show(self.name)}"
+            )
         if not isinstance(self.provider, str) or not self.provider.strip():
             raise ConfigError(
                 f'Backend "{clean_text(self.name, 64)}" must have a valid "provider" field '
@@ -301,7 +313,14 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         # each backend). Name and provider are checked earlier still, when each
         # BackendSpec is built.
         backends = self.backends
-        if not isinstance(backends, tuple | list) or not backends:
+        if not isinstance(backends, tuple | list):
+            # A string or a generator is not "no backend": say what was given.
+            given = type(backends).__name__
+            shown = f": {_show(backends)}" if isinstance(backends, str) else ""
+            raise ConfigError(
+                f"backends: must be a tuple or list of BackendSpec, got a {given}{shown}"
+            )
+        if not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")
         if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
             raise _strategy_error(self.strategy)

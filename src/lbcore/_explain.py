@@ -8,6 +8,7 @@ from ._actions import (
     Action,
     CancelAttempt,
     CloseBreaker,
+    CoolDown,
     FailOver,
     FirstChunkDue,
     HalfOpenBreaker,
@@ -102,6 +103,8 @@ def describe_action(action: Action) -> str:
         return f"breaker {action.backend} half-open"
     if isinstance(action, CloseBreaker):
         return f"breaker {action.backend} closed"
+    if isinstance(action, CoolDown):
+        return f"{action.backend} cools down until {action.until} (Retry-After)"
     if isinstance(action, SelectionChanged):
         return f"selected {action.backend}"
     if isinstance(action, RequestCompleted):

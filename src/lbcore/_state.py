@@ -120,6 +120,7 @@ class LiveRequest:
         "failures",
         "full",
         "idle_due",
+        "idle_mark",
         "next_index",
         "order",
         "owner",
@@ -185,6 +186,10 @@ class LiveRequest:
         #: The total deadline (``deadline_ms``), and the idle deadline while streaming.
         self.expires_at: int | None = None
         self.idle_due: int | None = None
+        #: The due time of the one timer-heap entry standing for the idle deadline:
+        #: chunks move ``idle_due`` on, and the entry catches up only when it
+        #: reaches the top, so a chunk costs no heap push (see Balancer._chunk).
+        self.idle_mark: int | None = None
         #: The backend index whose concurrency slot this request holds, or -1.
         self.slot = -1
         #: Backends skipped only because they were full: the request may wait for them.

@@ -53,6 +53,7 @@ _SKIP_WHY = {
     SkipReason.BREAKER_OPEN: "its circuit breaker was open",
     SkipReason.TPM_BELOW_THRESHOLD: "its tokens per minute were below the configured floor",
     SkipReason.CONTEXT_LIMIT: "the prompt does not fit its context window",
+    SkipReason.COOLING_DOWN: "it had asked for a pause (Retry-After) that was still running",
 }
 _FAILOVER_WHY = {
     FailoverReason.IMMEDIATE: "the failure was an authorisation error, which retrying cannot fix",
@@ -60,6 +61,7 @@ _FAILOVER_WHY = {
     FailoverReason.NOT_RETRYABLE: "the failure does not allow a retry on the same backend",
     FailoverReason.BREAKER_OPENED: "its breaker opened while the request waited to retry there",
     FailoverReason.SETUP: "the attempt could not be prepared",
+    FailoverReason.PAST_DEADLINE: "a retry there would have waited past the request's deadline",
 }
 
 
@@ -179,6 +181,16 @@ class _Teller:
                 self.passed_over[action.backend] = "no first chunk before the deadline"
                 self.say(
                     f"At {at} ms no chunk had come from {action.backend} by the deadline, "
+                    f"so attempt #{action.attempt} was cancelled."
+                )
+            elif action.reason == CancelReason.DEADLINE:
+                self.say(
+                    f"At {at} ms the request's total deadline passed, "
+                    f"so attempt #{action.attempt} on {action.backend} was cancelled."
+                )
+            elif action.reason == CancelReason.IDLE_TIMEOUT:
+                self.say(
+                    f"At {at} ms the stream from {action.backend} had been quiet for too long, "
                     f"so attempt #{action.attempt} was cancelled."
                 )
             else:

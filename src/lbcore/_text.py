@@ -12,6 +12,11 @@ _SPACES = re.compile(r"\s+")
 ELLIPSIS = "\u2026"
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a C0 or C1 control character (or DEL)."""
+    return _CONTROL.search(text) is not None
+
+
 def truncate(text: str, limit: int) -> str:
     """Cut ``text`` to at most ``limit`` code points, marking a cut with an ellipsis."""
     if limit < 1:

@@ -36,7 +36,7 @@ from ._state import (
     Phase,
     Sending,
 )
-from ._text import clean_text
+from ._text import clean_text, truncate
 
 __all__ = ("check_event",)
 
@@ -110,7 +110,13 @@ def check_event(
     if kind is RequestCancelled:
         return
     attempt = event.attempt  # type: ignore[union-attr]
-    if type(attempt) is not int or attempt != request.attempt:
+    if type(attempt) is not int:
+        # True == 1 and 1.0 == 1: without this, a wrong type would read as a stale number.
+        raise InvalidEvent(
+            f"{kind.__name__}.attempt has the wrong type: {type(attempt).__name__} "
+            f"{truncate(repr(attempt), 40)} (must be an int)"
+        )
+    if attempt != request.attempt:
         raise InvalidEvent(
             f"stale attempt {attempt!r} for request {_show_id(request_id)}: "
             f"the current attempt is {request.attempt}"

@@ -4,18 +4,18 @@ It runs on asyncio and on trio (through anyio). Its twin is
 :mod:`lbtransports._sync`: same loop, same :class:`CoreLink`, same
 :class:`AttemptReader`; only the waiting and the HTTP library differ.
 
-httpcore's read timeout (``idle_timeout_ms``, from the start of each read)
-bounds the reads that follow a chunk; the others (before the first chunk,
-after keep-alives) get a cancel scope ending at the attempt's real deadline
-(spec/transports.md section 4). A read that a scope interrupts leaves
-httpcore's connection unusable, which is what we want: at a deadline the
-attempt is over and its connection is closed.
+Every wait (the send and the status line, each read of the body) is in a
+cancel scope ending at the attempt's deadline, as its :class:`AttemptTimer`
+gives it (spec/transports.md section 4); httpcore's own read timeout, which
+counts from each network read, is only a safety net. A read that a scope
+interrupts leaves httpcore's connection unusable, which is what we want: at
+a deadline the attempt is over and its connection is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from types import TracebackType
 from typing import Final, Self
 
@@ -28,18 +28,18 @@ from lbcore import ConfigError, TimeoutPhase, truncate
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stale_failure, stream_failure
-from ._reader import Failed
+from ._log_guard import guard_httpcore_logs
+from ._network import stream_failure
 from ._run import Attempt, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
+from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
+from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
+from ._upstream import Upstream
 from .wire import ChatRequest, Chunk, HttpRequest
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
-#: Failures of the connection itself, once the request may have been sent.
-_STREAM_ERRORS: Final = (httpcore.NetworkError, httpcore.RemoteProtocolError)
-_TIMEOUTS: Final = (httpcore.ReadTimeout, httpcore.WriteTimeout)
 #: httpcore's trace events that mean the request has left: the body's end, or, when
 #: httpcore swallowed a failed write to read the server's answer anyway, the wait
 #: for the response head.
@@ -64,6 +64,12 @@ class AsyncChatStream(StreamView):
     def __init__(self, client: AsyncClient, run: RequestRun) -> None:
         super().__init__(client._link, run)
         self._chunks = client._drive(run)
+
+    @property
+    def upstream(self) -> Upstream | None:
+        """With ``chat(..., keep_upstream=True)``: the answering backend's own
+        events (taken as they are forwarded) or whole body; else None."""
+        return self._run.upstream
 
     def __aiter__(self) -> Self:
         return self
@@ -117,6 +123,7 @@ class AsyncClient(ClientBase):
                     f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
                 )
         super().__init__(config, trace)
+        guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
@@ -124,6 +131,8 @@ class AsyncClient(ClientBase):
         # a wait here is visible to the core (AttemptHeld), and httpcore's
         # pool, whose bookkeeping grows with every queued request, never queues.
         self._slots: dict[str, anyio.Semaphore] = {}
+        #: Attempts between preparing their send and letting go of its connection.
+        self._running = 0
 
     # -- requests ---------------------------------------------------------------
 
@@ -133,13 +142,20 @@ class AsyncClient(ClientBase):
         *,
         request_id: str | None = None,
         attempt_budget: int | None = None,
+        keep_upstream: bool = False,
     ) -> AsyncChatStream:
         """Send ``request`` and stream its answer.
 
         Nothing is sent before the stream is iterated: the request starts in
-        the core then, and its answer streams as it arrives.
+        the core then, and its answer streams as it arrives. With
+        ``keep_upstream``, the backend's own events (or whole body) are kept on
+        :attr:`AsyncChatStream.upstream` beside the chunks, for a caller that
+        forwards them.
         """
-        return AsyncChatStream(self, self._start(request, request_id, attempt_budget))
+        run = self._start(request, request_id, attempt_budget)
+        if keep_upstream:
+            run.upstream = Upstream()
+        return AsyncChatStream(self, run)
 
     async def complete(
         self,
@@ -156,13 +172,22 @@ class AsyncClient(ClientBase):
         return completion_of(stream, chunks)
 
     async def aclose(self) -> None:
-        """Close every pooled connection and the trace file this client opened."""
+        """Close every pooled connection and the trace file this client opened.
+
+        Streams still reading keep their connections and may finish: the
+        pools close once the last running attempt ends (spec/transports.md
+        section 5), not under it, where its reads would fail as the backend's.
+        """
         self._closed = True
+        if not self._running:
+            await self._close_pools()
+        self._close_trace()
+
+    async def _close_pools(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
         with anyio.CancelScope(shield=True):
             for pool in pools:
                 await pool.aclose()
-        self._close_trace()
 
     async def __aenter__(self) -> Self:
         return self
@@ -225,11 +250,14 @@ class AsyncClient(ClientBase):
             await anyio.sleep((left + 1) / 1000)
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
-        link = self._link
+        link, upstream = self._link, run.upstream
         reader = self._prepare(run, attempt)
         if reader is None:
             return
         async with contextlib.AsyncExitStack() as stack:
+            # First in, so last out: after the attempt's connection is let go.
+            self._running += 1
+            stack.push_async_callback(self._attempt_left)
             response = await self._send(stack, run, attempt)
             if response is None:
                 return
@@ -238,49 +266,53 @@ class AsyncClient(ClientBase):
             body: AsyncIterator[bytes] = aiter(response.stream)
             finished = False  # httpcore's body generators ran to their end
             ended = False  # ... and the body ended where its framing said, without error
-            quiet = False  # the last read brought bytes but no chunk (keep-alives)
             try:
                 while not attempt.over:  # another request's tick may cancel it
                     data = b""
                     try:
-                        if quiet or (
-                            attempt.chunks == 0 and attempt.first_chunk_deadline is not None
-                        ):
-                            # A cancel scope per read costs a timer, so only reads
-                            # whose deadline httpcore's read timeout (the idle
-                            # timeout, counted from each read) would not meet get
-                            # one: before the first chunk, and after keep-alives.
-                            with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
-                                data = await anext(body, b"")
-                            if waited.cancelled_caught:
-                                finished = True
-                                link.expire(run, attempt, TimeoutPhase.READ)
-                                break
-                        else:
+                        # Every read ends at the attempt's deadline, whatever bytes
+                        # arrive meanwhile: httpcore's read timeout counts from each
+                        # network read, and h11 yields nothing for framing bytes.
+                        with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
                             data = await anext(body, b"")
-                    except _TIMEOUTS:
+                        if waited.cancelled_caught:
+                            finished = True
+                            link.expire(run, attempt, TimeoutPhase.READ)
+                            break
+                    except HTTPCORE_ERRORS as error:
                         finished = True
-                        link.expire(run, attempt, TimeoutPhase.READ)
-                        break
-                    except _STREAM_ERRORS as error:
-                        finished = True
+                        if trouble_of(HTTPCORE_TROUBLES, error) is not Trouble.LOST:
+                            link.expire(run, attempt, TimeoutPhase.READ)
+                            break
                         reader.broken(stream_failure(error))
                     if not data:
                         ended = not finished and reader.ending is None
                         finished = True
                     chunks = reader.feed(data) if data else reader.end()
-                    quiet = not chunks
-                    if quiet and reader.ending is None and link.wait_limit(run, attempt) <= 0:
+                    if (
+                        not chunks
+                        and reader.ending is None
+                        and attempt.timer.expired(link.now()) is not None
+                    ):
                         # Bytes arrive (keep-alives), but no chunk came in time.
                         link.expire(run, attempt, TimeoutPhase.READ)
                         break
                     visible = link.deliver(run, attempt, chunks)
                     if visible:
+                        if upstream is not None:
+                            # Handed over with the chunks the caller sees, never before.
+                            upstream.receive(attempt.target.provider, reader.take_events())
                         for chunk in visible:
                             yield chunk
                         link.resumed(attempt)
                     if reader.ending is not None:
                         link.finish(run, attempt, reader.ending)
+                        done = run.completed
+                        if upstream is not None and done and done.attempt == attempt.number:
+                            # Only once the core took the success: a late one is dropped.
+                            upstream.receive(
+                                attempt.target.provider, reader.take_events(), reader.whole_body
+                            )
                         break
             finally:
                 if not finished:
@@ -313,6 +345,14 @@ class AsyncClient(ClientBase):
         with anyio.move_on_after(limit) as scope:
             opened = False  # this try opened its connection (not one from the pool)
 
+            def aim() -> None:
+                scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
+
+            def uploaded() -> None:
+                # The backend took a piece of the request: progress, as in the sync client.
+                attempt.timer.progressed(link.now())
+                aim()
+
             async def on_progress(name: str, info: object) -> None:
                 nonlocal opened
                 if name == "connection.connect_tcp.started":
@@ -321,7 +361,7 @@ class AsyncClient(ClientBase):
                     # The body is out: the first-chunk deadline restarts from
                     # now, and the wait for the status line with it.
                     link.sent(run, attempt)
-                    scope.deadline = anyio.current_time() + link.wait_limit(run, attempt)
+                    aim()
 
             for last_try in (False, True):
                 opened = False
@@ -331,27 +371,22 @@ class AsyncClient(ClientBase):
                             http.method,
                             http.url,
                             headers=_request_headers(http),
-                            content=_BodyIterator(http.body),
+                            content=_BodyIterator(http.body, uploaded),
                             extensions={"timeout": timeouts, "trace": on_progress},
                         )
                     )
-                except httpcore.ConnectTimeout:
-                    link.expire(run, attempt, TimeoutPhase.CONNECT)
-                    return None
-                except _TIMEOUTS:
-                    # httpcore's own read (or write) timer may fire a hair before
-                    # the scope: a read timeout all the same, reported below.
-                    break
-                except httpcore.ConnectError as error:
-                    link.finish(run, attempt, Failed(connect_failure(error)))
-                    return None
-                except _STREAM_ERRORS as error:
-                    if not opened and not last_try:
+                except HTTPCORE_ERRORS as error:
+                    trouble = trouble_of(HTTPCORE_TROUBLES, error)
+                    if trouble is Trouble.READ_TIMEOUT:
+                        # httpcore's own read (or write) timer may fire a hair
+                        # before the scope: a read timeout all the same, below.
+                        break
+                    if trouble is Trouble.LOST and not opened and not last_try:
                         # A pooled connection the backend had closed, before any
                         # byte of an answer: not the backend failing. Once more.
                         continue
-                    failure = stream_failure(error) if opened else stale_failure(error)
-                    link.finish(run, attempt, Failed(failure))
+                    assert trouble is not None
+                    report(link, run, attempt, reported(trouble, error, reused=not opened))
                     return None
         link.expire(run, attempt, TimeoutPhase.READ)
         return None
@@ -387,6 +422,12 @@ class AsyncClient(ClientBase):
         stack.callback(slots.release)
         return True
 
+    async def _attempt_left(self) -> None:
+        self._running -= 1
+        if self._closed and not self._running:
+            # Closed while this attempt ran: the last one out closes the pools.
+            await self._close_pools()
+
     def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
         self._check_open()
         pool = self._pools.get(backend)
@@ -400,27 +441,35 @@ class AsyncClient(ClientBase):
 
 
 class _BodyIterator:
-    """A request body httpcore can read without an async generator.
+    """A request body httpcore can read without an async generator, in pieces.
 
     httpcore wraps plain bytes in an async generator; a deadline that
     interrupts the send leaves it suspended, and trio warns when it is
-    collected. This iterator holds no frame to finish. It is read once: the
-    pool never retries (retries=0).
+    collected. This iterator holds no frame to finish. httpcore writes each
+    piece before it asks for the next, so each ask after the first means the
+    backend took one: ``taken`` is told, and the send's deadline moves on
+    (spec/transports.md section 4). It is read once: the pool never retries
+    (retries=0).
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_offset", "_taken")
 
-    def __init__(self, data: bytes) -> None:
-        self._data: bytes | None = data
+    def __init__(self, data: bytes, taken: Callable[[], None]) -> None:
+        self._data = data
+        self._offset = 0
+        self._taken = taken
 
     def __aiter__(self) -> _BodyIterator:
         return self
 
     async def __anext__(self) -> bytes:
-        data, self._data = self._data, None
-        if not data:
+        start = self._offset
+        if start:
+            self._taken()
+        if start >= len(self._data):
             raise StopAsyncIteration
-        return data
+        self._offset = start + UPLOAD_PIECE
+        return self._data[start : self._offset]
 
 
 async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> None:

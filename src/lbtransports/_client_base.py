@@ -100,7 +100,9 @@ class ClientBase:
             failure = Failure(kind=FailureKind.SETUP, message=message)
             self._link.finish(run, attempt, Failed(failure))
             return None
-        return AttemptReader(attempt.target.provider, attempt.http)
+        return AttemptReader(
+            attempt.target.provider, attempt.http, keep_events=run.upstream is not None
+        )
 
     def _close_trace(self) -> None:
         self._closed = True

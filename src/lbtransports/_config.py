@@ -22,10 +22,11 @@ from .wire import BackendTarget, CredentialSource, redact_settings
 # Everything in __all__ is re-exported by lbtransports.
 __all__ = ("ClientConfig",)
 
-#: How long opening a connection (TCP and TLS) may take.
+#: How long opening a connection (TCP and TLS) may take; sending is not bounded by it.
 DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
-#: The longest wait for the next piece of an answer once a request is sent.
-#: Keep-alive comments do not count as progress: see spec/transports.md.
+#: The longest wait for progress: the backend taking the next piece of the request,
+#: or the next decoded chunk of its answer. Keep-alive comments and other bytes that
+#: complete no chunk do not count: see spec/transports.md section 4.
 DEFAULT_IDLE_TIMEOUT_MS: Final = 300_000
 
 

@@ -17,12 +17,14 @@ from lbcore import (
     BudgetExhausted,
     Category,
     ContextLimitExceeded,
+    DeadlineExceeded,
     FailoverExhausted,
     Failure,
     LocalSaturation,
     QueueFull,
     QueueTimedOut,
     RequestError,
+    RetryBudgetExhausted,
     truncate,
 )
 
@@ -33,11 +35,15 @@ __all__ = (
     "BudgetExhaustedError",
     "ClientClosedError",
     "ContextLimitError",
+    "DeadlineExceededError",
     "FailoverError",
     "LoadBalancerError",
     "LocalSaturationError",
     "QueueFullError",
     "QueueTimeoutError",
+    "RequestInterruptedError",
+    "RetryBudgetError",
+    "StreamIdleError",
     "error_for",
 )
 
@@ -187,8 +193,66 @@ class QueueTimeoutError(LoadBalancerError):
         return self.error.waited_ms
 
 
+class StreamIdleError(BackendError):
+    """The stream went quiet for the core's ``idle_timeout_ms`` after its first chunk.
+
+    A :class:`BackendError` like any failure after output reached the caller;
+    ``chunks_delivered`` says how much arrived before the silence.
+    """
+
+
+class DeadlineExceededError(LoadBalancerError):
+    """The request's total deadline (``deadline_ms``) passed, failovers included.
+
+    Nothing is charged to the backend that was cut off: the time was the
+    caller's. ``failures`` are the backends' failures met before.
+    """
+
+    error: DeadlineExceeded
+
+    @property
+    def failures(self) -> tuple[BackendFailure, ...]:
+        return self.error.failures
+
+    @property
+    def chunks_delivered(self) -> int:
+        return self.error.chunks_delivered
+
+
+class RetryBudgetError(LoadBalancerError):
+    """A retry or failover was refused: too many are in flight across all requests.
+
+    The retry budget (``retry_budget_percent``) keeps sick backends from a
+    retry storm; sending again once the load eases may succeed.
+    """
+
+    error: RetryBudgetExhausted
+
+    @property
+    def failures(self) -> tuple[BackendFailure, ...]:
+        return self.error.failures
+
+
 class ClientClosedError(RuntimeError):
     """The client was closed; it takes no new requests."""
+
+
+class RequestInterruptedError(RuntimeError):
+    """An interrupt reached the client while this request was open.
+
+    A ``KeyboardInterrupt`` (or another exception raised asynchronously into a
+    thread) landed inside the client's decision bookkeeping, in this request
+    or in another on the same client. The client rebuilt its core and takes new
+    requests; the requests open at that moment end with this error, because
+    news meant for them may have been lost. Sending the request again is safe.
+    """
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request {request_id} was ended: an interrupt reached this client's "
+            "decision core while the request was open; the client recovered"
+        )
+        self.request_id = request_id
 
 
 _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
@@ -201,9 +265,13 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     LocalSaturation: LocalSaturationError,
     QueueFull: QueueFullError,
     QueueTimedOut: QueueTimeoutError,
+    DeadlineExceeded: DeadlineExceededError,
+    RetryBudgetExhausted: RetryBudgetError,
 }
 
 
 def error_for(request_id: str, error: RequestError) -> LoadBalancerError:
     """The exception a caller gets for the core's ``error``."""
-    return _EXCEPTIONS.get(type(error), LoadBalancerError)(request_id, error)
+    if isinstance(error, BackendFailed) and error.failure.code == "idle_timeout":
+        return StreamIdleError(request_id, error)
+    return _EXCEPTIONS[type(error)](request_id, error)

@@ -14,14 +14,28 @@ Two rules keep what the core hears consistent with what really happened:
   the first-chunk deadline is dropped rather than accepted late.
 * News of an attempt the core gave up on is dropped here, never sent: the
   core would refuse it as stale, and its loop is about to close the connection.
+
+An interrupt (Ctrl-C, or any exception raised asynchronously into a thread)
+may land at any line of a guarded section, inside the core's ``handle()``
+too, where it can leave the core half-changed. Each section therefore raises
+a *damaged* flag when it starts changing things and lowers it when done; the
+next section to find it raised rebuilds the core from a copy of it and every
+event given to it since (the core is deterministic, so the rebuilt core is
+the one the trace describes), then ends every request still open, whose
+bookkeeping may have missed news. The guard is only ever held by a ``with``
+statement, and trace lines wait in a queue whose writer pops, writes and
+counts each in one statement, so no interrupt can leave a lock held or a
+line lost or doubled.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Final
 
 from lbcore import (
@@ -35,11 +49,13 @@ from lbcore import (
     ChunkReceived,
     Event,
     Failure,
+    InvalidEvent,
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
     SlotTimedOut,
     Stats,
+    StatsReset,
     Tick,
     TimeoutPhase,
     encode_line,
@@ -48,11 +64,25 @@ from lbcore import (
 from ._config import ClientConfig
 from ._reader import Ending, Succeeded
 from ._run import Attempt, Finished, Queued, RequestRun, Send, Step, Wait
+from ._timer import AttemptTimer
 from .wire import Chunk, estimate_tokens
 
 __all__ = ("CoreLink", "monotonic_ms")
 
 _NO_STEP: Final = "the core left request {rid} with nothing to do and no ending"
+#: Events kept to rebuild the core before a fresh copy of it is taken (plus a
+#: few per open request, so that copying stays amortised O(1) per event).
+_EVENTS_PER_COPY: Final = 4096
+
+
+class _Journal:
+    """A copy of the core, and every event given to the live core since it was taken."""
+
+    __slots__ = ("base", "events")
+
+    def __init__(self, base: Balancer, events: list[Event] | None = None) -> None:
+        self.base = base
+        self.events: list[Event] = [] if events is None else events
 
 
 def monotonic_ms() -> int:
@@ -71,15 +101,19 @@ class CoreLink:
     ) -> None:
         self.config = config
         self._balancer = Balancer(config.balancer, record=trace is not None)
+        self._journal = _Journal(copy.deepcopy(self._balancer))
+        #: Raised while a guarded section changes things (see the module docstring).
+        self._damaged = False
         self._guard = threading.Lock()
         #: The thread holding the guard, so that a finalizer that thread runs
         #: inside a guarded section can tell, and defer instead of deadlocking.
         self._owner: int | None = None
-        # Trace lines are written in the order the core produced them, but
-        # outside the core's guard: the writer takes this lock before letting
-        # go of the guard (hand over hand), so order holds without file I/O
-        # under the guard.
+        # Trace lines are queued under the guard in the order the core made
+        # them, and written outside it, under this lock, first in first out.
         self._trace_lock = threading.Lock()
+        self._pending: deque[bytes] = deque()
+        #: Steps written (or dropped, once the trace is closed) from the queue.
+        self._written = 0
         self._trace = trace
         self._clock = clock
         # The core's clock starts at 0 when the client is made: traces read better.
@@ -91,7 +125,8 @@ class CoreLink:
         self._next_id = 0
         self._targets = {target.name: target for target in config.targets}
         if trace is not None:
-            self._write([encode_line(self._balancer.trace_header())])
+            trace.write(encode_line(self._balancer.trace_header()) + b"\n")
+            trace.flush()
 
     # -- requests -------------------------------------------------------------
 
@@ -113,21 +148,34 @@ class CoreLink:
         first = self.config.targets[0]
         prompt = estimate_tokens(first, run.chat).tokens
         attempt_budget = run.attempt_budget
-        with self._locked() as lines:
-            self._runs[run.request_id] = run
-            try:
-                self._feed(
-                    lines,
-                    lambda at: RequestStarted(
-                        at=at,
-                        request_id=run.request_id,
-                        prompt_tokens=prompt,
-                        attempt_budget=attempt_budget,
-                    ),
+        with self._guard:
+            self._begin()
+            # The try lives in its own frame: CPython 3.11 leaves a ``try:``
+            # line directly inside a ``with`` outside the with's cleanup, so an
+            # interrupt landing on it would leave the guard held for good.
+            self._open_in_core(run, prompt, attempt_budget)
+            self._end()
+        self._flush()
+
+    def _open_in_core(self, run: RequestRun, prompt: int, attempt_budget: int | None) -> None:
+        self._runs[run.request_id] = run
+        try:
+            self._feed(
+                RequestStarted(
+                    at=self._read_clock(),
+                    request_id=run.request_id,
+                    prompt_tokens=prompt,
+                    attempt_budget=attempt_budget,
                 )
-            except BaseException:
-                del self._runs[run.request_id]
-                raise
+            )
+        except InvalidEvent:
+            # Refused before anything changed: nothing to repair.
+            del self._runs[run.request_id]
+            self._end()
+            raise
+        total = self._balancer.config.settings.deadline_ms
+        if total is not None:
+            run.expires_at = self._now + total
 
     def next_step(self, run: RequestRun) -> Step:
         """What ``run``'s loop must do now, given everything the core decided.
@@ -138,26 +186,36 @@ class CoreLink:
         clock, so the attempt's idle timer starts now, not when the core
         started it.
         """
-        with self._locked() as lines:
-            self._catch_up(lines)
-            if run.finished:
-                run.inbox.clear()
-                return Finished()
-            while run.inbox:
-                action = run.inbox.popleft()
-                if isinstance(action, RetryScheduled):
-                    run.retry_due = action.due
-                    continue
-                run.retry_due = None
-                run.attempt = Attempt(
-                    start=action, target=self._targets[action.backend], last_progress=self._now
-                )
-                return Send(run.attempt)
-            if run.retry_due is not None:
-                return Wait(run.retry_due)
-            if run.queued:
-                return Queued(run.queued_until)
-        raise RuntimeError(_NO_STEP.format(rid=run.request_id))
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            step = self._step_of(run)
+            self._end()
+        self._flush()
+        if step is None:
+            raise RuntimeError(_NO_STEP.format(rid=run.request_id))
+        return step
+
+    def _step_of(self, run: RequestRun) -> Step | None:
+        if run.finished:
+            run.inbox.clear()
+            return Finished()
+        while run.inbox:
+            action = run.inbox.popleft()
+            if isinstance(action, RetryScheduled):
+                run.retry_due = action.due
+                continue
+            run.retry_due = None
+            timer = AttemptTimer(
+                self.config.idle_timeout_ms, self._now, action.first_chunk_deadline
+            )
+            run.attempt = Attempt(start=action, target=self._targets[action.backend], timer=timer)
+            return Send(run.attempt)
+        if run.retry_due is not None:
+            return Wait(run.retry_due)
+        if run.queued:
+            return Queued(run.queued_until)
+        return None
 
     def wait_for_news(self, run: RequestRun, wake: Callable[[], None]) -> bool:
         """Have ``wake`` called when the core dispatches or ends the queued ``run``.
@@ -166,12 +224,15 @@ class CoreLink:
         and this call): ask for the next step at once. Checked and installed
         under the guard, where the news is filed, so no wake-up is lost.
         """
-        with self._locked() as lines:
-            self._catch_up(lines)
-            if run.finished or run.inbox or not run.queued:
-                return False
-            run.on_news = wake
-            return True
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            news = run.finished or bool(run.inbox) or not run.queued
+            if not news:
+                run.on_news = wake
+            self._end()
+        self._flush()
+        return not news
 
     def abandon(self, run: RequestRun) -> None:
         """Cancel ``run`` at the next call that takes the guard.
@@ -190,12 +251,15 @@ class CoreLink:
         thread: then the cancel waits for the next guarded call, like
         :meth:`abandon`.
         """
-        if self._owner == threading.get_ident():
+        if self._owner == threading.get_ident() and self._guard.locked():
             self._abandoned.append(run)
             return
-        with self._locked() as lines:
+        with self._guard:
+            self._begin()
             if not run.finished and run.request_id in self._runs:
-                self._feed(lines, lambda at: RequestCancelled(at=at, request_id=run.request_id))
+                self._feed(RequestCancelled(at=self._read_clock(), request_id=run.request_id))
+            self._end()
+        self._flush()
 
     # -- time -----------------------------------------------------------------
 
@@ -205,19 +269,33 @@ class CoreLink:
 
     def tick(self) -> None:
         """Let the core act on every deadline that has passed."""
-        with self._locked() as lines:
-            self._catch_up(lines)
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            self._end()
+        self._flush()
 
     def wait_limit(self, run: RequestRun, attempt: Attempt) -> float:
         """Seconds ``attempt`` may wait for the next piece before a deadline passes.
 
         The earlier of the core's first-chunk deadline (until the first chunk)
-        and the transport's idle timeout. One millisecond is added so that on
-        waking the deadline has surely passed on the millisecond clock.
+        and the transport's idle timeout, and of the core's total and idle
+        deadlines (spec/behaviour.md §22), which only a tick can fire: waking
+        for them lets the core cancel on time. One millisecond is added so that
+        on waking the deadline has surely passed on the millisecond clock.
         """
-        # No guard: only this attempt's own loop moves its progress, and a fresh
-        # clock reading is never earlier than one the core has seen.
-        return max(0.0, (self._attempt_due(attempt) - self.now() + 1) / 1000)
+        # No guard: only this attempt's own loop moves its progress, the core's
+        # settings are frozen, and a fresh clock reading is never earlier than
+        # one the core has seen.
+        due = attempt.timer.due()
+        if run.expires_at is not None:
+            due = min(due, run.expires_at)
+        # The core's own idle timeout (spec/behaviour.md §22) must be ticked on time too.
+        core_idle = self._balancer.config.settings.idle_timeout_ms
+        answered_at = attempt.timer.answered_at
+        if core_idle is not None and answered_at is not None:
+            due = min(due, answered_at + core_idle)
+        return max(0.0, (due - self.now() + 1) / 1000)
 
     def resumed(self, attempt: Attempt) -> None:
         """The caller took the chunks it was given and asks for more: waiting starts now.
@@ -226,7 +304,7 @@ class CoreLink:
         not how long the caller spends on each chunk. Only the attempt's own loop
         calls this, so no guard is needed.
         """
-        attempt.last_progress = max(attempt.last_progress, self.now())
+        attempt.timer.progressed(self.now())
 
     def expire(self, run: RequestRun, attempt: Attempt, phase: TimeoutPhase) -> None:
         """A wait for ``attempt`` ran out (its connection is being closed): report it.
@@ -234,15 +312,16 @@ class CoreLink:
         A passed first-chunk deadline is the core's to act on: the tick makes
         it cancel the attempt. Otherwise the transport's own timer fired.
         """
-        with self._locked() as lines:
-            if not self._ending(run, attempt, lines):
-                return
-            self._feed(
-                lines,
-                lambda at: AttemptTimedOut(
-                    at=at, request_id=run.request_id, attempt=attempt.number, phase=phase
-                ),
-            )
+        with self._guard:
+            self._begin()
+            if self._ending(run, attempt):
+                self._feed(
+                    AttemptTimedOut(
+                        at=self._now, request_id=run.request_id, attempt=attempt.number, phase=phase
+                    )
+                )
+            self._end()
+        self._flush()
 
     # -- leaving the process ---------------------------------------------------
 
@@ -251,14 +330,20 @@ class CoreLink:
 
         Returns False if the core no longer wants the attempt.
         """
-        with self._locked() as lines:
-            if not self._still_wanted(run, attempt, lines):
-                return False
-            rid, number = run.request_id, attempt.number
-            self._feed(lines, lambda at: AttemptHeld(at=at, request_id=rid, attempt=number))
-            attempt.first_chunk_deadline = None
-            attempt.held = True
-            return True
+        with self._guard:
+            self._begin()
+            wanted = self._still_wanted(run, attempt)
+            if wanted:
+                self._feed(
+                    AttemptHeld(
+                        at=self._read_clock(), request_id=run.request_id, attempt=attempt.number
+                    )
+                )
+                attempt.timer.held()
+                attempt.held = True
+            self._end()
+        self._flush()
+        return wanted
 
     def sent(self, run: RequestRun, attempt: Attempt) -> None:
         """``attempt``'s request was written: its first-chunk deadline counts from now.
@@ -272,25 +357,35 @@ class CoreLink:
         attempt.sent = True
         if attempt.start.first_chunk_deadline is None and not attempt.held:
             return
-        with self._locked() as lines:
-            if not self._still_wanted(run, attempt, lines):
-                return
-            rid, number = run.request_id, attempt.number
-            self._feed(lines, lambda at: AttemptSent(at=at, request_id=rid, attempt=number))
-            attempt.held = False
-            # The idle timer, too, starts with the send, not the dispatch.
-            attempt.last_progress = max(attempt.last_progress, self._now)
+        with self._guard:
+            self._begin()
+            if self._still_wanted(run, attempt):
+                self._feed(
+                    AttemptSent(
+                        at=self._read_clock(), request_id=run.request_id, attempt=attempt.number
+                    )
+                )
+                attempt.held = False
+                # The idle timer, too, starts with the send, not the dispatch.
+                attempt.timer.progressed(self._now)
+            self._end()
+        self._flush()
 
     def saturated(self, run: RequestRun, attempt: Attempt, limit: int) -> None:
         """The held ``attempt`` got no connection slot in time; nothing was sent."""
-        with self._locked() as lines:
-            if not self._ending(run, attempt, lines):
-                return
-            rid, number = run.request_id, attempt.number
-            self._feed(
-                lines,
-                lambda at: SlotTimedOut(at=at, request_id=rid, attempt=number, limit=limit),
-            )
+        with self._guard:
+            self._begin()
+            if self._ending(run, attempt):
+                self._feed(
+                    SlotTimedOut(
+                        at=self._read_clock(),
+                        request_id=run.request_id,
+                        attempt=attempt.number,
+                        limit=limit,
+                    )
+                )
+            self._end()
+        self._flush()
 
     # -- news of an attempt ---------------------------------------------------
 
@@ -301,71 +396,122 @@ class CoreLink:
         """
         if not chunks:
             return chunks
-        # The hot path, once per piece of every answer: the guard is taken
-        # without a context object, one clock reading serves the batch, and the
-        # events are built without the _feed indirection.
-        lines = self._enter()
-        try:
-            if not self._still_wanted(run, attempt, lines):
-                return []
-            at, rid, number = self._now, run.request_id, attempt.number
-            handle = self._balancer.handle
-            for _ in chunks:
-                actions = handle(ChunkReceived(at=at, request_id=rid, attempt=number))
-                if actions:
-                    self._file(actions)
-            self._take_trace(lines)
-            attempt.chunks += len(chunks)
-            attempt.last_progress = at
-        finally:
-            self._exit(lines)
-        return chunks
+        # The hot path, once per piece of every answer: one clock reading
+        # serves the batch, and the events are built without _feed.
+        with self._guard:
+            self._begin()
+            wanted = self._still_wanted(run, attempt)
+            if wanted:
+                at, rid, number = self._now, run.request_id, attempt.number
+                for _ in chunks:
+                    actions = self._handle(ChunkReceived(at=at, request_id=rid, attempt=number))
+                    if actions:
+                        self._file(actions)
+                attempt.chunks += len(chunks)
+                attempt.timer.answered(at)
+            self._end()
+        self._flush()
+        return chunks if wanted else []
 
     def finish(self, run: RequestRun, attempt: Attempt, ending: Ending) -> None:
         """Report how ``attempt`` ended (its answer completed, or it failed)."""
-        with self._locked() as lines:
-            if not self._ending(run, attempt, lines):
-                return
-            rid, number = run.request_id, attempt.number
-            if isinstance(ending, Succeeded):
-                usage = ending.usage
-                self._feed(
-                    lines,
-                    lambda at: AttemptSucceeded(
-                        at=at,
-                        request_id=rid,
-                        attempt=number,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                    ),
-                )
-            else:
-                failure: Failure = ending.failure
-                self._feed(
-                    lines,
-                    lambda at: AttemptFailed(
-                        at=at, request_id=rid, attempt=number, failure=failure
-                    ),
-                )
+        with self._guard:
+            self._begin()
+            if self._ending(run, attempt):
+                self._feed(self._ending_event(run, attempt, ending))
+            self._end()
+        self._flush()
+
+    def _ending_event(self, run: RequestRun, attempt: Attempt, ending: Ending) -> Event:
+        if isinstance(ending, Succeeded):
+            usage = ending.usage
+            return AttemptSucceeded(
+                at=self._now,
+                request_id=run.request_id,
+                attempt=attempt.number,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+        failure: Failure = ending.failure
+        return AttemptFailed(
+            at=self._now, request_id=run.request_id, attempt=attempt.number, failure=failure
+        )
 
     # -- reading the core ------------------------------------------------------
 
     def stats(self) -> Stats:
-        with self._locked():
-            return self._balancer.stats()
+        with self._guard:
+            self._begin()
+            stats = self._balancer.stats()
+            self._end()
+        self._flush()
+        return stats
 
     def reset_stats(self) -> None:
-        with self._locked() as lines:
-            self._route(self._balancer.reset_stats(), lines)
+        with self._guard:
+            self._begin()
+            self._feed(StatsReset(at=self._balancer.now))
+            self._end()
+        self._flush()
 
     # -- inside the guard ----------------------------------------------------
 
-    def _drain_abandoned(self, lines: list[bytes]) -> None:
+    def _begin(self) -> None:
+        """First thing under the guard: repair what an interrupt left, then raise the flag."""
+        self._owner = threading.get_ident()
+        if self._damaged:
+            self._recover()
+        journal = self._journal
+        if len(journal.events) >= _EVENTS_PER_COPY + 8 * len(self._runs):
+            # One statement: the copy and its (empty) event list replace the old pair together.
+            self._journal = _Journal(copy.deepcopy(self._balancer))
+        self._damaged = True
+        if self._abandoned:
+            self._drain_abandoned()
+
+    def _end(self) -> None:
+        """Last thing under the guard: everything the section changed is consistent again."""
+        self._damaged = False
+        self._owner = None
+
+    def _recover(self) -> None:
+        """Rebuild the core after an interrupt, and end every request still open.
+
+        The rebuilt core has taken every event the broken one was given
+        (refused ones change nothing), so it is the core the trace describes;
+        the steps it made that the trace queue lacks are queued now. The open
+        requests end (the interrupted one as cancelled, others with
+        :class:`RequestInterruptedError`): news meant for them may have been lost.
+        """
+        journal = self._journal
+        core = copy.deepcopy(journal.base)
+        accepted: list[Event] = []
+        for event in journal.events:
+            try:
+                core.handle(event)
+            except InvalidEvent:
+                continue
+            accepted.append(event)
+        self._balancer = core
+        self._journal = _Journal(journal.base, accepted)
+        if self._trace is not None:
+            queued = self._written + len(self._pending)
+            for step in core.take_steps():
+                if step.seq > queued:
+                    self._pending.append(encode_line(step))
+        for run in list(self._runs.values()):
+            run.interrupted()
+            # Refused if it had ended in the core: that news was what got lost.
+            with contextlib.suppress(InvalidEvent):
+                self._feed(RequestCancelled(at=self._read_clock(), request_id=run.request_id))
+        self._runs.clear()
+        self._damaged = False
+
+    def _drain_abandoned(self) -> None:
         while self._abandoned:
             run = self._abandoned.popleft()
             if not run.finished and run.request_id in self._runs:
-                event = RequestCancelled(at=self._read_clock(), request_id=run.request_id)
-                self._route(self._balancer.handle(event), lines)
+                self._feed(RequestCancelled(at=self._read_clock(), request_id=run.request_id))
 
     def _read_clock(self) -> int:
         # Threads read the clock in any order; the core needs time never to go back.
@@ -373,39 +519,44 @@ class CoreLink:
         self._now = max(self._now, now)
         return self._now
 
-    def _attempt_due(self, attempt: Attempt) -> int:
-        due = attempt.last_progress + self.config.idle_timeout_ms
-        deadline = attempt.first_chunk_deadline
-        if attempt.chunks == 0 and deadline is not None:
-            due = min(due, deadline)
-        return due
-
-    def _still_wanted(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
+    def _still_wanted(self, run: RequestRun, attempt: Attempt) -> bool:
         """Let due deadlines act first, then say whether the core still wants news of it."""
-        self._catch_up(lines)
+        self._catch_up()
         if run.attempt_is_live(attempt):
             return True
         attempt.over = True
         return False
 
-    def _ending(self, run: RequestRun, attempt: Attempt, lines: list[bytes]) -> bool:
+    def _ending(self, run: RequestRun, attempt: Attempt) -> bool:
         """Like :meth:`_still_wanted`, for news that ends the attempt either way."""
-        wanted = self._still_wanted(run, attempt, lines)
+        wanted = self._still_wanted(run, attempt)
         attempt.over = True
         return wanted
 
-    def _catch_up(self, lines: list[bytes]) -> None:
+    def _catch_up(self) -> None:
         now = self._read_clock()
         deadline = self._balancer.next_deadline()
         if deadline is not None and deadline <= now:
-            self._route(self._balancer.handle(Tick(at=now)), lines)
+            self._feed(Tick(at=now))
 
-    def _feed(self, lines: list[bytes], event: Callable[[int], Event]) -> None:
-        self._route(self._balancer.handle(event(self._read_clock())), lines)
+    def _feed(self, event: Event) -> None:
+        self._file(self._handle(event))
 
-    def _route(self, actions: Iterable[Action], lines: list[bytes]) -> None:
-        self._file(actions)
-        self._take_trace(lines)
+    def _handle(self, event: Event) -> list[Action]:
+        """The core's ``handle``, with the event journaled first and its step queued."""
+        events = self._journal.events
+        # Journaled before the core sees it: an interrupt inside handle() leaves
+        # it for the rebuild to replay (a refused event replays as refused).
+        events.append(event)
+        try:
+            actions = self._balancer.handle(event)
+        except InvalidEvent:
+            events.pop()
+            raise
+        if self._trace is not None:
+            for step in self._balancer.take_steps():
+                self._pending.append(encode_line(step))
+        return actions
 
     def _file(self, actions: Iterable[Action]) -> None:
         """Give each action to the run it concerns."""
@@ -418,71 +569,40 @@ class CoreLink:
             if run.finished:
                 del self._runs[rid]  # type: ignore[arg-type]
 
-    def _take_trace(self, lines: list[bytes]) -> None:
-        if self._trace is not None:
-            lines.extend(encode_line(step) for step in self._balancer.take_steps())
+    # -- the trace -------------------------------------------------------------
 
-    def _locked(self) -> _Locked:
-        return _Locked(self)
-
-    def _enter(self) -> list[bytes]:
-        """Take the guard; returns the list that collects trace lines until :meth:`_exit`."""
-        lines: list[bytes] = []
-        self._guard.acquire()
-        # No line between the acquire and the try: an interrupt must not leave it held.
-        try:
-            self._owner = threading.get_ident()
-            if self._abandoned:
-                self._drain_abandoned(lines)
-        except BaseException:
-            self._owner = None
-            self._guard.release()
-            raise
-        return lines
-
-    def _exit(self, lines: list[bytes]) -> None:
-        """Let go of the guard, then write ``lines`` to the trace, in order."""
-        writing = False
-        try:
-            try:
-                self._owner = None
-                if lines and self._trace is not None:
-                    # Hand over hand: take the trace lock before the guard is let go.
-                    writing = self._trace_lock.acquire()
-            finally:
-                self._guard.release()
-            if writing:
-                self._write(lines)
-        finally:
-            if writing:
-                self._trace_lock.release()
-
-    def close_trace(self, trace: IO[bytes]) -> None:
-        """Close ``trace`` once no stream is writing to it (under the trace lock)."""
+    def _flush(self) -> None:
+        """Write the queued trace lines, in order, outside the guard."""
+        if not self._pending:
+            return
         with self._trace_lock:
-            trace.close()
+            self._write_pending()
 
-    def _write(self, lines: list[bytes]) -> None:
-        assert self._trace is not None
-        if self._trace.closed:
+    def _write_pending(self) -> None:
+        trace = self._trace
+        assert trace is not None
+        if trace.closed:
             # The client was closed under requests still running: what they
             # decide from now on is not recorded (spec/transports.md section 5).
+            self._pending.clear()
             return
-        self._trace.write(b"".join(line + b"\n" for line in lines))
-        self._trace.flush()
+        while self._pending:
+            # Pop, write and count in one statement: an interrupt lands before
+            # or after all three, so the count the rebuild relies on holds.
+            self._written += bool(trace.write(self._pending.popleft() + b"\n")) or 1
+        trace.flush()
 
+    def close_trace(self, trace: IO[bytes]) -> None:
+        """Write what is queued, then close ``trace``, under the trace lock."""
+        with self._trace_lock:
+            if self._pending and not trace.closed:
+                self._write_pending()
+            trace.close()
 
-class _Locked:
-    """``with link._locked() as lines:`` guard the core, then write its trace lines."""
-
-    __slots__ = ("_lines", "_link")
-
-    def __init__(self, link: CoreLink) -> None:
-        self._link = link
-
-    def __enter__(self) -> list[bytes]:
-        self._lines = self._link._enter()
-        return self._lines
-
-    def __exit__(self, *exc: object) -> None:
-        self._link._exit(self._lines)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """A guarded section for tests that enter one from outside."""
+        with self._guard:
+            self._begin()
+            yield
+            self._end()

@@ -17,6 +17,7 @@ from .wire import (
     Chunk,
     Headers,
     HttpRequest,
+    SseEvent,
     StreamDecoder,
     ToolCallDelta,
     Usage,
@@ -24,6 +25,7 @@ from .wire import (
     header_value,
     parse_error,
     parse_response,
+    redact_secrets,
     stream_decoder,
     with_url_tried,
 )
@@ -65,9 +67,10 @@ class AttemptReader:
     more bytes could be read.
     """
 
-    def __init__(self, provider: str, request: HttpRequest) -> None:
+    def __init__(self, provider: str, request: HttpRequest, *, keep_events: bool = False) -> None:
         self._provider = provider
         self._request = request
+        self._keep_events = keep_events
         self._status = 0
         self._headers: Headers = ()
         self._body = bytearray()
@@ -83,9 +86,26 @@ class AttemptReader:
         if 200 <= status <= 299 and self._request.stream and not _is_json(headers):
             # A JSON body answering a stream request (an error object sent
             # with 200, or a server that ignored stream) is read whole.
-            self._decoder = stream_decoder(self._provider, secrets=self._secrets)
+            self._decoder = stream_decoder(
+                self._provider, secrets=self._secrets, keep_events=self._keep_events
+            )
 
     def feed(self, data: bytes) -> list[Chunk]:
+        return self._without_secrets(self._feed(data))
+
+    def end(self) -> list[Chunk]:
+        """The body is complete (the server ended it cleanly)."""
+        return self._without_secrets(self._end())
+
+    def _without_secrets(self, chunks: list[Chunk]) -> list[Chunk]:
+        # A backend that echoes the key in its answer must not pass it on: the
+        # answer may be shown, logged, or (through the gateway) sent to others.
+        # A key cut across two chunks is not caught; one in a chunk is.
+        if not chunks or not self._secrets:
+            return chunks
+        return [_redacted(chunk, self._secrets) for chunk in chunks]
+
+    def _feed(self, data: bytes) -> list[Chunk]:
         if self.ending is not None:
             return []
         if self._decoder is not None:
@@ -104,8 +124,7 @@ class AttemptReader:
             self.ending = Failed(_protocol(f"answer larger than {WHOLE_BODY_LIMIT} bytes"))
         return []
 
-    def end(self) -> list[Chunk]:
-        """The body is complete (the server ended it cleanly)."""
+    def _end(self) -> list[Chunk]:
         if self.ending is not None:
             return []
         if self._decoder is not None:
@@ -146,6 +165,21 @@ class AttemptReader:
             )
         ]
 
+    def take_events(self) -> list[SseEvent]:
+        """The backend's events read since the last call (with ``keep_events``)."""
+        return self._decoder.take_events() if self._decoder is not None else []
+
+    @property
+    def whole_body(self) -> bytes | None:
+        """A whole answer's body as the backend sent it, once it succeeded."""
+        if self._decoder is None and isinstance(self.ending, Succeeded):
+            body = bytes(self._body)
+            if any(secret.encode() in body for secret in self._secrets):
+                # The backend's own key must not travel on, even inside an answer.
+                body = redact_secrets(body.decode("utf-8", "replace"), self._secrets).encode()
+            return body
+        return None
+
     def broken(self, failure: Failure) -> None:
         """The transport lost the response (reset, closed early, undecodable framing).
 
@@ -174,3 +208,19 @@ class AttemptReader:
         # Chunks completed before the failure still belong to the answer.
         self.ending = Failed(error.failure)
         return list(error.chunks)
+
+
+def _redacted(chunk: Chunk, secrets: tuple[str, ...]) -> Chunk:
+    """``chunk`` with every known secret in its text replaced (itself if none is)."""
+    texts = [chunk.text, chunk.reasoning, *(call.arguments for call in chunk.tool_calls)]
+    if not any(secret in text for text in texts for secret in secrets if text):
+        return chunk
+    return msgspec.structs.replace(
+        chunk,
+        text=redact_secrets(chunk.text, secrets),
+        reasoning=redact_secrets(chunk.reasoning, secrets),
+        tool_calls=tuple(
+            msgspec.structs.replace(call, arguments=redact_secrets(call.arguments, secrets))
+            for call in chunk.tool_calls
+        ),
+    )

@@ -25,7 +25,9 @@ from lbcore import (
     StartAttempt,
 )
 
-from ._errors import LoadBalancerError, error_for
+from ._errors import LoadBalancerError, RequestInterruptedError, error_for
+from ._timer import AttemptTimer
+from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
 __all__ = ("Attempt", "Finished", "Queued", "RequestRun", "Send", "Step", "Wait")
@@ -37,8 +39,8 @@ class Attempt:
 
     start: StartAttempt
     target: BackendTarget
-    #: Last time the answer made progress (a chunk), for the idle timeout.
-    last_progress: int
+    #: Its first-chunk deadline and idle timeout: how long a wait may last.
+    timer: AttemptTimer
     http: HttpRequest | None = None
     chunks: int = 0
     #: The core no longer wants it (cancelled), or its ending was reported.
@@ -49,13 +51,9 @@ class Attempt:
     sent: bool = False
     #: The core's attempt number (a plain field: it is read once per chunk).
     number: int = field(init=False)
-    #: When the first chunk is due: the StartAttempt's deadline until the
-    #: attempt is held (None) or sent (the core's FirstChunkDue).
-    first_chunk_deadline: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.number = self.start.attempt
-        self.first_chunk_deadline = self.start.first_chunk_deadline
 
     @property
     def backend(self) -> str:
@@ -99,14 +97,18 @@ class RequestRun:
     decisions: list[Action] = field(default_factory=list)
     attempt: Attempt | None = None
     retry_due: int | None = None
+    #: When the core's total deadline (``deadline_ms``) ends the request, if it has one.
+    expires_at: int | None = None
     completed: RequestCompleted | None = None
-    error: LoadBalancerError | None = None
+    error: LoadBalancerError | RequestInterruptedError | None = None
     aborted: bool = False
     #: Waiting in the core's queue (RequestQueued, until RequestDequeued or the end).
     queued: bool = False
     queued_until: int | None = None
     #: Wakes the loop waiting in the queue; set under the core's guard (see CoreLink.wait_for_news).
     on_news: Callable[[], None] | None = None
+    #: The answering backend's own events, when the caller asked to keep them.
+    upstream: Upstream | None = None
 
     @property
     def finished(self) -> bool:
@@ -124,7 +126,7 @@ class RequestRun:
             self.queued, self.queued_until = False, None
         elif isinstance(action, FirstChunkDue):
             if self.attempt is not None and self.attempt.number == action.attempt:
-                self.attempt.first_chunk_deadline = action.due
+                self.attempt.timer.first_chunk_due(action.due)
         elif isinstance(action, CancelAttempt):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.over = True
@@ -153,6 +155,14 @@ class RequestRun:
         wake, self.on_news = self.on_news, None
         if wake is not None:
             wake()
+
+    def interrupted(self) -> None:
+        """The link rebuilt its core under this open request: it ends here."""
+        if not self.finished:
+            self.error = RequestInterruptedError(self.request_id)
+        self.inbox.clear()
+        if self.attempt is not None:
+            self.attempt.over = True
 
     def attempt_is_live(self, attempt: Attempt) -> bool:
         """Whether news of ``attempt`` is still wanted by the core."""

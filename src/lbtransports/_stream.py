@@ -51,8 +51,10 @@ class StreamView:
     def __del__(self) -> None:
         # Dropped without being closed: the core must not keep the request live.
         # Deferred, because a finalizer may run while this thread holds the guard.
-        if not self._run.finished:
-            self._link.abandon(self._run)
+        # (getattr: an interrupt may have cut __init__ short.)
+        run = getattr(self, "_run", None)
+        if run is not None and not run.finished:
+            self._link.abandon(run)
 
 
 def completion_of(view: StreamView, chunks: Sequence[Chunk]) -> Completion:

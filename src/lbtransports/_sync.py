@@ -17,20 +17,19 @@ from typing import Final, Self
 
 import requests
 import requests.adapters
-import urllib3.exceptions
 
 from lbcore import TimeoutPhase
 
 from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
-from ._network import connect_failure, stale_failure, stream_failure, timed_out
-from ._reader import Failed
+from ._network import stream_failure
 from ._run import Attempt, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
 from ._sync_sent import SendWatch, SentAdapter, watching
 from ._tracefile import TraceTarget
+from ._troubles import REQUESTS_ERRORS, REQUESTS_TROUBLES, Trouble, report, reported, trouble_of
 from .wire import ChatRequest, Chunk
 
 __all__ = ("ChatStream", "Client")
@@ -99,6 +98,8 @@ class Client(ClientBase):
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
         self._sessions_lock = threading.Lock()
+        #: Each running request's latest response (closed by then, but for an interrupt).
+        self._responses: dict[RequestRun, requests.Response] = {}
 
     # -- requests ---------------------------------------------------------------
 
@@ -129,7 +130,11 @@ class Client(ClientBase):
         return completion_of(stream, chunks)
 
     def close(self) -> None:
-        """Close every pooled connection and the trace file this client opened."""
+        """Close every pooled connection and the trace file this client opened.
+
+        Streams still reading keep their connections and may finish (urllib3's
+        pools close only their idle ones); spec/transports.md section 5.
+        """
         with self._sessions_lock:
             self._closed = True
             sessions, self._sessions = list(self._sessions.values()), {}
@@ -167,8 +172,12 @@ class Client(ClientBase):
                     continue
                 yield from self._attempt(run, step.attempt)
         finally:
-            # Closed early, interrupted, or a bug: the core must not keep the request.
+            # Closed early, interrupted, or a bug: the core must not keep the request,
+            # nor this client the request's connection.
             link.cancel(run)
+            response = self._responses.pop(run, None)
+            if response is not None:
+                response.close()
         if run.error is not None:
             raise run.error
 
@@ -205,67 +214,63 @@ class Client(ClientBase):
             link.sent(run, attempt)
             return max(link.wait_limit(run, attempt), 0.001)
 
+        def wait_left() -> float:
+            return link.wait_limit(run, attempt)
+
+        def progressed() -> None:
+            attempt.timer.progressed(link.now())
+
         response = None
         for last_try in (False, True):
-            watch = SendWatch(sent)
+            watch = SendWatch(sent, wait_left, progressed)
             try:
                 with watching(watch):
-                    response = self._session(attempt.backend).request(
+                    # Noted in the same statement: an interrupt landing before
+                    # the ``with response`` below must not leave it open.
+                    response = self._responses[run] = self._session(attempt.backend).request(
                         http.method,
                         http.url,
                         headers=dict(http.headers),
                         data=http.body,
                         stream=True,
+                        # Connecting only: sending and reading are bounded by the
+                        # attempt's timers, before every piece (_sync_deadline.py).
                         timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
                         allow_redirects=False,
                     )
                 break
-            except requests.exceptions.ConnectTimeout:
-                link.expire(run, attempt, TimeoutPhase.CONNECT)
-                return
-            except requests.exceptions.ReadTimeout:
-                link.expire(run, attempt, TimeoutPhase.READ)
-                return
-            except requests.exceptions.RequestException as error:
-                connecting = isinstance(error, requests.exceptions.ConnectionError) and _connecting(
-                    error
-                )
-                if timed_out(error):
-                    # A send that never drained: the same timeout the async client reports.
-                    phase = TimeoutPhase.CONNECT if connecting else TimeoutPhase.READ
-                    link.expire(run, attempt, phase)
-                    return
-                if watch.reused and not connecting and not last_try:
+            except REQUESTS_ERRORS as error:
+                trouble = trouble_of(REQUESTS_TROUBLES, error)
+                if trouble is None:
+                    raise
+                if trouble is Trouble.LOST and watch.reused and not last_try:
                     # A pooled connection the backend had closed, before any byte
                     # of an answer: not the backend failing. Once more (urllib3
                     # closed that connection, so this opens a new one).
                     continue
-                if connecting:
-                    failure = connect_failure(error)
-                else:
-                    failure = stale_failure(error) if watch.reused else stream_failure(error)
-                link.finish(run, attempt, Failed(failure))
+                report(link, run, attempt, reported(trouble, error, reused=watch.reused))
                 return
         assert response is not None
         with response:
             reader.start(response.status_code, tuple(response.headers.items()))
-            sock = _socket_of(response)
-            pool_return = PoolReturn(response.raw, response.status_code, sock)
+            pool_return = PoolReturn(response.raw, response.status_code, _socket_of(response))
             ended = False  # the body ended where its framing said, without error
             while not attempt.over:  # the core may give up on it from another thread
-                limit = link.wait_limit(run, attempt)
-                if limit <= 0:
+                if attempt.timer.expired(link.now()) is not None:
+                    # Bytes arrive (keep-alives), but no chunk came in time.
                     link.expire(run, attempt, TimeoutPhase.READ)
                     break
-                if sock is not None:
-                    sock.settimeout(limit)
                 try:
                     pool_return.before_read()
+                    # Every recv underneath is bounded by the time left.
                     data = response.raw.read1(_PIECE)
-                except urllib3.exceptions.ReadTimeoutError:
-                    link.expire(run, attempt, TimeoutPhase.READ)
-                    break
-                except (urllib3.exceptions.HTTPError, OSError) as error:
+                except REQUESTS_ERRORS as error:
+                    trouble = trouble_of(REQUESTS_TROUBLES, error)
+                    if trouble is None:
+                        raise
+                    if trouble is not Trouble.LOST:
+                        link.expire(run, attempt, TimeoutPhase.READ)
+                        break
                     reader.broken(stream_failure(error))
                     data = b""
                 ended = not data and reader.ending is None
@@ -325,19 +330,9 @@ def _close_session(session: requests.Session) -> None:
     session.close()
 
 
-def _connecting(error: requests.exceptions.ConnectionError) -> bool:
-    """Whether ``error`` happened while opening the connection, before anything was sent.
-
-    A TLS error raised while sending the request comes from the handshake, which
-    urllib3 runs as part of connecting (httpcore reports it as a ConnectError).
-    """
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.SSLError)
-
-
 def _socket_of(response: requests.Response) -> socket.socket | None:
-    # urllib3 exposes the connection it reads from; its socket's timeout is
-    # what bounds each read, so it is set afresh before every read.
+    # urllib3 exposes the connection it reads from; the pool's check of the
+    # buffer needs its socket.
     connection = getattr(response.raw, "connection", None)
     sock = getattr(connection, "sock", None)
     return sock if isinstance(sock, socket.socket) else None

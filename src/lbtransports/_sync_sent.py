@@ -8,6 +8,11 @@ The hook is set per request in a context variable: the sending thread is the
 one running the request, so no other request can see it. The connection also
 says whether it was already open (taken from the pool) when the request
 started, which tells a stale pooled connection from a backend that failed.
+
+Through the same watch the connection bounds its I/O by the attempt's
+timers (:mod:`._sync_deadline`): it sends the request in pieces, each under
+the time left and each counted as progress, and gives http.client a
+response whose every ``recv`` is bounded the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import requests.adapters
 import urllib3.connection
 import urllib3.connectionpool
 
+from ._sync_deadline import WaitLeft, deadline_response, send_in_pieces
+
 __all__ = ("SendWatch", "SentAdapter", "watching")
 
 #: Called once the request is sent; returns the seconds left to wait for the status line.
@@ -28,12 +35,19 @@ SentHook = Callable[[], float]
 
 
 class SendWatch:
-    """What one request's sending looked like, filled in by the connection."""
+    """What one request's sending looked like, filled in by the connection,
+    and how long its I/O may wait."""
 
-    __slots__ = ("fired", "on_sent", "reused")
+    __slots__ = ("fired", "on_sent", "progressed", "reused", "wait_left")
 
-    def __init__(self, on_sent: SentHook) -> None:
+    def __init__(
+        self, on_sent: SentHook, wait_left: WaitLeft, progressed: Callable[[], None]
+    ) -> None:
         self.on_sent = on_sent
+        #: Seconds the attempt may still wait, asked before every send and recv.
+        self.wait_left = wait_left
+        #: The backend took a piece of the request.
+        self.progressed = progressed
         #: The connection was open already: it came from the pool.
         self.reused = False
         self.fired = False
@@ -56,8 +70,11 @@ def watching(watch: SendWatch) -> Iterator[None]:
 
 def _starting(connection: urllib3.connection.HTTPConnection) -> None:
     watch = _WATCH.get()
-    if watch is not None:
-        watch.reused = not connection.is_closed
+    if watch is None:
+        return
+    watch.reused = not connection.is_closed
+    # Per request, as an instance attribute, dropped once the response exists.
+    connection.response_class = deadline_response(watch.wait_left)  # type: ignore[assignment]
 
 
 def _fire(connection: urllib3.connection.HTTPConnection) -> None:
@@ -65,8 +82,8 @@ def _fire(connection: urllib3.connection.HTTPConnection) -> None:
     if watch is None or watch.fired:
         return
     watch.fired = True  # once per request, even if urllib3 asked again
-    # urllib3 applies the connection's timeout to the socket as it reads the
-    # status line: the wait now ends at the deadline the send restarted.
+    # urllib3 applies the connection's timeout to the socket before the status
+    # line; the response's reader re-aims it before every recv anyway.
     connection.timeout = watch.on_sent()
 
 
@@ -76,11 +93,29 @@ class _SentHTTPConnection(urllib3.connection.HTTPConnection):
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _starting(self)
-        super().request(*args, **kwargs)
+        try:
+            super().request(*args, **kwargs)
+        except BaseException:
+            self.__dict__.pop("response_class", None)  # no response will need it
+            raise
+
+    def send(self, data: Any) -> None:
+        watch = _WATCH.get()
+        if watch is None or self.sock is None or not isinstance(data, bytes | bytearray):
+            super().send(data)
+            return
+        # sendall's timeout bounds the whole call: urllib3 would send the body
+        # under the connect timeout. Pieces, each under the time left, instead.
+        send_in_pieces(self.sock, data, watch.wait_left, watch.progressed)
 
     def getresponse(self) -> Any:
         _fire(self)
-        return super().getresponse()
+        try:
+            return super().getresponse()
+        finally:
+            # The response holds its timers; the pooled connection must not keep
+            # the attempt (and its prompt) alive.
+            self.__dict__.pop("response_class", None)
 
 
 class _SentHTTPSConnection(_SentHTTPConnection, urllib3.connection.HTTPSConnection):

@@ -788,6 +788,116 @@ def interleaved_requests() -> list[Event]:
     ]
 
 
+# -------------------------------------------------------------- Retry-After (§19)
+
+
+@scenario("retry-after", config("failover", "ab"))
+def cooldown_skip_and_expiry() -> list[Event]:
+    """A 429 asking for 1 s cools a down: r2 skips it for b; r1's retry waits out the pause."""
+    return [
+        start(0, "r1"),
+        fail(5, "r1", 1, 429, retry_after_ms=1000),
+        start(10, "r2"),
+        *served(11, "r2", 1),
+        tick(500),
+        tick(1005),
+        *served(1006, "r1", 2),
+    ]
+
+
+@scenario("retry-after", config("failover", "ab", deadline_ms=500))
+def retry_after_past_the_deadline() -> list[Event]:
+    """Retry-After 2 s, deadline 500 ms: no wait that cannot end in time, r1 fails over at once."""
+    return [start(0, "r1"), fail(5, "r1", 1, 429, retry_after_ms=2000), *served(6, "r1", 2)]
+
+
+@scenario("retry-after", config("failover", "ab", max_retry_after_ms=300))
+def retry_after_is_capped() -> list[Event]:
+    """A Retry-After of a day is cut to max_retry_after_ms: r2 skips a, r3 uses it at 305 ms."""
+    return [
+        start(0, "r1", attempt_budget=1),
+        fail(5, "r1", 1, 429, retry_after_ms=86_400_000),
+        start(100, "r2"),
+        fail(101, "r2", 1, 400),
+        start(305, "r3"),
+        *served(306, "r3", 1),
+    ]
+
+
+# ------------------------------------------------------------------ deadlines (§22)
+
+
+@scenario("deadlines", config("failover", "ab", deadline_ms=300))
+def deadline_across_a_failover() -> list[Event]:
+    """300 ms in total: a fails twice, b stalls, and the deadline ends r1 with a's failure."""
+    return [
+        start(0, "r1"),
+        fail(100, "r1", 1, 503),
+        fail(150, "r1", 2, 503),
+        tick(299),
+        tick(300),
+    ]
+
+
+@scenario("deadlines", config("failover", "ab", idle_timeout_ms=100))
+def idle_timeout_mid_stream() -> list[Event]:
+    """Two chunks, then 100 ms of silence: the stream is cut and its failure is a's, raw."""
+    return [
+        start(0, "r1"),
+        chunk(5, "r1", 1),
+        chunk(50, "r1", 1),
+        tick(149),
+        tick(150),
+    ]
+
+
+# ------------------------------------------------------------------- backoff (§20)
+
+
+@scenario(
+    "backoff",
+    config(
+        "failover",
+        "ab",
+        failover_retry_count=4,
+        retry_backoff="exponential",
+        retry_backoff_base_ms=100,
+        retry_backoff_cap_ms=300,
+        seed=42,
+    ),
+)
+def backoff_exponential_seeded() -> list[Event]:
+    """Seed 42: three retries of a wait full-jitter draws under 100, 200 and 300 ms."""
+    return [
+        start(0, "r1"),
+        fail(1, "r1", 1, 503),
+        tick(1000),
+        fail(1001, "r1", 2, 503),
+        tick(2000),
+        fail(2001, "r1", 3, 503),
+        tick(3000),
+        *served(3001, "r1", 4),
+    ]
+
+
+# --------------------------------------------------------------- retry budget (§21)
+
+
+@scenario("retry budget", config("failover", retry_budget_percent=0, retry_budget_min=1))
+def retry_budget_exhausted() -> list[Event]:
+    """One retry may be in flight: r1 retries, r2's retry is refused; once r1 ends, r3 may retry."""
+    return [
+        start(0, "r1"),
+        start(1, "r2"),
+        fail(2, "r1", 1, 503),
+        fail(3, "r2", 1, 503),
+        *served(4, "r1", 2),
+        start(10, "r3"),
+        fail(11, "r3", 1, 503),
+        *served(12, "r3", 2),
+    ]
+
+
 # Scenarios kept in their own modules register themselves on import (at the end,
 # once everything they use from here exists).
 from . import scenarios_capacity  # noqa: E402, F401

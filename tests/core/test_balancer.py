@@ -7,6 +7,8 @@ import pytest
 
 from lbcore import (
     AttemptFailed,
+    AttemptHeld,
+    AttemptSent,
     AttemptSucceeded,
     BackendSpec,
     Balancer,
@@ -24,7 +26,7 @@ from lbcore import (
     UnsupportedServerTool,
 )
 
-from .scenarios import MINUTE, chunk, config, fail, ok, served, start, tick
+from .scenarios import MINUTE, cancel, chunk, config, fail, ok, served, start, tick
 
 
 def feed(balancer: Balancer, events: list[Event]) -> None:
@@ -254,6 +256,23 @@ def test_explicit_context_limit_wins_over_windows() -> None:
     assert lb.context_limit() == 2000
 
 
+def test_stats_count_attempts_under_way_per_backend() -> None:
+    lb = Balancer(config("failover", "ab", failover_retry_delay_ms=50))
+    assert lb.stats().backend_in_flight == {"a": 0, "b": 0}
+    feed(lb, [start(0, "r1"), start(1, "r2"), chunk(2, "r2", 1)])
+    assert lb.stats().backend_in_flight == {"a": 2, "b": 0}  # connecting and streaming
+    lb.handle(AttemptHeld(at=3, request_id="r1", attempt=1))
+    assert lb.stats().backend_in_flight == {"a": 1, "b": 0}  # held locally: not at a
+    lb.handle(AttemptSent(at=4, request_id="r1", attempt=1))
+    lb.handle(fail(5, "r1", 1, 503))
+    assert lb.stats().backend_in_flight == {"a": 1, "b": 0}  # r1 waits to retry
+    lb.handle(tick(55))
+    lb.handle(fail(56, "r1", 2, 503))
+    assert lb.stats().backend_in_flight == {"a": 1, "b": 1}  # r1 failed over to b
+    feed(lb, [ok(57, "r2", 1), cancel(58, "r1")])
+    assert lb.stats().backend_in_flight == {"a": 0, "b": 0}
+
+
 # ------------------------------------------------------------------- misuse
 
 MISUSE: list[tuple[str, Event, str]] = [
@@ -272,7 +291,9 @@ MISUSE: list[tuple[str, Event, str]] = [
     ("bad tokens", AttemptSucceeded(at=10, request_id="live", attempt=1, input_tokens=-1), "token"),
     ("bad budget", RequestStarted(at=10, request_id="x", attempt_budget=-2), "attempt_budget"),
     ("empty id", RequestStarted(at=10, request_id=""), "non-empty"),
-    ("bool attempt", ChunkReceived(at=10, request_id="live", attempt=True), "stale attempt"),
+    ("bool attempt", ChunkReceived(at=10, request_id="live", attempt=True), "wrong type: bool"),
+    ("str attempt", chunk(10, "live", "1"), r"attempt has the wrong type: str '1'"),  # type: ignore[arg-type]
+    ("float attempt", ok(10, "live", 1.0), r"attempt has the wrong type: float 1\.0"),  # type: ignore[arg-type]
 ]
 
 

@@ -78,19 +78,19 @@ def test_stats_show_slots_in_use_and_requests_waiting_per_backend() -> None:
     feed(lb, [start(0, "r1"), start(1, "r2"), start(2, "r3")])
     stats = lb.stats()
     # c is unlimited: r3 goes there; nobody waits.
-    assert stats.backend_in_flight == {"a": 1, "b": 1, "c": 1}
+    assert stats.backend_slots_used == {"a": 1, "b": 1, "c": 1}
     assert (stats.queued, stats.backend_queued) == (0, {"a": 0, "b": 0, "c": 0})
 
     lb = Balancer(limited("failover", "ab", {"a": 1, "b": 2}))
     feed(lb, [start(0, "r1"), start(1, "r2"), start(2, "r3"), start(3, "r4")])
     stats = lb.stats()
-    assert stats.backend_in_flight == {"a": 1, "b": 2}
+    assert stats.backend_slots_used == {"a": 1, "b": 2}
     assert (stats.queued, stats.backend_queued) == (1, {"a": 1, "b": 1})
     assert stats.in_flight == 4  # live requests, the queued one included
     lb.handle(ok(4, "r2", 1))
     stats = lb.stats()
     assert (stats.queued, stats.backend_queued) == (0, {"a": 0, "b": 0})
-    assert stats.backend_in_flight == {"a": 1, "b": 2}
+    assert stats.backend_slots_used == {"a": 1, "b": 2}
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.jsonl")), ids=lambda p: p.stem)

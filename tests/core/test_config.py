@@ -97,10 +97,47 @@ def test_backend_lists_become_tuples() -> None:
     assert _config(backends=[A, B]).backends == (A, B)
 
 
-def test_duplicate_name_in_message_is_cleaned() -> None:
-    twin = BackendSpec(name="a\nb", provider="x")
-    message = _message(lambda: _config(backends=(twin, twin)))
-    assert message == 'backends: duplicate backend name "a b"; names must be unique'
+def _generator() -> Any:
+    yield A
+    yield B
+
+
+@pytest.mark.parametrize(
+    ("backends", "expected"),
+    [
+        ("ab", "backends: must be a tuple or list of BackendSpec, got a str: 'ab'"),
+        (_generator(), "backends: must be a tuple or list of BackendSpec, got a generator"),
+        ({A: 1}, "backends: must be a tuple or list of BackendSpec, got a dict"),
+    ],
+    ids=["string", "generator", "dict"],
+)
+def test_backends_of_the_wrong_type_say_what_was_given(backends: object, expected: str) -> None:
+    assert _message(lambda: _config(backends=backends)) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (" a", "backends[].name: must not start or end with whitespace, got ' a'"),
+        ("a\t", "backends[].name: must not start or end with whitespace, got 'a\\t'"),
+        ("a\nb", "backends[].name: must not contain control characters, got 'a\\nb'"),
+        ("a\x00", "backends[].name: must not contain control characters, got 'a\\x00'"),
+        ("a\x85b", "backends[].name: must not contain control characters, got 'a\\x85b'"),
+    ],
+    ids=["leading space", "trailing tab", "newline", "nul", "c1 control"],
+)
+def test_backend_names_are_refused_with_the_rule(name: str, expected: str) -> None:
+    assert _message(lambda: BackendSpec(name=name, provider="openai")) == expected
+
+
+def test_names_differing_only_by_surrounding_whitespace_never_pass_as_two() -> None:
+    # Either one would print as "a" beside the other: refused before any duplicate check.
+    message = _message(lambda: _config(backends=(A, BackendSpec(name="a ", provider="x"))))
+    assert message == "backends[].name: must not start or end with whitespace, got 'a '"
+
+
+def test_inner_spaces_and_unicode_stay_allowed() -> None:
+    assert BackendSpec(name="my backend é", provider="openai").name == "my backend é"
 
 
 # --------------------------------------------------------------- backends
@@ -134,8 +171,9 @@ def test_duplicate_name_in_message_is_cleaned() -> None:
             'Backend "a" must have a valid "provider" field (non-empty string)',
         ),
         (
+            # Control characters in a name are refused before the provider is looked at.
             {"name": "a\tb", "provider": " "},
-            'Backend "a b" must have a valid "provider" field (non-empty string)',
+            "backends[].name: must not contain control characters, got 'a\\tb'",
         ),
         ({"name": "a", "provider": "p", "model": 5}, 'Backend "a": model must be a string'),
         (

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis import event as observe
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -31,13 +32,17 @@ from lbcore import (
     AttemptSent,
     AttemptSucceeded,
     AttemptTimedOut,
+    BackendFailed,
     BackendSpec,
     Balancer,
     BalancerConfig,
     BreakerState,
     CancelAttempt,
+    CancelReason,
     ChunkReceived,
     CloseBreaker,
+    CoolDown,
+    DeadlineExceeded,
     Event,
     FailOver,
     Failure,
@@ -118,6 +123,16 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
         max_concurrent=draw(limits),
         max_queued=draw(st.sampled_from([0, 1, 3, 1024])),
         queue_timeout_ms=draw(st.sampled_from([None, 1, 5, 30])),
+        honour_retry_after=draw(st.booleans()),
+        max_retry_after_ms=draw(st.sampled_from([0, 30, 60_000])),
+        retry_backoff=draw(st.sampled_from(["fixed", "exponential"])),
+        retry_backoff_base_ms=draw(st.sampled_from([1, 10])),
+        retry_backoff_cap_ms=draw(st.sampled_from([10, 50])),
+        seed=draw(st.integers(0, 2**64 - 1)),
+        retry_budget_percent=draw(st.sampled_from([None, None, 0, 20, 100])),
+        retry_budget_min=draw(st.sampled_from([0, 1, 3])),
+        deadline_ms=draw(st.sampled_from([None, None, 5, 50, 2000])),
+        idle_timeout_ms=draw(st.sampled_from([None, None, 3, 40])),
     )
     return BalancerConfig(
         strategy=strategy,
@@ -134,7 +149,7 @@ failures = st.builds(
     status=st.sampled_from(STATUSES),
     code=st.sampled_from([None, "ECONNRESET", "insufficient_quota"]),
     provider_type=st.sampled_from(PROVIDER_TYPES),
-    retry_after_ms=st.sampled_from([None, 0, 1000]),
+    retry_after_ms=st.sampled_from([None, None, 0, 20, 1000]),
 )
 small_delays = st.sampled_from([0, 0, 0, 1, 3, 10])
 tick_jumps = st.integers(0, 60) | st.sampled_from([1_000, 30_000, 60_000, 120_000])
@@ -178,6 +193,9 @@ class ModelRequest:
     queued_at: int | None = None
     queue_ticket: int = 0
     waiting_for: tuple[str, ...] = ()
+    started_at: int = 0
+    #: When the last chunk arrived.
+    last_chunk_at: int = 0
 
     def holds(self, name: str) -> bool:
         """Whether it holds a slot of ``name``: an attempt there, or a retry wait there."""
@@ -235,6 +253,8 @@ class BalancerMachine(RuleBasedStateMachine):
         }
         self.tickets = 0
         self.terminals: dict[str, int] = {}
+        #: backend -> when the Retry-After pause its CoolDown announced ends.
+        self.cooling: dict[str, int] = {}
         self.ready = True
 
     # -------------------------------------------------------------- helpers
@@ -292,7 +312,23 @@ class BalancerMachine(RuleBasedStateMachine):
         failures_before = {n: m.failures for n, m in balancer.stats().backend_metrics.items()}
         sources = self._failure_sources(event)
         deadline = balancer.next_deadline()
+        failing = self._may_record_a_failure(event)
         actions = balancer.handle(event)
+        failing |= {
+            a.backend
+            for a in actions
+            if isinstance(a, CancelAttempt)
+            and a.reason in (CancelReason.FIRST_CHUNK_TIMEOUT, CancelReason.IDLE_TIMEOUT)
+        }
+        for action in actions:
+            # Shown by --hypothesis-show-statistics: how often the rarer decisions are reached.
+            if isinstance(action, RequestFailed):
+                observe(f"failed: {type(action.error).__name__}")
+            elif isinstance(action, CoolDown | SkipBackend | CancelAttempt):
+                observe(f"{type(action).__name__}: {getattr(action, 'reason', '')}")
+            if isinstance(action, TripBreaker):
+                # No breaker opens without a failure of that backend in this very step.
+                assert action.backend in failing, (action, event, failing)
         (step,) = balancer.take_steps()
         self.twin.handle(event)
         (twin_step,) = self.twin.take_steps()
@@ -345,12 +381,33 @@ class BalancerMachine(RuleBasedStateMachine):
     def _in_use(self, name: str) -> int:
         return sum(r.holds(name) for r in self.live.values())
 
+    def _may_record_a_failure(self, event: Event) -> set[str]:
+        """Backends a failure could be recorded for on ``event``, before the core sees it.
+
+        An attempt's own failure; on a tick, also the backends a retry waits on
+        (a retry given up records the failure that caused it). Cancels for a
+        timeout are added from the actions.
+        """
+        if isinstance(event, AttemptFailed | AttemptTimedOut):
+            current = self.live[event.request_id].current
+            return {current.backend} if current is not None else set()
+        if isinstance(event, Tick):
+            return {
+                r.last_backend
+                for r in self.live.values()
+                if r.waiting and r.last_backend is not None
+            }
+        return set()
+
     def _follow(self, event: Event, actions: list[Action], states: dict[str, BreakerState]) -> None:
         """Advance the model by the event and the actions, checking each action."""
         if isinstance(event, RequestStarted):
-            self.live[event.request_id] = ModelRequest(event.prompt_tokens, event.attempt_budget)
+            self.live[event.request_id] = ModelRequest(
+                event.prompt_tokens, event.attempt_budget, started_at=event.at
+            )
         elif isinstance(event, ChunkReceived):
             self.live[event.request_id].streaming = True
+            self.live[event.request_id].last_chunk_at = event.at
         elif isinstance(event, AttemptHeld | AttemptSent):
             current = self.live[event.request_id].current
             assert current is not None
@@ -435,6 +492,14 @@ class BalancerMachine(RuleBasedStateMachine):
         if isinstance(action, SelectionChanged):
             assert action.backend in self.specs
             return
+        if isinstance(action, CoolDown):
+            assert self.failover and self.config.settings.honour_retry_after
+            assert isinstance(event, AttemptFailed) and event.failure.retry_after_ms
+            # A pause only ever grows, and never past the cap.
+            assert self.now < action.until <= self.now + self.config.settings.max_retry_after_ms
+            assert action.until > self.cooling.get(action.backend, 0)
+            self.cooling[action.backend] = action.until
+            return
         request = self.live.get(action.request_id)
         assert request is not None, f"{action!r} for a request that is not live"
         if isinstance(action, RequestQueued | RequestDequeued):
@@ -445,7 +510,11 @@ class BalancerMachine(RuleBasedStateMachine):
             current = request.current
             assert current is not None, "cancelled an attempt that is not in flight"
             # A held attempt never times out: waiting for a local slot is not the backend's.
-            assert current.sending != "held" or isinstance(event, RequestCancelled), current
+            assert (
+                current.sending != "held"
+                or isinstance(event, RequestCancelled)
+                or action.reason is CancelReason.DEADLINE
+            ), current
             assert (current.number, current.backend) == (action.attempt, action.backend)
             request.current = None
         elif isinstance(action, FirstChunkDue):
@@ -477,6 +546,8 @@ class BalancerMachine(RuleBasedStateMachine):
                 name, limit = action.backend, self.limit[action.backend]
                 assert limit is not None
                 assert self._in_use(name) == limit or self._waiters(name), (name, limit)
+            if action.reason is SkipReason.COOLING_DOWN:
+                assert self.cooling.get(action.backend, 0) > self.now
             if action.reason is SkipReason.CONTEXT_LIMIT:
                 limit = self.config.target_context_limit(self.specs[action.backend])
                 assert request.prompt_tokens is not None and limit is not None
@@ -533,6 +604,8 @@ class BalancerMachine(RuleBasedStateMachine):
         # Never through an open breaker; through a half-open one only as its probe.
         state = states.get(name, CLOSED)
         assert state is not OPEN, f"attempt on {name} while its breaker is open"
+        # A backend that asked for a pause gets no attempt until it ends.
+        assert self.cooling.get(name, 0) <= self.now, f"attempt on {name} while it cools down"
         assert action.probe == (state is HALF_OPEN), (name, state, action)
         # The context guard runs before every attempt.
         limit = self.config.target_context_limit(self.specs[name])
@@ -582,6 +655,17 @@ class BalancerMachine(RuleBasedStateMachine):
                 self.profile_counts[action.backend] = self.profile_counts.get(action.backend, 0) + 1
         elif isinstance(action, RequestAborted):
             assert isinstance(event, RequestCancelled) and event.request_id == rid
+        elif isinstance(action.error, DeadlineExceeded):
+            # Only the clock ends a request on its deadline, and never early.
+            total = self.config.settings.deadline_ms
+            assert isinstance(event, Tick) and total is not None
+            assert self.now >= request.started_at + total
+        elif (
+            isinstance(action.error, BackendFailed) and action.error.failure.code == "idle_timeout"
+        ):
+            idle = self.config.settings.idle_timeout_ms
+            assert isinstance(event, Tick) and idle is not None and request.streaming
+            assert self.now >= request.last_chunk_at + idle
         del self.live[rid]
         self.finished.append(rid)
 
@@ -621,7 +705,7 @@ class BalancerMachine(RuleBasedStateMachine):
             if self._waiters(name):
                 assert limit is not None and in_use == limit, (name, in_use, limit)
         stats = self.balancer.stats()
-        assert stats.backend_in_flight == {name: self._in_use(name) for name in self.specs}
+        assert stats.backend_slots_used == {name: self._in_use(name) for name in self.specs}
         assert stats.backend_queued == {name: len(self._waiters(name)) for name in self.specs}
         assert stats.queued == sum(r.queued_at is not None for r in self.live.values())
 
@@ -647,7 +731,13 @@ class BalancerMachine(RuleBasedStateMachine):
         armed = [
             due
             for request in self.balancer._live.values()
-            for due in (request.deadline, request.retry_due, request.queue_due)
+            for due in (
+                request.deadline,
+                request.retry_due,
+                request.queue_due,
+                request.expires_at,
+                request.idle_due,
+            )
             if due is not None
         ]
         assert deadline == (min(armed) if armed else None)
@@ -712,6 +802,24 @@ class BalancerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), delay=small_delays, failure=failures)
     def fail(self, data: st.DataObject, delay: int, failure: Failure) -> None:
         rid = self._pick(data, self._in_flight())
+        attempt = self.live[rid].last_number
+        self._apply(
+            AttemptFailed(at=self._at(delay), request_id=rid, attempt=attempt, failure=failure)
+        )
+
+    @precondition(lambda self: self.ready and self._in_flight())
+    @rule(
+        data=st.data(),
+        delay=small_delays,
+        status=st.sampled_from([429, 503]),
+        wait=st.sampled_from([1, 15, 45, 2000]),
+    )
+    def rate_limited(self, data: st.DataObject, delay: int, status: int, wait: int) -> None:
+        """A 429 or 503 asking for a pause: cooldowns, waits for them, and their deadlines."""
+        rid = self._pick(data, self._in_flight())
+        failure = Failure(
+            kind=FailureKind.HTTP, message="slow down", status=status, retry_after_ms=wait
+        )
         attempt = self.live[rid].last_number
         self._apply(
             AttemptFailed(at=self._at(delay), request_id=rid, attempt=attempt, failure=failure)

@@ -17,7 +17,7 @@ import pytest
 
 from lbcore import decode_trace, explain, verify_trace
 from lbtransports.gateway import Gateway, serve_in_thread
-from lbtransports.testing import Fail, LocalBackends, Stream
+from lbtransports.testing import Fail, Hang, LocalBackends, Stream
 
 from .harness import KEY, base_url, group, make_config, serving
 
@@ -34,6 +34,7 @@ def backends() -> Iterator[LocalBackends]:
     backends.add("down", "openai", default=Fail(503))
     backends.add("up", "openai")
     backends.add("slow", "openai", default=Stream(10, delay_ms=100))
+    backends.add("hangs", "openai", default=Hang())
     with backends:
         yield backends
 
@@ -103,6 +104,54 @@ def test_metrics_are_valid_exposition_text_that_adds_up(backends: LocalBackends)
     count = histogram['lb_backend_latency_seconds_count{model="m",backend="up"}']
     assert buckets[-1] == count == 3  # the +Inf bucket holds every observation
     assert families["lb_gateway_open_connections"]["lb_gateway_open_connections"] >= 0
+
+
+def _scrape(gateway: Gateway) -> dict[str, dict[str, float]]:
+    response = httpx.get(base_url(gateway, "/metrics"), headers={"authorization": f"Bearer {KEY}"})
+    assert response.status_code == 200
+    return _parse_exposition(response.text)
+
+
+def _in_flight_becomes(gateway: Gateway, backend: str, value: float) -> None:
+    key = f'lb_backend_in_flight{{model="m",backend="{backend}"}}'
+    deadline = time.monotonic() + 5
+    while (seen := _scrape(gateway)["lb_backend_in_flight"][key]) != value:
+        assert time.monotonic() < deadline, f"{key} stayed {seen}, expected {value}"
+        time.sleep(0.02)
+
+
+def test_in_flight_counts_attempts_at_each_backend_from_the_core(
+    backends: LocalBackends,
+) -> None:
+    # A whole (non-streamed) request to a backend that never answers is in flight
+    # there from the moment it is sent, before any chunk; it stops counting once
+    # the caller leaves. Each backend of the group has its own gauge.
+    config = make_config({"m": group(backends["hangs"], backends["up"])})
+    with serving(config) as gateway:
+        left = threading.Event()
+
+        def call() -> None:
+            with openai.OpenAI(
+                base_url=base_url(gateway), api_key=KEY, max_retries=0, timeout=1.5
+            ) as client:
+                with pytest.raises(openai.APITimeoutError):
+                    client.chat.completions.create(model="m", messages=HELLO)
+            left.set()
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        try:
+            _in_flight_becomes(gateway, "hangs", 1)
+            assert (
+                _scrape(gateway)["lb_backend_in_flight"][
+                    'lb_backend_in_flight{model="m",backend="up"}'
+                ]
+                == 0
+            )
+        finally:
+            caller.join(10)
+        assert left.is_set()
+        _in_flight_becomes(gateway, "hangs", 0)
 
 
 # ------------------------------------------------------------------ the trace file

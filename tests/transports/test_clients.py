@@ -305,41 +305,6 @@ def test_complete_returns_the_whole_answer_with_its_backend_and_usage() -> None:
     assert answer.finish_reason == "stop"
 
 
-def test_a_missing_key_is_a_setup_failure_that_sends_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("LBCORE_TEST_UNSET_KEY", raising=False)
-    plans = [BackendPlan("a", default=Stream(1)), BackendPlan("b", default=Stream(1))]
-    with start_backends(plans) as backends:
-        mapping = json.loads(json.dumps(msgspec_builtins(client_config(backends, plans))))
-        mapping["backends"][0]["credential"] = {"env": "LBCORE_TEST_UNSET_KEY"}
-        trace = io.BytesIO()
-        with Client(ClientConfig.from_mapping(mapping), trace=trace) as client:
-            answer = client.complete(REQUEST)
-        assert backends["a"].received == []
-    assert answer.backend == "b"
-    lines = decision_lines(trace.getvalue())
-    assert "LBCORE_TEST_UNSET_KEY" in lines[1] and "FailOver(a->b, setup)" in lines[1]
-
-
-def msgspec_builtins(config: ClientConfig) -> dict[str, object]:
-    """The mapping that builds ``config`` again (credentials included: test keys only)."""
-    return {
-        "strategy": config.balancer.strategy,
-        "settings": config.settings,
-        "backends": [
-            {
-                "name": t.name,
-                "provider": t.provider,
-                "model": t.model,
-                "base_url": t.base_url,
-                "credential": {"key": t.credential.key},
-            }
-            for t in config.targets
-        ],
-    }
-
-
 def test_round_robin_takes_turns_across_requests() -> None:
     plans = [BackendPlan(n, default=Stream(1)) for n in ("a", "b", "c")]
     with start_backends(plans) as backends:

@@ -73,7 +73,8 @@ CASES: dict[str, Case] = {
     "stream-gemini": Case(Stream(2), "gemini", Answer("a"), Answer("a")),
     "refused": Case(None, "openai", Answer("b"), Raw(NET)),
     "429": Case(Fail(429), "openai", Answer("b"), Raw(HTTP, 429)),
-    "429-retry-after": Case(Fail(429, retry_after="7"), "anthropic", Answer("b"), Raw(HTTP, 429)),
+    # Honoured (behaviour §19): a waits out the pause before its retry, so keep it short.
+    "429-retry-after": Case(Fail(429, retry_after="1"), "anthropic", Answer("b"), Raw(HTTP, 429)),
     "401": Case(Fail(401), "gemini", Answer("b"), Raw(HTTP, 401)),
     "402": Case(Fail(402), "openai", Answer("b"), Raw(HTTP, 402)),
     "403": Case(Fail(403), "anthropic", Answer("b"), Raw(HTTP, 403)),

@@ -7,6 +7,8 @@ tick deciding for this one, news arriving after a deadline) deterministically.
 from __future__ import annotations
 
 import io
+import threading
+from typing import Any
 
 from lbcore import Failure, FailureKind, TimeoutPhase, decode_trace
 from lbtransports import ClientConfig
@@ -158,3 +160,56 @@ def test_cancel_after_the_end_sends_nothing() -> None:
     link.cancel(run)
     link.cancel(run)
     assert _events(trace) == ["RequestStarted", "AttemptSucceeded"]
+
+
+class _HeldTrace(io.BytesIO):
+    """A trace file whose next write can be held mid-way; once closed it refuses writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.writing = threading.Event()
+        self.release = threading.Event()
+        self.kept = b""
+
+    def write(self, data: Any) -> int:
+        if self.armed:
+            self.armed = False
+            self.writing.set()
+            self.release.wait(5)
+        return super().write(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.kept = self.getvalue()
+        super().close()
+
+
+def test_closing_the_trace_waits_for_a_write_in_progress() -> None:
+    config = _link(Clock())[0].config
+    trace = _HeldTrace()
+    link = CoreLink(config, trace=trace, clock=Clock())
+    run = RequestRun(request_id="", chat=REQUEST)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            link.open(run)
+        except BaseException as error:
+            errors.append(error)
+
+    trace.armed = True
+    writer = threading.Thread(target=start, daemon=True)
+    writer.start()
+    assert trace.writing.wait(5)  # the RequestStarted line is being written
+    closer = threading.Thread(target=link.close_trace, args=(trace,), daemon=True)
+    closer.start()
+    closer.join(0.2)
+    still_waiting = closer.is_alive()
+    trace.release.set()
+    writer.join(5)
+    closer.join(5)
+    assert still_waiting, "the trace was closed under a write"
+    assert errors == []
+    assert trace.closed
+    assert [type(step.event).__name__ for step in decode_trace(trace.kept)[1]] == ["RequestStarted"]

@@ -105,7 +105,7 @@ def _most_in_flight(trace: bytes) -> dict[str, int]:
     most: dict[str, int] = {}
     for step in steps:
         balancer.handle(step.event)
-        for name, count in balancer.stats().backend_in_flight.items():
+        for name, count in balancer.stats().backend_slots_used.items():
             most[name] = max(most.get(name, 0), count)
     return most
 

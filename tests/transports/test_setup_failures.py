@@ -6,6 +6,7 @@ same in every client.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import anyio
 import pytest
@@ -106,3 +107,38 @@ def test_a_failed_tls_handshake_is_the_same_connect_failure_in_every_client() ->
         # An ssl error's errno is the TLS library's, not the operating system's.
         assert failure.code is None
     assert failures["asyncio"] == failures["sync"] == failures["trio"]
+
+
+def test_a_missing_key_is_a_setup_failure_that_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LBCORE_TEST_UNSET_KEY", raising=False)
+    plans = [BackendPlan("a", default=Stream(1)), BackendPlan("b", default=Stream(1))]
+    with start_backends(plans) as backends:
+        mapping = config_mapping(client_config(backends, plans))
+        mapping["backends"][0]["credential"] = {"env": "LBCORE_TEST_UNSET_KEY"}
+        trace = io.BytesIO()
+        with Client(ClientConfig.from_mapping(mapping), trace=trace) as client:
+            answer = client.complete(REQUEST)
+        assert backends["a"].received == []
+    assert answer.backend == "b"
+    lines = decision_lines(trace.getvalue())
+    assert "LBCORE_TEST_UNSET_KEY" in lines[1] and "FailOver(a->b, setup)" in lines[1]
+
+
+def config_mapping(config: ClientConfig) -> dict[str, Any]:
+    """The mapping that builds ``config`` again (credentials included: test keys only)."""
+    return {
+        "strategy": config.balancer.strategy,
+        "settings": config.settings,
+        "backends": [
+            {
+                "name": t.name,
+                "provider": t.provider,
+                "model": t.model,
+                "base_url": t.base_url,
+                "credential": {"key": t.credential.key},
+            }
+            for t in config.targets
+        ],
+    }

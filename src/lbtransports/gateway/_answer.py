@@ -7,14 +7,17 @@ after output started ends with the format's error event, never a clean
 finish. While answering, the caller's side of the connection is watched: a
 caller who leaves cancels the request, which closes the upstream connection.
 
-The answer is always translated through the neutral chunks, also when the
-caller's format is the backend's: the client hands out chunks, not the
-upstream bytes (spec/gateway.md, "Translation").
+When the caller's format is the answering backend's, the backend's own
+events (or whole body) are forwarded, with the caller's model name
+(:mod:`._passthrough`); across formats the answer is rebuilt from the
+neutral chunks (spec/gateway.md, "Passthrough and translation").
 """
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,14 +26,17 @@ from typing import Final
 import anyio
 
 from lbcore import StartAttempt
+from lbtransports import Upstream
 from lbtransports._async import AsyncChatStream, AsyncClient
 from lbtransports._errors import (
     AllBackendsUnhealthyError,
     BackendError,
     BudgetExhaustedError,
     ContextLimitError,
+    DeadlineExceededError,
     FailoverError,
     LoadBalancerError,
+    RetryBudgetError,
 )
 from lbtransports._stream import completion_of
 from lbtransports.wire import Chunk
@@ -38,6 +44,7 @@ from lbtransports.wire import Chunk
 from ._caller import Answer, CallerFormat, Parsed
 from ._http import CallerGone, Connection
 from ._metrics import Latencies
+from ._passthrough import Passthrough
 
 __all__ = ("answer", "new_request_id", "upstream_status")
 
@@ -46,6 +53,8 @@ _SSE_HEADERS: Final = (
     ("cache-control", "no-cache"),
 )
 _JSON: Final = (("content-type", "application/json"),)
+#: What the wire layer adds to a 404's message (cut short, it may lack its ")").
+_URL_TRIED: Final = re.compile(r" ?\(url tried: [^)]*\)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,10 @@ def upstream_status(error: LoadBalancerError) -> int:
     """The status a caller gets for a request the backends could not answer."""
     if isinstance(error, ContextLimitError):
         return 400
-    if isinstance(error, AllBackendsUnhealthyError | BudgetExhaustedError):
+    if isinstance(error, AllBackendsUnhealthyError | BudgetExhaustedError | RetryBudgetError):
         return 503
+    if isinstance(error, DeadlineExceededError):
+        return 504
     status = error.status if isinstance(error, FailoverError | BackendError) else None
     # A rate limit or a refusal of the request itself is the caller's news too;
     # anything else the backends did is a bad gateway.
@@ -129,20 +140,40 @@ async def answer(
     return await _watching(conn, lambda: (_streamed if parsed.stream else _whole)(job))
 
 
-async def _error(
-    conn: Connection,
-    caller: CallerFormat,
-    error: LoadBalancerError,
-    rid: str,
-    attempts: tuple[str, int],
-) -> bool:
+def _caller_message(error: LoadBalancerError, client: AsyncClient) -> str:
+    """``error``'s message as a gateway caller may read it: without the backends'
+    URLs, which the library names for its own user (a 404's "url tried")."""
+    message = _URL_TRIED.sub("", error.message)
+    for target in client.config.targets:
+        netloc = urllib.parse.urlsplit(target.base_url or "").netloc
+        if netloc and netloc in message:
+            message = message.replace(netloc, "[backend]")
+    return message
+
+
+async def _error(job: _Job, error: LoadBalancerError, attempts: tuple[str, int]) -> bool:
     status = upstream_status(error)
-    await conn.respond(
+    await job.conn.respond(
         status,
-        caller.error_body(status, error.message),
-        [*_JSON, *_lb_headers(rid, *attempts)],
+        job.caller.error_body(status, _caller_message(error, job.client)),
+        [*_JSON, *_lb_headers(job.request_id, *attempts)],
     )
     return True
+
+
+def _keeps_upstream(job: _Job) -> bool:
+    """Whether a backend of the group speaks the caller's format (passthrough may happen)."""
+    return any(target.provider == job.caller.name for target in job.client.config.targets)
+
+
+def _passthrough(job: _Job, upstream: Upstream | None, *, streamed: bool) -> Passthrough | None:
+    """The passthrough renderer when the answering backend spoke the caller's format."""
+    if upstream is None or upstream.provider != job.caller.name:
+        return None
+    if not (upstream.events if streamed else upstream.body is not None):
+        return None  # the backend answered in the other shape (a forced stream setting)
+    drop = job.caller.name == "openai" and not job.parsed.include_usage
+    return Passthrough(upstream, job.group, drop_usage_only=drop)
 
 
 async def _streamed(job: _Job) -> bool:
@@ -150,38 +181,50 @@ async def _streamed(job: _Job) -> bool:
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
     renderer = caller.stream(request_id, parsed.model, parsed.include_usage)
-    async with client.chat(parsed.chat, request_id=request_id) as stream:
+    chat = client.chat(parsed.chat, request_id=request_id, keep_upstream=_keeps_upstream(job))
+    async with chat as stream:
         first: Chunk | None
         try:
             first = await anext(stream)
         except StopAsyncIteration:
             first = None
         except LoadBalancerError as error:
-            return await _error(conn, caller, error, request_id, _where(stream))
+            return await _error(job, error, _where(stream))
         backend, attempts = _where(stream)
-        latencies.started(group, backend)
-        try:
-            await conn.start_response(
-                200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)]
-            )
+        upstream = stream.upstream
+        passing = _passthrough(job, upstream, streamed=True)
+        await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        if passing is not None:
+            await conn.send_body(passing.take())
+        else:
             await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
-            try:
-                async for chunk in stream:
-                    await conn.send_body(renderer.chunk(chunk))
-            except LoadBalancerError as error:
-                await conn.send_body(renderer.error(upstream_status(error), error.message))
-                await conn.end_response()
-                return False  # a failed stream is not followed by another request
+        try:
+            async for chunk in stream:
+                if passing is not None:
+                    # Several chunks of one read share their events: sent with the first.
+                    if data := passing.take():
+                        await conn.send_body(data)
+                    continue
+                if upstream is not None:
+                    upstream.take_events()  # another format's events: not kept
+                await conn.send_body(renderer.chunk(chunk))
+        except LoadBalancerError as error:
+            message = _caller_message(error, client)
+            await conn.send_body(renderer.error(upstream_status(error), message))
+            await conn.end_response()
+            return False  # a failed stream is not followed by another request
+        if passing is not None:
+            # What followed the last chunk, the terminator included.
+            await conn.send_body(passing.take())
+        else:
             usage = stream.usage
             await conn.send_body(
                 renderer.finish(
                     usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
                 )
             )
-            await conn.end_response()
-            latencies.observe(group, backend, time.monotonic() - started)
-        finally:
-            latencies.ended(group, backend)
+        await conn.end_response()
+        latencies.observe(group, backend, time.monotonic() - started)
     return True
 
 
@@ -189,14 +232,20 @@ async def _whole(job: _Job) -> bool:
     conn, client, caller, parsed = job.conn, job.client, job.caller, job.parsed
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
-    async with client.chat(parsed.chat, request_id=request_id) as stream:
+    chat = client.chat(parsed.chat, request_id=request_id, keep_upstream=_keeps_upstream(job))
+    async with chat as stream:
         try:
             chunks = [chunk async for chunk in stream]
         except LoadBalancerError as error:
-            return await _error(conn, caller, error, request_id, _where(stream))
+            return await _error(job, error, _where(stream))
         done = completion_of(stream, chunks)
     backend, attempts = _where(stream)
     latencies.observe(group, backend, time.monotonic() - started)
+    passing = _passthrough(job, stream.upstream, streamed=False)
+    if passing is not None:
+        body = passing.whole()
+        await conn.respond(200, body, [*_JSON, *_lb_headers(request_id, backend, attempts)])
+        return True
     body = caller.whole(
         Answer(
             request_id=request_id,

@@ -55,6 +55,9 @@ class StreamRenderer(Protocol):
 class CallerFormat(Protocol):
     """One API callers speak (OpenAI chat completions, Anthropic messages)."""
 
+    #: The backend provider that speaks this format too (same-format passthrough).
+    name: str
+
     def parse(self, body: bytes) -> Parsed: ...
     def whole(self, answer: Answer) -> bytes: ...
     def stream(self, request_id: str, model: str, include_usage: bool) -> StreamRenderer: ...

@@ -1,8 +1,8 @@
 """The gateway's numbers, in the Prometheus text exposition format (version 0.0.4).
 
-Counters and breaker states come from each group's client ``stats()``; what
-only the gateway sees (answers in flight per backend, their latency) is kept
-here.
+Counters, breaker states and attempts in flight come from each group's client
+``stats()`` (the core's count); what only the gateway sees (how long whole
+answers took) is kept here.
 """
 
 from __future__ import annotations
@@ -38,19 +38,10 @@ class _Histogram:
 
 
 class Latencies:
-    """Per (group, backend): answers in flight and a histogram of their durations."""
+    """Per (group, backend): a histogram of answer durations."""
 
     def __init__(self) -> None:
-        self.in_flight: dict[tuple[str, str], int] = {}
         self.histograms: dict[tuple[str, str], _Histogram] = {}
-
-    def started(self, group: str, backend: str) -> None:
-        key = (group, backend)
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
-
-    def ended(self, group: str, backend: str) -> None:
-        key = (group, backend)
-        self.in_flight[key] = self.in_flight.get(key, 1) - 1
 
     def observe(self, group: str, backend: str, seconds: float) -> None:
         self.histograms.setdefault((group, backend), _Histogram()).observe(seconds)
@@ -104,9 +95,11 @@ def render_metrics(stats: Mapping[str, Stats], latencies: Latencies, connections
         breaker = snapshot.circuit_breaker_states.get(backend)
         value = _BREAKER_VALUES[breaker.state] if breaker is not None else 0
         lines.append(f"lb_backend_breaker_state{labels(group, backend)} {value}")
-    lines += _family("lb_backend_in_flight", "gauge", "Answers being streamed from the backend.")
-    for group, backend, _ in rows:
-        value = latencies.in_flight.get((group, backend), 0)
+    lines += _family(
+        "lb_backend_in_flight", "gauge", "Attempts under way at the backend (sent or sending)."
+    )
+    for group, backend, snapshot in rows:
+        value = snapshot.backend_in_flight.get(backend, 0)
         lines.append(f"lb_backend_in_flight{labels(group, backend)} {value}")
     name = "lb_backend_latency_seconds"
     lines += _family(

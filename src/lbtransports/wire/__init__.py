@@ -9,7 +9,7 @@ split, into neutral :class:`Chunk` values, token :class:`Usage` and typed
 from . import anthropic, gemini, openai
 from ._credentials import CredentialSource, resolve_credential
 from ._decoder import StreamDecoder
-from ._errors import Headers, WireError, header_value, redact, retry_after_ms
+from ._errors import Headers, WireError, header_value, redact, redact_secrets, retry_after_ms
 from ._providers import (
     ProviderWire,
     build_request,
@@ -75,6 +75,7 @@ __all__ = (
     "parse_error",
     "parse_response",
     "redact",
+    "redact_secrets",
     "redact_settings",
     "resolve_credential",
     "retry_after_ms",

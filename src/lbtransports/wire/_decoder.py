@@ -21,7 +21,7 @@ import msgspec
 from lbcore import Failure, FailureKind
 
 from ._common import ShapeError
-from ._errors import WireError, failure
+from ._errors import WireError, failure, redact_secrets
 from ._sse import DEFAULT_MAX_EVENT, DEFAULT_MAX_LINE, SseEvent, SseParser
 from ._target import Provider
 from ._types import Chunk, ToolCallDelta, Usage
@@ -82,8 +82,13 @@ class StreamDecoder(abc.ABC):
         secrets: Sequence[str] = (),
         max_line: int = DEFAULT_MAX_LINE,
         max_event: int = DEFAULT_MAX_EVENT,
+        keep_events: bool = False,
     ) -> None:
         self._parser = SseParser(max_line=max_line, max_event=max_event)
+        #: With ``keep_events``, every event decoded without failure (the
+        #: terminator included, an error event not), for a caller that forwards
+        #: the backend's own events: see :meth:`take_events`.
+        self._kept: list[SseEvent] | None = [] if keep_events else None
         self._secrets = tuple(secrets)
         self._done = False
         self._failure: Failure | None = None
@@ -157,6 +162,21 @@ class StreamDecoder(abc.ABC):
             raise self.protocol(f"unexpected shape: {error}") from None
         if chunk is not None:
             chunks.append(chunk)
+        if self._kept is not None:
+            # The backend's own key must not travel on, even inside an answer.
+            if self._secrets:
+                data = redact_secrets(event.data, self._secrets)
+                if data is not event.data:
+                    event = SseEvent(event=event.event, data=data, id=event.id)
+            self._kept.append(event)
+
+    def take_events(self) -> list[SseEvent]:
+        """The events kept since the last call (none unless ``keep_events``)."""
+        kept = self._kept
+        if not kept:
+            return []
+        self._kept = []
+        return kept
 
     def json(self, data: str) -> Any:
         """The JSON value of an event's data; invalid JSON is a protocol failure."""

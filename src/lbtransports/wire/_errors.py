@@ -23,7 +23,7 @@ from lbcore import Failure, FailureKind, clean_text
 from ._types import Chunk
 
 # Everything in __all__ is re-exported by lbtransports.wire.
-__all__ = ("Headers", "WireError", "header_value", "redact", "retry_after_ms")
+__all__ = ("Headers", "WireError", "header_value", "redact", "redact_secrets", "retry_after_ms")
 
 #: Response headers as transports have them: a mapping (requests) or pairs (httpcore).
 Headers: TypeAlias = Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]]
@@ -68,10 +68,16 @@ class WireError(Exception):
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
     """Replace every known secret, and anything shaped like an API key, in ``text``."""
+    return _KEY_PATTERNS.sub(REDACTED, redact_secrets(text, secrets))
+
+
+def redact_secrets(text: str, secrets: Sequence[str]) -> str:
+    """Replace the known ``secrets`` only: for text forwarded as it is, such as
+    an answer's content, where a key-shaped word may be the answer itself."""
     for secret in secrets:
-        if len(secret) >= _MIN_SECRET_LEN:
+        if len(secret) >= _MIN_SECRET_LEN and secret in text:
             text = text.replace(secret, REDACTED)
-    return _KEY_PATTERNS.sub(REDACTED, text)
+    return text
 
 
 def sanitize(text: str, secrets: Sequence[str] = (), limit: int = MESSAGE_LIMIT) -> str:

@@ -125,15 +125,19 @@ def build_request(
         raise WireError(failure(FailureKind.SETUP, message)) from None
 
 
-def stream_decoder(provider: str, *, secrets: Sequence[str] = (), **limits: int) -> StreamDecoder:
+def stream_decoder(
+    provider: str, *, secrets: Sequence[str] = (), keep_events: bool = False, **limits: int
+) -> StreamDecoder:
     """A fresh decoder for one streamed response; pass the request's ``secrets``.
 
-    ``limits`` are the SSE parser's ``max_line`` and ``max_event``.
+    ``limits`` are the SSE parser's ``max_line`` and ``max_event``; with
+    ``keep_events`` the decoder keeps the events it read for
+    :meth:`StreamDecoder.take_events`.
     """
     decoder = _DECODERS.get(provider)
     if decoder is None:
         raise _unknown(provider)
-    return decoder(secrets=secrets, **limits)
+    return decoder(secrets=secrets, keep_events=keep_events, **limits)
 
 
 def parse_response(
