@@ -576,8 +576,13 @@ class BalancerMachine(RuleBasedStateMachine):
             request.waiting_for = action.waiting_for
             queued = sum(r.queued_at is not None for r in self.live.values())
             assert action.queued == queued <= self.config.settings.max_queued
-            timeout = self.config.settings.queue_timeout_ms
-            assert action.due == (self.now + timeout if timeout is not None else None)
+            # It gives up at its queue timeout or its total deadline, whichever is first.
+            settings = self.config.settings
+            timeout, total = settings.queue_timeout_ms, settings.deadline_ms
+            dues = [self.now + timeout] if timeout is not None else []
+            if total is not None:
+                dues.append(request.started_at + total)
+            assert action.due == (min(dues) if dues else None)
             return
         # FIFO: the slot goes to the oldest request still waiting for that backend.
         assert request.queued_at is not None, "dequeued a request that is not queued"
