@@ -71,7 +71,16 @@ def test_a_default_header_names_no_later_setting() -> None:
         assert set(backend) == set(FORMAT_1_BACKEND_FIELDS)
 
 
-@pytest.mark.parametrize("path", sorted(GOLDEN_DIR.glob("*.jsonl"))[:5], ids=lambda p: p.stem)
+def _names_no_later_setting(path: Path) -> bool:
+    header = msgspec.json.decode(path.read_bytes().split(b"\n", 1)[0])
+    return not set(header["config"]["settings"]) & set(LATER_SETTINGS)
+
+
+#: Golden traces whose header is written as trace format 1 wrote it.
+_FORMAT_1_GOLDENS = [p for p in sorted(GOLDEN_DIR.glob("*.jsonl")) if _names_no_later_setting(p)]
+
+
+@pytest.mark.parametrize("path", _FORMAT_1_GOLDENS[:5], ids=lambda p: p.stem)
 def test_a_header_without_later_settings_decodes_to_their_defaults(path: Path) -> None:
     header, _ = decode_trace(path.read_bytes())
     settings = msgspec.structs.asdict(header.config.settings)
