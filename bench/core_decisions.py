@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 
 from lbcore import (
@@ -25,6 +26,7 @@ from lbcore import (
     FailureKind,
     RequestStarted,
     Settings,
+    StartAttempt,
 )
 
 REQUESTS = 2_000
@@ -108,6 +110,112 @@ def measure(config: BalancerConfig, build: Callable[[], list[Event]]) -> tuple[f
     return median / REQUESTS / 1000, median / len(events) / 1000
 
 
+#: Every mechanism the core has on: breakers, first-chunk timeout, context limits,
+#: concurrency limits and the queue with its timeout.
+EVERYTHING: dict[str, object] = {
+    "circuit_breaker_enabled": True,
+    "timeout_ms": 30_000,
+    "max_queued": 100_000,
+    "queue_timeout_ms": 600_000,
+}
+
+
+def many_backends(count: int, limit: int) -> BalancerConfig:
+    backends = tuple(
+        BackendSpec(
+            name=f"b{n}",
+            provider="openai",
+            model="m",
+            context_window=200_000 + n,
+            max_concurrent=limit,
+        )
+        for n in range(count)
+    )
+    return BalancerConfig(
+        strategy="failover",
+        backends=backends,
+        settings=Settings.from_mapping(EVERYTHING),
+        context_limit=150_000,
+    )
+
+
+def by_backends(count: int) -> tuple[float, float]:
+    """(us per routing decision, us per 20-chunk request) with ``count`` backends.
+
+    Each request is the first backend's (it never fills), so the decision is one
+    visit; what grows with the backends would show up here.
+    """
+    config = many_backends(count, limit=REQUESTS)
+    picks, wholes = [], []
+    for _ in range(RUNS):
+        balancer = Balancer(config)
+        handle = balancer.handle
+        pick_ns = whole_ns = 0
+        for n in range(REQUESTS):
+            rid = f"r{n}"
+            start = RequestStarted(at=n, request_id=rid, prompt_tokens=1000)
+            rest = streamed(rid, n, 1)
+            began = time.perf_counter_ns()
+            handle(start)
+            picked = time.perf_counter_ns()
+            for event in rest:
+                handle(event)
+            ended = time.perf_counter_ns()
+            pick_ns += picked - began
+            whole_ns += ended - began
+        picks.append(pick_ns)
+        wholes.append(whole_ns)
+    return statistics.median(picks) / REQUESTS / 1000, statistics.median(wholes) / REQUESTS / 1000
+
+
+def by_queue(queued: int) -> tuple[float, float]:
+    """(us per routing decision, us per 20-chunk request) with ``queued`` requests waiting.
+
+    3 backends of 4 slots each stay full and the queue stays at ``queued``: each
+    cycle a new request arrives (and queues: the decision timed), and the oldest
+    attempt streams 20 chunks and ends, which hands its slot to the oldest waiter.
+    """
+    config = many_backends(3, limit=4)
+    runs = [_queue_run(config, queued) for _ in range(RUNS)]
+    picks, wholes = [r[0] for r in runs], [r[1] for r in runs]
+    return statistics.median(picks) / REQUESTS / 1000, statistics.median(wholes) / REQUESTS / 1000
+
+
+def _queue_run(config: BalancerConfig, queued: int) -> tuple[int, int]:
+    balancer = Balancer(config)
+    handle = balancer.handle
+    in_flight: deque[tuple[str, int]] = deque()
+    serial = 0
+
+    def arrive(at: int) -> None:
+        nonlocal serial
+        serial += 1
+        note(handle(RequestStarted(at=at, request_id=f"r{serial}", prompt_tokens=1000)))
+
+    def note(actions: list[object]) -> None:
+        for action in actions:
+            if type(action) is StartAttempt:
+                in_flight.append((action.request_id, action.attempt))
+
+    for _ in range(12 + queued):
+        arrive(0)
+    assert balancer.stats().queued == queued
+    pick_ns = whole_ns = 0
+    for n in range(1, REQUESTS + 1):
+        rid, attempt = in_flight.popleft()
+        rest = streamed(rid, n, attempt)
+        began = time.perf_counter_ns()
+        arrive(n)
+        picked = time.perf_counter_ns()
+        for event in rest:
+            note(handle(event))  # type: ignore[arg-type]
+        ended = time.perf_counter_ns()
+        pick_ns += picked - began
+        whole_ns += ended - began
+    assert balancer.stats().queued == queued
+    return pick_ns, whole_ns
+
+
 def main() -> None:
     cases = [
         ("failover, pick + completion only", make_config("failover"), pick_only),
@@ -126,6 +234,15 @@ def main() -> None:
     for name, config, build in cases:
         per_request, per_event = measure(config, build)
         print(f"{name:<48} {per_request:>11.1f} {per_event:>9.2f}")
+    print()
+    print("every mechanism on (breakers, timeout, context limits, max_concurrent, queue)")
+    print(f"{'case':<48} {'us/decision':>11} {'us/request':>11}")
+    for count in (3, 30, 300, 3_000):
+        pick, whole = by_backends(count)
+        print(f"{f'{count} backends, 20-chunk stream':<48} {pick:>11.1f} {whole:>11.1f}")
+    for queued in (10, 1_000, 10_000):
+        pick, whole = by_queue(queued)
+        print(f"{f'{queued} queued, arrival + 20-chunk stream':<48} {pick:>11.1f} {whole:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ from ._actions import (
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     SelectionChanged,
     SkipBackend,
@@ -30,7 +32,7 @@ from ._actions import (
 )
 from ._balancer import Balancer, UnsupportedServerTool
 from ._breaker import BreakerFailure, BreakerSnapshot, BreakerState
-from ._config import BackendSpec, BalancerConfig, Settings, Strategy
+from ._config import BackendSpec, Backoff, BalancerConfig, Settings, Strategy
 from ._errors import ConfigError, InvalidEvent, LBError
 from ._events import (
     AttemptFailed,
@@ -61,6 +63,8 @@ from ._outcomes import (
     DeadlineExceeded,
     FailoverExhausted,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
     RetryBudgetExhausted,
 )
@@ -93,6 +97,7 @@ __all__ = (
     "BackendFailure",
     "BackendMetrics",
     "BackendSpec",
+    "Backoff",
     "Balancer",
     "BalancerConfig",
     "BreakerFailure",
@@ -121,11 +126,15 @@ __all__ = (
     "LocalSaturation",
     "Mismatch",
     "ModelInfo",
+    "QueueFull",
+    "QueueTimedOut",
     "RequestAborted",
     "RequestCancelled",
     "RequestCompleted",
+    "RequestDequeued",
     "RequestError",
     "RequestFailed",
+    "RequestQueued",
     "RequestStarted",
     "RetryBudgetExhausted",
     "RetryScheduled",

@@ -281,6 +281,7 @@ class Balancer:
 
     def stats(self) -> Stats:
         last = self._last_selected
+        names = [b.name for b in self._backends]
         return Stats(
             profile_name=self._config.profile_name,
             strategy=self._config.strategy,
@@ -293,6 +294,9 @@ class Balancer:
             circuit_breaker_states={name: b.snapshot() for name, b in self._breakers.items()},
             current_tpm={b.name: self._tpm.rate(b.name, self._now) for b in self._backends},
             in_flight=len(self._live),
+            queued=self._capacity.queued,
+            backend_slots_used=dict(zip(names, self._capacity.in_flight, strict=True)),
+            backend_queued=dict(zip(names, self._capacity.waiting, strict=True)),
             backend_in_flight=self._attempts_under_way(),
             retry_budget_used=self._retry_budget.used,
             cooldown_until={
@@ -504,7 +508,7 @@ class Balancer:
         if not self._budget_left(request):
             self._fail_request(request, BudgetExhausted(message=BUDGET_EXHAUSTED_MESSAGE), actions)
             return
-        if not self._capacity.has_room(index):
+        if not self._capacity.open(index):
             # Round-robin's turn is fixed: the request waits for that backend only.
             request.full.append(index)
             self._queue(request, actions)
@@ -579,18 +583,21 @@ class Balancer:
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
-            request.attempts_here = 0
             if self._admit(request, index, actions):
                 self._move_to(request, index, actions)
                 return
         self._end_rotation(request, actions)
 
-    def _admit(self, request: LiveRequest, index: int, actions: list[Action]) -> bool:
-        """The checks of one visit: breaker, TPM, then the context limit.
+    def _admit(
+        self, request: LiveRequest, index: int, actions: list[Action], *, its_turn: bool = False
+    ) -> bool:
+        """The checks of one visit: breaker, TPM, the context limit, then capacity.
 
         Emits a ``SkipBackend`` and returns False when the backend is passed
         over. A probe taken by the breaker check is handed back in that case,
-        and otherwise stays with the request.
+        and otherwise stays with the request. ``its_turn``: the request was
+        taken out of the backend's queue for a freed slot, so the others still
+        waiting are behind it; anyone else must not pass them.
         """
         backend = self._backends[index]
         healthy, probe = True, False
@@ -622,7 +629,7 @@ class Balancer:
             reason = SkipReason.COOLING_DOWN
             detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
             request.failures.append((backend.name, self._cooling_failure(index, until)))
-        elif not self._capacity.has_room(index):
+        elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = SkipReason.AT_CAPACITY
             detail = f"all {self._capacity.limits[index]} slots are taken"
@@ -641,8 +648,9 @@ class Balancer:
     def _move_to(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Start the request on backend ``index``, which its checks admitted.
 
-        Moving on after an attempt was sent is a failover, which needs a unit
-        of the retry budget; an attempt taken back (a setup failure) was not.
+        A fresh visit has its own count of attempts. Moving on after an
+        attempt was sent is a failover, which needs a unit of the retry
+        budget; an attempt taken back (a setup failure) was not.
         """
         if request.used > 0 and not self._retry_budget.take(request, len(self._live)):
             breaker = self._breakers.get(self._backends[index].name)
@@ -650,6 +658,7 @@ class Balancer:
                 breaker.hand_back_probe(request.request_id)
             self._refuse_retry(request, actions)
             return
+        request.attempts_here = 0
         self._announce_failover(request, index, actions)
         self._launch(request, index, actions)
 
@@ -710,7 +719,7 @@ class Balancer:
         to backends it skipped for capacity long ago; they may have room by now.
         """
         for index in tuple(request.full):
-            if self._capacity.has_room(index):
+            if self._capacity.open(index):
                 request.full.remove(index)
                 if self._admit(request, index, actions):
                     self._move_to(request, index, actions)
@@ -759,7 +768,7 @@ class Balancer:
 
     def _dispatch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Give a queued request the slot that freed on backend ``index``."""
-        if self._failover and not self._admit(request, index, actions):
+        if self._failover and not self._admit(request, index, actions, its_turn=True):
             if not request.full:  # nothing left to wait for
                 self._unqueue(request)
                 self._end_rotation(request, actions)

@@ -50,6 +50,10 @@ class Capacity:
         limit = self.limits[index]
         return limit is None or self.in_flight[index] < limit
 
+    def open(self, index: int) -> bool:
+        """Room for a request that is not waiting: only once nobody waits (FIFO)."""
+        return self.waiting[index] == 0 and self.has_room(index)
+
     def acquire(self, request: LiveRequest, index: int) -> None:
         if request.slot != index:
             self.in_flight[index] += 1

@@ -14,7 +14,9 @@ from ._actions import (
     HalfOpenBreaker,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     SelectionChanged,
     SkipBackend,
@@ -107,10 +109,18 @@ def describe_action(action: Action) -> str:
         return f"selected {action.backend}"
     if isinstance(action, RequestCompleted):
         return f"COMPLETED on {action.backend}"
+    if isinstance(action, RequestQueued):
+        gives_up = f", gives up at {action.due}" if action.due is not None else ""
+        names = ", ".join(action.waiting_for)
+        return f"queued for {names} ({action.queued} waiting{gives_up})"
+    if isinstance(action, RequestDequeued):
+        return f"dequeued to {action.backend} after {action.waited_ms} ms"
     if isinstance(action, RequestFailed):
         return f"FAILED: {type(action.error).__name__}: {truncate(action.error.message, 160)}"
-    assert isinstance(action, RequestAborted)
-    return "ABORTED"
+    if isinstance(action, RequestAborted):
+        return "ABORTED"
+    # An action this describer has no words for yet still gets its name.
+    return type(action).__name__
 
 
 def _request_of(step: Step) -> str:

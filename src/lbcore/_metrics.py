@@ -60,7 +60,15 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     backend_metrics: dict[str, BackendMetrics]
     circuit_breaker_states: dict[str, BreakerSnapshot]
     current_tpm: dict[str, float]
+    #: Live requests: attempting, waiting to retry, or queued.
     in_flight: int
+    #: Requests waiting in the queue for a free slot (each counted once).
+    queued: int = 0
+    #: Every member: the slots its visits hold (attempts in flight and retry waits).
+    backend_slots_used: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Every member: the requests waiting for one of its slots (a request waiting
+    #: for two backends counts for both).
+    backend_queued: dict[str, int] = msgspec.field(default_factory=dict)
     #: Attempts under way at each member (sent or being sent; not one held for a
     #: local connection slot, nor a request waiting to retry).
     backend_in_flight: dict[str, int] = msgspec.field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-# Everything in __all__ is re-exported by lbcore.
+# The shared base of the public records: internal, not re-exported by lbcore.
 __all__ = ("Record",)
 
 

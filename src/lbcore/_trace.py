@@ -60,7 +60,8 @@ _LINE_DECODER: Final = msgspec.json.Decoder(TraceHeader | Step)
 
 def _drop_later_defaults(fields: dict[str, object], later: dict[str, object]) -> None:
     for name, default in later.items():
-        if name in fields and fields[name] == default:
+        # Compared with the type too: 0 == False, and a header must never lose a value.
+        if name in fields and type(fields[name]) is type(default) and fields[name] == default:
             del fields[name]
 
 

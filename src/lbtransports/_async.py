@@ -30,7 +30,7 @@ from ._completion import Completion
 from ._config import ClientConfig
 from ._log_guard import guard_httpcore_logs
 from ._network import stream_failure
-from ._run import Attempt, Finished, RequestRun, Wait
+from ._run import Attempt, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
@@ -218,6 +218,9 @@ class AsyncClient(ClientBase):
                     await self._sleep_until(step.until)
                     link.tick()
                     continue
+                if isinstance(step, Queued):
+                    await self._wait_in_queue(run, step.until)
+                    continue
                 # Closed explicitly: an abandoned inner generator would keep its
                 # connection open until garbage collection.
                 async with contextlib.aclosing(self._attempt(run, step.attempt)) as chunks:
@@ -228,6 +231,23 @@ class AsyncClient(ClientBase):
             link.cancel(run)
         if run.error is not None:
             raise run.error
+
+    async def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
+        """Wait until the core dispatches or ends ``run``, or its queue timeout is due.
+
+        Woken by whichever task frees the slot; cancelling the wait cancels the
+        request (``_drive``'s ``finally``), which frees its place in the queue.
+        """
+        news = anyio.Event()
+        if not self._link.wait_for_news(run, news.set):
+            return
+        if until is None:
+            await news.wait()
+            return
+        while not news.is_set() and (left := until - self._link.now()) >= 0:
+            with anyio.move_on_after((left + 1) / 1000):
+                await news.wait()
+        self._link.tick()  # the queue timeout is due: the core ends the request
 
     async def _sleep_until(self, until: int) -> None:
         while (left := until - self._link.now()) > 0:
@@ -386,9 +406,10 @@ class AsyncClient(ClientBase):
         core hears the attempt is held, and its first-chunk deadline stops.
         False, already reported to the core, if the attempt is over instead.
         """
+        size = self._connections_for(attempt.backend, self._max_connections, closing=True)
         slots = self._slots.get(attempt.backend)
         if slots is None:
-            slots = self._slots[attempt.backend] = anyio.Semaphore(self._max_connections)
+            slots = self._slots[attempt.backend] = anyio.Semaphore(size)
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
@@ -399,7 +420,7 @@ class AsyncClient(ClientBase):
                 await slots.acquire()
                 got = True
             if not got:
-                self._link.saturated(run, attempt, self._max_connections)
+                self._link.saturated(run, attempt, size)
                 return False
             if attempt.over:  # the request ended while it waited
                 slots.release()
@@ -418,8 +439,9 @@ class AsyncClient(ClientBase):
         pool = self._pools.get(backend)
         if pool is None:
             # retries=0: the core owns retries; nothing may retry underneath it.
+            size = self._connections_for(backend, self._max_connections, closing=True)
             pool = self._pools[backend] = httpcore.AsyncConnectionPool(
-                max_connections=self._max_connections, retries=0
+                max_connections=size, retries=0
             )
         return pool
 

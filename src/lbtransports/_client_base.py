@@ -55,6 +55,26 @@ class ClientBase:
         self._link.name(run)
         return run
 
+    def _connections_for(self, backend: str, default: int, *, closing: bool = False) -> int:
+        """How many connections to ``backend`` to allow: from its ``max_concurrent`` when set.
+
+        The core never has more attempts in flight there, so a request never
+        waits in a pool the core cannot see; without a limit, ``default``.
+        ``closing``: the pool also counts connections still being closed by
+        attempts the core already saw end (their slot went to the next request
+        at once), so it allows twice the limit.
+        """
+        balancer = self.config.balancer
+        for spec in balancer.backends:
+            if spec.name == backend:
+                limit = spec.max_concurrent
+                if limit is None:
+                    limit = balancer.settings.max_concurrent
+                if limit is None:
+                    return default
+                return 2 * limit if closing else limit
+        return default
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError("this client is closed")

@@ -43,6 +43,8 @@ class _BackendShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     base_url: str | None = None
     credential: CredentialSource = msgspec.field(default_factory=CredentialSource)
     context_window: int | None = None
+    #: Attempts in flight allowed on this backend (the core's BackendSpec.max_concurrent).
+    max_concurrent: int | None = None
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -144,7 +146,11 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"config: {error}") from None
         backends = tuple(
             BackendSpec(
-                name=b.name, provider=b.provider, model=b.model, context_window=b.context_window
+                name=b.name,
+                provider=b.provider,
+                model=b.model,
+                context_window=b.context_window,
+                max_concurrent=b.max_concurrent,
             )
             for b in shape.backends
         )

@@ -21,6 +21,8 @@ from lbcore import (
     FailoverExhausted,
     Failure,
     LocalSaturation,
+    QueueFull,
+    QueueTimedOut,
     RequestError,
     RetryBudgetExhausted,
     truncate,
@@ -37,6 +39,8 @@ __all__ = (
     "FailoverError",
     "LoadBalancerError",
     "LocalSaturationError",
+    "QueueFullError",
+    "QueueTimeoutError",
     "RequestInterruptedError",
     "RetryBudgetError",
     "StreamIdleError",
@@ -167,6 +171,28 @@ class LocalSaturationError(LoadBalancerError):
         return self.error.limit
 
 
+class QueueFullError(LoadBalancerError):
+    """Every usable backend was at its ``max_concurrent`` and ``max_queued`` requests waited.
+
+    Nothing was sent and nothing is charged to a backend; sending again later may succeed.
+    """
+
+    error: QueueFull
+
+
+class QueueTimeoutError(LoadBalancerError):
+    """The request waited ``queue_timeout_ms`` in the balancer's queue and no slot freed.
+
+    Nothing was sent for this wait and nothing is charged to a backend.
+    """
+
+    error: QueueTimedOut
+
+    @property
+    def waited_ms(self) -> int:
+        return self.error.waited_ms
+
+
 class StreamIdleError(BackendError):
     """The stream went quiet for the core's ``idle_timeout_ms`` after its first chunk.
 
@@ -237,6 +263,8 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     ContextLimitExceeded: ContextLimitError,
     BudgetExhausted: BudgetExhaustedError,
     LocalSaturation: LocalSaturationError,
+    QueueFull: QueueFullError,
+    QueueTimedOut: QueueTimeoutError,
     DeadlineExceeded: DeadlineExceededError,
     RetryBudgetExhausted: RetryBudgetError,
 }

@@ -63,7 +63,7 @@ from lbcore import (
 
 from ._config import ClientConfig
 from ._reader import Ending, Succeeded
-from ._run import Attempt, Finished, RequestRun, Send, Step, Wait
+from ._run import Attempt, Finished, Queued, RequestRun, Send, Step, Wait
 from ._timer import AttemptTimer
 from .wire import Chunk, estimate_tokens
 
@@ -213,7 +213,26 @@ class CoreLink:
             return Send(run.attempt)
         if run.retry_due is not None:
             return Wait(run.retry_due)
+        if run.queued:
+            return Queued(run.queued_until)
         return None
+
+    def wait_for_news(self, run: RequestRun, wake: Callable[[], None]) -> bool:
+        """Have ``wake`` called when the core dispatches or ends the queued ``run``.
+
+        False when there is news already (it came between :meth:`next_step`
+        and this call): ask for the next step at once. Checked and installed
+        under the guard, where the news is filed, so no wake-up is lost.
+        """
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            news = run.finished or bool(run.inbox) or not run.queued
+            if not news:
+                run.on_news = wake
+            self._end()
+        self._flush()
+        return not news
 
     def abandon(self, run: RequestRun) -> None:
         """Cancel ``run`` at the next call that takes the guard.

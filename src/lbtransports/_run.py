@@ -8,6 +8,7 @@ another request), and the client's loop asks the run what to do next.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -17,7 +18,9 @@ from lbcore import (
     FirstChunkDue,
     RequestAborted,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RetryScheduled,
     StartAttempt,
 )
@@ -27,7 +30,7 @@ from ._timer import AttemptTimer
 from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
-__all__ = ("Attempt", "Finished", "RequestRun", "Send", "Step", "Wait")
+__all__ = ("Attempt", "Finished", "Queued", "RequestRun", "Send", "Step", "Wait")
 
 
 @dataclass(eq=False)
@@ -69,11 +72,18 @@ class Wait(NamedTuple):
     until: int
 
 
+class Queued(NamedTuple):
+    """Every backend is full: wait for news (the core dispatches or ends the request),
+    or until ``until`` (its queue timeout, then tick), whichever comes first."""
+
+    until: int | None
+
+
 class Finished(NamedTuple):
     """The request is over; see :attr:`RequestRun.completed` and :attr:`RequestRun.error`."""
 
 
-Step = Send | Wait | Finished
+Step = Send | Wait | Queued | Finished
 
 
 @dataclass(eq=False)
@@ -92,6 +102,11 @@ class RequestRun:
     completed: RequestCompleted | None = None
     error: LoadBalancerError | RequestInterruptedError | None = None
     aborted: bool = False
+    #: Waiting in the core's queue (RequestQueued, until RequestDequeued or the end).
+    queued: bool = False
+    queued_until: int | None = None
+    #: Wakes the loop waiting in the queue; set under the core's guard (see CoreLink.wait_for_news).
+    on_news: Callable[[], None] | None = None
     #: The answering backend's own events, when the caller asked to keep them.
     upstream: Upstream | None = None
 
@@ -104,6 +119,11 @@ class RequestRun:
         self.decisions.append(action)
         if isinstance(action, StartAttempt | RetryScheduled):
             self.inbox.append(action)
+            self._wake()
+        elif isinstance(action, RequestQueued):
+            self.queued, self.queued_until = True, action.due
+        elif isinstance(action, RequestDequeued):
+            self.queued, self.queued_until = False, None
         elif isinstance(action, FirstChunkDue):
             if self.attempt is not None and self.attempt.number == action.attempt:
                 self.attempt.timer.first_chunk_due(action.due)
@@ -125,9 +145,16 @@ class RequestRun:
                 self.error = error_for(self.request_id, action.error)
             else:
                 self.aborted = True
+            self.queued = False
             # Once the request has ended, nothing about any attempt is news.
             if self.attempt is not None:
                 self.attempt.over = True
+            self._wake()
+
+    def _wake(self) -> None:
+        wake, self.on_news = self.on_news, None
+        if wake is not None:
+            wake()
 
     def interrupted(self) -> None:
         """The link rebuilt its core under this open request: it ends here."""

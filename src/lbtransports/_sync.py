@@ -25,7 +25,7 @@ from ._client_base import CLIENT_HEADERS, ClientBase
 from ._completion import Completion
 from ._config import ClientConfig
 from ._network import stream_failure
-from ._run import Attempt, Finished, RequestRun, Wait
+from ._run import Attempt, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
 from ._sync_sent import SendWatch, SentAdapter, watching
@@ -172,6 +172,9 @@ class Client(ClientBase):
                     self._sleep_until(step.until)
                     link.tick()
                     continue
+                if isinstance(step, Queued):
+                    self._wait_in_queue(run, step.until)
+                    continue
                 yield from self._attempt(run, step.attempt)
         finally:
             # Closed early, interrupted, or a bug: the core must not keep the request,
@@ -182,6 +185,22 @@ class Client(ClientBase):
                 response.close()
         if run.error is not None:
             raise run.error
+
+    def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
+        """Block until the core dispatches or ends ``run``, or its queue timeout is due.
+
+        Woken by whichever thread frees the slot (under the core's guard); the
+        guard is not held while waiting.
+        """
+        news = threading.Event()
+        if not self._link.wait_for_news(run, news.set):
+            return
+        if until is None:
+            news.wait()
+            return
+        while not news.is_set() and (left := until - self._link.now()) >= 0:
+            news.wait((left + 1) / 1000)
+        self._link.tick()  # the queue timeout is due: the core ends the request
 
     def _sleep_until(self, until: int) -> None:
         while (left := until - self._link.now()) > 0:
@@ -283,9 +302,8 @@ class Client(ClientBase):
             self._check_open()
             session = self._sessions.get(backend)
             if session is None:
-                session = self._sessions[backend] = _new_session(
-                    self._pool_size, trust_env=self._trust_env
-                )
+                size = self._connections_for(backend, self._pool_size)
+                session = self._sessions[backend] = _new_session(size, trust_env=self._trust_env)
             return session
 
 

@@ -896,3 +896,8 @@ def retry_budget_exhausted() -> list[Event]:
         fail(11, "r3", 1, 503),
         *served(12, "r3", 2),
     ]
+
+
+# Scenarios kept in their own modules register themselves on import (at the end,
+# once everything they use from here exists).
+from . import scenarios_capacity  # noqa: E402, F401

@@ -50,10 +50,14 @@ from lbcore import (
     FirstChunkDue,
     HalfOpenBreaker,
     InvalidEvent,
+    QueueFull,
+    QueueTimedOut,
     RequestAborted,
     RequestCancelled,
     RequestCompleted,
+    RequestDequeued,
     RequestFailed,
+    RequestQueued,
     RequestStarted,
     RetryScheduled,
     SelectionChanged,
@@ -86,6 +90,10 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 # ------------------------------------------------------------------ strategies
 
 
+#: Concurrency limits: mostly none, often tight enough to queue.
+limits = st.sampled_from([None, None, 1, 1, 2])
+
+
 @st.composite
 def configs(draw: st.DrawFn) -> BalancerConfig:
     strategy = draw(st.sampled_from(["round-robin", "failover"]))
@@ -96,6 +104,7 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
             provider="openai",
             model=draw(st.sampled_from(["", f"model-{name}"])),
             context_window=draw(st.sampled_from([None, None, 50, 200, 1000])),
+            max_concurrent=draw(limits),
         )
         for name in NAMES[:count]
     )
@@ -111,6 +120,9 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
         circuit_breaker_failure_threshold=draw(st.integers(1, 3)),
         circuit_breaker_failure_window_ms=draw(st.sampled_from([1, 20, 100, 60_000])),
         circuit_breaker_recovery_timeout_ms=draw(st.sampled_from([0, 0, 10, 50, 1000])),
+        max_concurrent=draw(limits),
+        max_queued=draw(st.sampled_from([0, 1, 3, 1024])),
+        queue_timeout_ms=draw(st.sampled_from([None, 1, 5, 30])),
         honour_retry_after=draw(st.booleans()),
         max_retry_after_ms=draw(st.sampled_from([0, 30, 60_000])),
         retry_backoff=draw(st.sampled_from(["fixed", "exponential"])),
@@ -177,9 +189,19 @@ class ModelRequest:
     counted_before_reset: bool = False
     #: Attempts that cost budget: a setup failure (nothing was sent) is refunded.
     charged: int = 0
+    #: Waiting in the queue: when it entered (queue order), and for which backends.
+    queued_at: int | None = None
+    queue_ticket: int = 0
+    waiting_for: tuple[str, ...] = ()
     started_at: int = 0
     #: When the last chunk arrived.
     last_chunk_at: int = 0
+
+    def holds(self, name: str) -> bool:
+        """Whether it holds a slot of ``name``: an attempt there, or a retry wait there."""
+        if self.current is not None:
+            return self.current.backend == name
+        return self.waiting and self.last_backend == name
 
 
 def _attempt_event(kind: str, request_id: str, attempt: int, at: int, failure: Failure) -> Event:
@@ -223,6 +245,14 @@ class BalancerMachine(RuleBasedStateMachine):
         self.successes = dict.fromkeys(self.specs, 0)
         self.tokens = dict.fromkeys(self.specs, 0)
         self.profile_counts: dict[str, int] = {}
+        self.limit = {
+            b.name: b.max_concurrent
+            if b.max_concurrent is not None
+            else config.settings.max_concurrent
+            for b in config.backends
+        }
+        self.tickets = 0
+        self.terminals: dict[str, int] = {}
         #: backend -> when the Retry-After pause its CoolDown announced ends.
         self.cooling: dict[str, int] = {}
         self.ready = True
@@ -279,6 +309,8 @@ class BalancerMachine(RuleBasedStateMachine):
     def _apply(self, event: Event) -> list[Action]:
         balancer = self.balancer
         before = balancer.stats().circuit_breaker_states
+        failures_before = {n: m.failures for n, m in balancer.stats().backend_metrics.items()}
+        sources = self._failure_sources(event)
         deadline = balancer.next_deadline()
         failing = self._may_record_a_failure(event)
         actions = balancer.handle(event)
@@ -308,6 +340,7 @@ class BalancerMachine(RuleBasedStateMachine):
         self.now = event.at
         states = {name: snapshot.state for name, snapshot in before.items()}
         self._follow(event, actions, states)
+        self._check_charges(event, actions, failures_before, sources)
         if isinstance(event, Tick) and deadline is not None and event.at >= deadline:
             # A tick at or past the next deadline always fires some timer.
             assert actions, f"tick at {event.at} passed deadline {deadline} and did nothing"
@@ -316,6 +349,37 @@ class BalancerMachine(RuleBasedStateMachine):
         return actions
 
     # -------------------------------------------------------------- the model
+
+    def _failure_sources(self, event: Event) -> set[str]:
+        """Backends that may be charged a failure by ``event``: an attempt there ended
+        badly, or a retry waiting there may give up. Waiting in the queue is never one."""
+        sources: set[str] = set()
+        if isinstance(event, AttemptFailed | AttemptTimedOut):
+            current = self.live[event.request_id].current
+            assert current is not None
+            sources.add(current.backend)
+        elif isinstance(event, Tick):
+            for request in self.live.values():
+                if request.current is not None:  # a first-chunk deadline may pass
+                    sources.add(request.current.backend)
+                elif request.waiting and request.last_backend is not None:
+                    sources.add(request.last_backend)
+        return sources
+
+    def _check_charges(
+        self, event: Event, actions: list[Action], before: dict[str, int], sources: set[str]
+    ) -> None:
+        """No failure is charged, and no breaker opens, without a backend failure."""
+        after = self.balancer.stats().backend_metrics
+        for name, metrics in after.items():
+            if metrics.failures != before.get(name, 0):
+                assert name in sources, f"{name} charged a failure by {event!r}"
+        for action in actions:
+            if isinstance(action, TripBreaker):
+                assert action.backend in sources, f"{action.backend} tripped by {event!r}"
+
+    def _in_use(self, name: str) -> int:
+        return sum(r.holds(name) for r in self.live.values())
 
     def _may_record_a_failure(self, event: Event) -> set[str]:
         """Backends a failure could be recorded for on ``event``, before the core sees it.
@@ -375,8 +439,14 @@ class BalancerMachine(RuleBasedStateMachine):
             self._follow_action(event, action, states)
 
         for rid, request in self.live.items():
-            # A live request has an attempt in flight or a retry coming, never neither.
-            assert (request.current is not None) != request.waiting, (rid, request)
+            # A live request has an attempt in flight, a retry coming or a place in the
+            # queue: exactly one of them.
+            states_of = (
+                request.current is not None,
+                request.waiting,
+                request.queued_at is not None,
+            )
+            assert sum(states_of) == 1, (rid, request)
             assert request.failing_over_to is None, f"{rid}: FailOver without a StartAttempt"
         if isinstance(event, RequestCancelled):
             assert event.request_id not in self.live
@@ -432,7 +502,9 @@ class BalancerMachine(RuleBasedStateMachine):
             return
         request = self.live.get(action.request_id)
         assert request is not None, f"{action!r} for a request that is not live"
-        if isinstance(action, StartAttempt):
+        if isinstance(action, RequestQueued | RequestDequeued):
+            self._follow_queue(action, request)
+        elif isinstance(action, StartAttempt):
             self._follow_start(action, request, states)
         elif isinstance(action, CancelAttempt):
             current = request.current
@@ -464,6 +536,16 @@ class BalancerMachine(RuleBasedStateMachine):
             request.failing_over_to = action.to_backend
         elif isinstance(action, SkipBackend):
             assert self.failover
+            if request.queued_at is not None:
+                # Served from the queue but passed over for another reason: it stops
+                # waiting for that backend.
+                assert action.reason is not SkipReason.AT_CAPACITY
+                request.waiting_for = tuple(n for n in request.waiting_for if n != action.backend)
+            if action.reason is SkipReason.AT_CAPACITY:
+                # Full, or others wait for it (they go first).
+                name, limit = action.backend, self.limit[action.backend]
+                assert limit is not None
+                assert self._in_use(name) == limit or self._waiters(name), (name, limit)
             if action.reason is SkipReason.COOLING_DOWN:
                 assert self.cooling.get(action.backend, 0) > self.now
             if action.reason is SkipReason.CONTEXT_LIMIT:
@@ -473,11 +555,52 @@ class BalancerMachine(RuleBasedStateMachine):
         else:
             self._follow_terminal(event, action, request)
 
+    def _waiters(self, name: str) -> list[ModelRequest]:
+        """The requests waiting for ``name``, oldest first."""
+        waiting = [r for r in self.live.values() if r.queued_at is not None]
+        return sorted((r for r in waiting if name in r.waiting_for), key=lambda r: r.queue_ticket)
+
+    def _follow_queue(self, action: RequestQueued | RequestDequeued, request: ModelRequest) -> None:
+        if isinstance(action, RequestQueued):
+            assert request.current is None and not request.waiting and not request.streaming
+            assert request.queued_at is None
+            assert request.failing_over_to is None
+            # It waits only for backends that are full (or that others wait for).
+            for name in action.waiting_for:
+                limit = self.limit[name]
+                assert limit is not None
+                assert self._in_use(name) == limit or self._waiters(name), (name, action)
+            assert len(set(action.waiting_for)) == len(action.waiting_for) > 0
+            self.tickets += 1
+            request.queued_at, request.queue_ticket = self.now, self.tickets
+            request.waiting_for = action.waiting_for
+            queued = sum(r.queued_at is not None for r in self.live.values())
+            assert action.queued == queued <= self.config.settings.max_queued
+            # It gives up at its queue timeout or its total deadline, whichever is first.
+            settings = self.config.settings
+            timeout, total = settings.queue_timeout_ms, settings.deadline_ms
+            dues = [self.now + timeout] if timeout is not None else []
+            if total is not None:
+                dues.append(request.started_at + total)
+            assert action.due == (min(dues) if dues else None)
+            return
+        # FIFO: the slot goes to the oldest request still waiting for that backend.
+        assert request.queued_at is not None, "dequeued a request that is not queued"
+        oldest = self._waiters(action.backend)
+        assert oldest and oldest[0] is request, (action, [r.queue_ticket for r in oldest])
+        assert action.waited_ms == self.now - request.queued_at
+        request.queued_at, request.waiting_for = None, ()
+        # Its attempt follows in the same step (announced with a FailOver if it left one).
+        request.failing_over_to = action.backend if request.last_backend is not None else None
+        if request.failing_over_to is not None and not self.failover:
+            request.failing_over_to = None
+
     def _follow_start(
         self, action: StartAttempt, request: ModelRequest, states: dict[str, BreakerState]
     ) -> None:
         name = action.backend
         assert request.current is None, "a second attempt while one is in flight"
+        assert request.queued_at is None, "an attempt for a request still in the queue"
         assert not request.streaming, "a new attempt after output reached the caller"
         assert action.attempt == request.last_number + 1
         if request.failing_over_to is not None:
@@ -502,8 +625,11 @@ class BalancerMachine(RuleBasedStateMachine):
         assert request.budget is None or request.charged <= request.budget
         request.last_number = action.attempt
         request.last_backend = name
-        request.current = Attempt(action.attempt, name, action.probe, self.epoch[name])
         request.waiting = False
+        request.current = Attempt(action.attempt, name, action.probe, self.epoch[name])
+        # The concurrency limit holds at every attempt, held and sent ones included.
+        limit = self.limit[name]
+        assert limit is None or self._in_use(name) <= limit, (name, self._in_use(name), limit)
         self.requests[name] += 1
         if not self.failover:
             # Round-robin counts a request when it is dispatched.
@@ -512,6 +638,16 @@ class BalancerMachine(RuleBasedStateMachine):
     def _follow_terminal(self, event: Event, action: Action, request: ModelRequest) -> None:
         assert isinstance(action, RequestCompleted | RequestFailed | RequestAborted), action
         rid = action.request_id
+        self.terminals[rid] = self.terminals.get(rid, 0) + 1
+        queued = request.queued_at is not None
+        if isinstance(action, RequestFailed) and isinstance(action.error, QueueTimedOut):
+            timeout = self.config.settings.queue_timeout_ms
+            assert isinstance(event, Tick) and queued and timeout is not None
+            assert action.error.waited_ms == self.now - request.queued_at >= timeout  # type: ignore[operator]
+        if isinstance(action, RequestFailed) and isinstance(action.error, QueueFull):
+            assert not queued
+            waiting = sum(r.queued_at is not None for r in self.live.values())
+            assert waiting == self.config.settings.max_queued
         # Every attempt is over when the request ends: none is left dangling.
         assert request.current is None, f"{rid} ended with attempt {request.current} in flight"
         if isinstance(action, RequestCompleted):
@@ -563,6 +699,22 @@ class BalancerMachine(RuleBasedStateMachine):
         assert repr(self.balancer) == repr(self.twin)
 
     @invariant()
+    def capacity_holds(self) -> None:
+        if not self.ready:
+            return
+        for name, limit in self.limit.items():
+            # Never more in flight than the limit; never a free slot left idle while
+            # someone waits for it.
+            in_use = self._in_use(name)
+            assert limit is None or in_use <= limit, (name, in_use, limit)
+            if self._waiters(name):
+                assert limit is not None and in_use == limit, (name, in_use, limit)
+        stats = self.balancer.stats()
+        assert stats.backend_slots_used == {name: self._in_use(name) for name in self.specs}
+        assert stats.backend_queued == {name: len(self._waiters(name)) for name in self.specs}
+        assert stats.queued == sum(r.queued_at is not None for r in self.live.values())
+
+    @invariant()
     def deadline_is_not_in_the_past(self) -> None:
         if not self.ready:
             return
@@ -572,6 +724,10 @@ class BalancerMachine(RuleBasedStateMachine):
         waiting = any(r.waiting for r in self.live.values())
         if waiting:
             assert deadline is not None, "a retry waits but no timer runs"
+        if self.config.settings.queue_timeout_ms is not None and any(
+            r.queued_at is not None for r in self.live.values()
+        ):
+            assert deadline is not None, "a request waits in the queue but no timer runs"
         for rid in self._sending("held"):
             assert self.balancer._live[rid].deadline is None, (
                 f"{rid} is held, yet its deadline runs"
@@ -594,6 +750,9 @@ class BalancerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not self.ready:
             return
+        # Every request that ended did so with exactly one terminal action.
+        assert set(self.terminals) == set(self.finished)
+        assert all(count == 1 for count in self.terminals.values()), self.terminals
         header = self.balancer.trace_header()
         data = encode_trace(header, self.steps)
         assert verify_trace(data) is None
@@ -700,7 +859,8 @@ class BalancerMachine(RuleBasedStateMachine):
         rid = self._pick(data, self._sending("held"))
         attempt = self.live[rid].last_number
         event = SlotTimedOut(at=self._at(delay), request_id=rid, attempt=attempt, limit=limit)
-        (action,) = self._apply(event)
+        # Its slot frees, so requests waiting for it may follow in the same step.
+        action = self._apply(event)[0]
         assert isinstance(action, RequestFailed) and action.error.limit == limit  # type: ignore[union-attr]
 
     @precondition(lambda self: self.ready and self.live)
@@ -708,7 +868,8 @@ class BalancerMachine(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject, delay: int) -> None:
         rid = self._pick(data, list(self.live))
         actions = self._apply(RequestCancelled(at=self._at(delay), request_id=rid))
-        assert isinstance(actions[-1], RequestAborted)
+        # Requests waiting for the slot it frees may follow in the same step.
+        assert [a.request_id for a in actions if isinstance(a, RequestAborted)] == [rid]
 
     # Idle ticks still matter (breakers recover, TPM decays) but should not crowd out traffic.
     @precondition(lambda self: self.ready and (self.live or len(self.steps) % 3 == 0))
@@ -740,7 +901,7 @@ class BalancerMachine(RuleBasedStateMachine):
             kinds.append("stale")
         if self.now > 0:
             kinds.append("backwards")
-        if any(r.waiting for r in self.live.values()):
+        if any(r.waiting or r.queued_at is not None for r in self.live.values()):
             kinds.append("waiting")
         if self._sending("held", "sent") or any(r.streaming for r in self.live.values()):
             kinds.append("sending")
@@ -788,7 +949,8 @@ class BalancerMachine(RuleBasedStateMachine):
 
     def _waiting_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
         # Nothing is in flight while a retry waits, so no attempt news is acceptable.
-        rid = self._pick(data, [rid for rid, r in self.live.items() if r.waiting])
+        idle = [rid for rid, r in self.live.items() if r.waiting or r.queued_at is not None]
+        rid = self._pick(data, idle)
         return _attempt_event(news, rid, self.live[rid].last_number, self.now, failure)
 
     def _sending_event(self, data: st.DataObject, news: str, failure: Failure) -> Event:
