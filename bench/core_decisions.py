@@ -1,115 +1,119 @@
-"""How much a routing decision costs in the core, in microseconds.
+"""What a routing decision costs in the core, in microseconds, with 3, 30 and 300 backends.
 
-Run with ``make bench``. Each case drives a fresh balancer through many
-requests and reports the median over several runs of the cost per request and
-per event, so the numbers include event construction, validation and actions.
-The core does no I/O, so this is the whole price of balancing; the network
-adapters add only their own bookkeeping on top.
+Run with ``make bench`` (or alone: ``python bench/core_decisions.py``). Every
+mechanism is on (failover with a first-chunk deadline, circuit breakers, a TPM
+threshold). Each case drives a fresh balancer through the same prepared events,
+so the figures include validation and the actions; the core does no I/O, so
+this is the whole price of balancing. The cases for 30 and 300 backends run
+interleaved with the 3-backend case, round by round, and are also shown as a
+ratio to it: how the price grows with the number of backends.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 
+from _harness import Section, Table, publish, quick, ratio, rounds, spread
+
 from lbcore import (
-    AttemptFailed,
     AttemptSucceeded,
     BackendSpec,
     Balancer,
     BalancerConfig,
     ChunkReceived,
     Event,
-    Failure,
-    FailureKind,
     RequestStarted,
     Settings,
 )
 
-REQUESTS = 2_000
-RUNS = 7
 CHUNKS = 20
+BACKENDS = (3, 30, 300)
+REQUESTS = 40 if quick() else 2_000
+ROUNDS = 3 if quick() else 9
 
 
-def make_config(strategy: str, **settings: object) -> BalancerConfig:
-    backends = tuple(BackendSpec(name=n, provider="openai", model=f"m-{n}") for n in "abc")
-    return BalancerConfig(
-        strategy=strategy, backends=backends, settings=Settings.from_mapping(settings)
+def make_config(backends: int) -> BalancerConfig:
+    specs = tuple(
+        BackendSpec(name=f"b{n}", provider="openai", model=f"m-{n}") for n in range(backends)
     )
+    settings = Settings(timeout_ms=30_000, circuit_breaker_enabled=True, tpm_threshold=10)
+    return BalancerConfig(strategy="failover", backends=specs, settings=settings)
 
 
-def streamed(rid: str, at: int, attempt: int) -> list[Event]:
-    events: list[Event] = [ChunkReceived(at=at, request_id=rid, attempt=attempt)] * CHUNKS
-    events.append(
-        AttemptSucceeded(at=at, request_id=rid, attempt=attempt, input_tokens=10, output_tokens=20)
-    )
-    return events
-
-
-def clean_requests() -> list[Event]:
+def streamed_requests() -> list[Event]:
+    """Whole requests: a start, 20 chunk events, a success with usage."""
     events: list[Event] = []
     for n in range(REQUESTS):
         rid = f"r{n}"
-        events += [RequestStarted(at=n, request_id=rid), *streamed(rid, n, 1)]
+        events.append(RequestStarted(at=n, request_id=rid))
+        events += [ChunkReceived(at=n, request_id=rid, attempt=1)] * CHUNKS
+        events.append(
+            AttemptSucceeded(at=n, request_id=rid, attempt=1, input_tokens=10, output_tokens=20)
+        )
     return events
 
 
-def pick_only() -> list[Event]:
-    """The routing pick alone: a start and a chunkless success per request."""
+def picks_only() -> list[Event]:
+    """The routing decision alone: a start and a chunkless success per request."""
     events: list[Event] = []
     for n in range(REQUESTS):
         rid = f"r{n}"
-        events += [
-            RequestStarted(at=n, request_id=rid),
-            AttemptSucceeded(at=n, request_id=rid, attempt=1),
-        ]
+        events.append(RequestStarted(at=n, request_id=rid))
+        events.append(AttemptSucceeded(at=n, request_id=rid, attempt=1))
     return events
 
 
-def one_failover_each() -> list[Event]:
-    failure = Failure(kind=FailureKind.HTTP, status=400, message="bad request")
-    events: list[Event] = []
-    for n in range(REQUESTS):
-        rid = f"r{n}"
-        events += [
-            RequestStarted(at=n, request_id=rid),
-            AttemptFailed(at=n, request_id=rid, attempt=1, failure=failure),
-            *streamed(rid, n, 2),
-        ]
-    return events
+def drive(config: BalancerConfig, events: list[Event]) -> Callable[[], float]:
+    """One round: a fresh balancer through every event; returns ns per request."""
 
-
-def measure(config: BalancerConfig, build: Callable[[], list[Event]]) -> tuple[float, float]:
-    events = build()
-    per_run = []
-    for _ in range(RUNS):
+    def measure() -> float:
         balancer = Balancer(config)
+        handle = balancer.handle
         began = time.perf_counter_ns()
         for event in events:
-            balancer.handle(event)
-        per_run.append(time.perf_counter_ns() - began)
-    median = statistics.median(per_run)
-    return median / REQUESTS / 1000, median / len(events) / 1000
+            handle(event)
+        return (time.perf_counter_ns() - began) / REQUESTS
+
+    return measure
 
 
 def main() -> None:
-    cases = [
-        ("failover, pick + completion only", make_config("failover"), pick_only),
-        ("round-robin, 20-chunk stream", make_config("round-robin"), clean_requests),
-        ("failover, 20-chunk stream", make_config("failover"), clean_requests),
-        (
-            "failover + breaker + timeout, 20-chunk stream",
-            make_config("failover", circuit_breaker_enabled=True, timeout_ms=30_000),
-            clean_requests,
+    began = time.monotonic()
+    section = Section(
+        key="core",
+        order=10,
+        title="1. The core alone",
+        method=(
+            f"A fresh `Balancer` per round is driven through {REQUESTS:,} prepared requests "
+            f"(failover, first-chunk deadline, circuit breakers and a TPM threshold all on); "
+            f"median (min-max) over {ROUNDS} interleaved rounds. *Per routing decision*: a "
+            f"start and a chunkless success. *Per whole request*: a start, {CHUNKS} chunk "
+            f"events and a success; *per event* is the same divided by its {CHUNKS + 2} events."
         ),
-        ("failover, one failover then 20 chunks", make_config("failover"), one_failover_each),
-    ]
-    print(f"median of {RUNS} runs, {REQUESTS} requests each")
-    print(f"{'case':<48} {'us/request':>11} {'us/event':>9}")
-    for name, config, build in cases:
-        per_request, per_event = measure(config, build)
-        print(f"{name:<48} {per_request:>11.1f} {per_event:>9.2f}")
+    )
+    whole, picks = streamed_requests(), picks_only()
+    configs = {n: make_config(n) for n in BACKENDS}
+    measures = {f"whole {n}": drive(configs[n], whole) for n in BACKENDS}
+    measures |= {f"pick {n}": drive(configs[n], picks) for n in BACKENDS}
+    results = rounds(measures, ROUNDS)
+    table = Table(
+        "µs per routing decision, per event and per whole 20-chunk request",
+        ["backends", "per routing decision", "per event", "per whole request", "whole vs 3"],
+    )
+    events_per_request = CHUNKS + 2
+    for n in BACKENDS:
+        pick = spread([v / 1000 for v in results[f"pick {n}"]])
+        per_request = spread([v / 1000 for v in results[f"whole {n}"]])
+        per_event = spread([v / 1000 / events_per_request for v in results[f"whole {n}"]])
+        growth = ratio(results[f"whole {n}"], results["whole 3"])
+        table.rows.append(
+            [str(n), pick.show(1), per_event.show(2), per_request.show(1), growth.show(2, "x")]
+        )
+        section.figure(f"core.pick_us.{n}", pick)
+        section.figure(f"core.request_us.{n}", per_request)
+    section.tables.append(table)
+    publish(section, began)
 
 
 if __name__ == "__main__":
