@@ -105,25 +105,6 @@ async def rounds_async(
     return results
 
 
-def timed_ns(job: Callable[[], object], count: int) -> list[int]:
-    """The wall time of each of ``count`` calls of ``job``, in nanoseconds."""
-    samples = []
-    for _ in range(count):
-        began = time.perf_counter_ns()
-        job()
-        samples.append(time.perf_counter_ns() - began)
-    return samples
-
-
-async def timed_ns_async(job: Callable[[], Awaitable[object]], count: int) -> list[int]:
-    samples = []
-    for _ in range(count):
-        began = time.perf_counter_ns()
-        await job()
-        samples.append(time.perf_counter_ns() - began)
-    return samples
-
-
 # -- CPU use, to show where the bottleneck is -------------------------------------
 
 
