@@ -201,6 +201,8 @@ class Section:
     #: Versions of what was measured, beyond the project's own (e.g. litellm).
     versions: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: The machine's 1-minute load average when the section was written.
+    load_average: float = 0.0
 
     def figure(self, name: str, value: Spread) -> None:
         self.figures[name] = asdict(value)
@@ -214,6 +216,7 @@ class Section:
 def publish(section: Section, began: float) -> None:
     """Print the section and store it for ``bench/report.py``."""
     section.seconds = round(time.monotonic() - began, 1)
+    section.load_average = round(os.getloadavg()[0], 2)
     print(section.markdown())
     if "--quick" in sys.argv:
         return  # a smoke run: do not overwrite the record with tiny sizes

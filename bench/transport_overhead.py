@@ -15,11 +15,11 @@ sets. Every case runs interleaved with its baseline, round by round, in one run.
   succeeded), a first-chunk stall then the stream (``timeout_ms`` =
   ``STALL_MS``), each against going straight to the healthy backend, and the
   first two against the same two requests by hand;
-* throughput at 1 and 16 threads (sync; by hand a session per thread, ours
+* throughput at 1, 16 and 50 threads (sync; by hand a session per thread, ours
   one shared ``Client``) and at 1, 50 and 200 concurrent streams (async), with
   the CPU share the backend process used: the local server's own capacity.
 
-``--profile`` runs the balanced paths under cProfile instead and prints where
+``--profile`` runs the balanced paths under cProfile instead and records where
 lbtransports and lbcore spend their time.
 """
 
@@ -73,11 +73,12 @@ PER_ROUND = 4 if quick() else 100  # even: see the 503 pair below
 STALL_PER_ROUND = 2 if quick() else 10
 STALL_MS = 25
 WARMUP = 4 if quick() else 20  # even
-THREADS = (1, 16)
+THREADS = (1, 16, 50)
 TASKS = (1, 50, 200)
 THROUGHPUT_REQUESTS = 16 if quick() else 400
 THROUGHPUT_ROUNDS = 2 if quick() else 5
-PROFILE_REQUESTS = 2_000
+PROFILE_REQUESTS = 20 if quick() else 1_000
+PROFILE_ROWS = 12
 KEY = "sk-bench-not-a-real-key"
 REQUEST = ChatRequest(messages=(UserMessage(content="Say something short."),))
 MODES = ("sync", "asyncio")
@@ -670,20 +671,54 @@ def capacity_section(server_max: float, client_max: float, best: Spread) -> Sect
 # -- profile -----------------------------------------------------------------------
 
 
-def print_profile(title: str, profile: cProfile.Profile) -> None:
-    print(f"\n== {title}: our own code by own time (tottime), then by cumulative time")
-    stats = pstats.Stats(profile)
-    for key in ("tottime", "cumulative"):
-        stats.sort_stats(key).print_stats(r"src/(lbtransports|lbcore)/", 15)
+def profile_table(title: str, profile: cProfile.Profile, requests: int) -> Table:
+    """Our own functions by own time per request, and the share of all our own time."""
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    ours = {
+        where: (own, cumulative)
+        for where, (_, _, own, cumulative, _) in stats.items()
+        if "/src/lbtransports/" in where[0] or "/src/lbcore/" in where[0]
+    }
+    everything = sum(own for _, _, own, _, _ in stats.values())
+    own_total = sum(own for own, _ in ours.values())
+    table = Table(
+        f"{title}: {own_total / requests * 1e6:.0f} µs per request in lbtransports and lbcore "
+        f"({own_total / everything:.0%} of all profiled time)",
+        ["function", "own µs/request", "cumulative µs/request"],
+    )
+    ranked = sorted(ours.items(), key=lambda item: item[1][0], reverse=True)[:PROFILE_ROWS]
+    for (path, line, name), (own, cumulative) in ranked:
+        short = path.split("/src/", 1)[1]
+        table.rows.append(
+            [
+                f"`{short}:{line} {name}`",
+                f"{own / requests * 1e6:.1f}",
+                f"{cumulative / requests * 1e6:.1f}",
+            ]
+        )
+    return table
 
 
-def profile_balanced(urls: dict[str, str]) -> None:
+def profile_balanced(urls: dict[str, str]) -> Section:
+    began = time.monotonic()
+    section = Section(
+        key="profile",
+        order=25,
+        title="2b. Where the clients' time goes (cProfile)",
+        method=(
+            f"`bench/transport_overhead.py --profile`: {PROFILE_REQUESTS} streamed requests "
+            "through each client under cProfile after a warm-up, against the same local "
+            "backend. cProfile inflates every call, so read the shares, not the absolute "
+            "times; rerun after a change to see where the time went."
+        ),
+    )
     with Client(config(urls, "stream", "spare")) as client:
         for _ in range(WARMUP):
             ours_sync(client, FirstChunk())
         profile = cProfile.Profile()
         profile.runcall(lambda: [ours_sync(client, FirstChunk()) for _ in range(PROFILE_REQUESTS)])
-    print_profile(f"sync Client, {PROFILE_REQUESTS} requests", profile)
+    section.tables.append(profile_table("`Client`", profile, PROFILE_REQUESTS))
 
     async def run() -> cProfile.Profile:
         async with AsyncClient(config(urls, "stream", "spare")) as client:
@@ -696,7 +731,11 @@ def profile_balanced(urls: dict[str, str]) -> None:
             profile.disable()
         return profile
 
-    print_profile(f"AsyncClient on asyncio, {PROFILE_REQUESTS} requests", anyio.run(run))
+    section.tables.append(
+        profile_table("`AsyncClient` on asyncio", anyio.run(run), PROFILE_REQUESTS)
+    )
+    section.seconds = round(time.monotonic() - began, 1)
+    return section
 
 
 def main() -> None:
@@ -705,8 +744,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, not for the record")
     args = parser.parse_args()
     if args.profile:
+        began = time.monotonic()
         with backends_in_child([f"stream=openai:{STREAM}", f"spare=openai:{STREAM}"]) as served:
-            profile_balanced(served.urls)
+            section = profile_balanced(served.urls)
+        publish(section, began)
         return
     began = time.monotonic()
     with backends_in_child(BACKENDS) as served:
