@@ -54,7 +54,7 @@ ROUNDS = 2 if quick() else 5
 PER_ROUND = 4 if quick() else 60
 THROUGHPUT_ROUNDS = 1 if quick() else 3
 THROUGHPUT_REQUESTS = 20 if quick() else 400
-CONCURRENCY = (50, 200)
+CONCURRENCY = (2, 4) if quick() else (50, 200)
 LITELLM = BENCH_DIR.parent / ".peers-venv" / "bin" / "litellm"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
 
