@@ -51,9 +51,9 @@ from _harness import (
 CHUNKS = 20
 KEY = "sk-bench-not-a-real-key"
 ROUNDS = 2 if quick() else 5
-PER_ROUND = 4 if quick() else 60
+PER_ROUND = 4 if quick() else 40
 THROUGHPUT_ROUNDS = 1 if quick() else 3
-THROUGHPUT_REQUESTS = 20 if quick() else 400
+THROUGHPUT_REQUESTS = 20 if quick() else 300
 CONCURRENCY = (2, 4) if quick() else (50, 200)
 LITELLM = BENCH_DIR.parent / ".peers-venv" / "bin" / "litellm"
 MESSAGES = [{"role": "user", "content": "Say something short."}]
