@@ -212,7 +212,7 @@ async def bench(urls: dict[str, str], worker: Worker) -> dict[str, list[Any]]:
 def record(results: dict[str, list[Any]], version: str) -> Section:
     section = Section(
         key="peers",
-        order=50,
+        order=35,
         title=f"4. Against LiteLLM's Router (litellm {version})",
         method=__doc__.split("\n\n", 1)[1].replace("``", "`")
         + f"\n\n{ROUNDS} rounds; {PER_ROUND} requests per latency case, {PICKS} picks, "
