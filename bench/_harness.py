@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / ".results"
 #: The project's interpreter, which serves the local backends (``lbtransports.testing``).
 PROJECT_PYTHON = BENCH_DIR.parent / ".venv" / "bin" / "python"
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A bench stopped by its PID still stops the servers it started (the
+# ``finally`` blocks run), instead of leaving them behind.
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 # -- spreads and ratios ------------------------------------------------------------

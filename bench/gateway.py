@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -66,6 +67,7 @@ class Route:
     name: str
     base_url: str
     model: str
+    key: str = KEY
 
 
 # -- the servers -------------------------------------------------------------------
@@ -124,6 +126,8 @@ def litellm_proxy(backend_url: str, workdir: Path) -> Iterator[Route]:
     if not LITELLM.exists():
         raise SystemExit(f"{LITELLM} is missing: run `make bench-peers`")
     config = workdir / "litellm.yaml"
+    # The proxy refuses to start without a strong key; callers present it.
+    master_key = f"sk-{secrets.token_hex(32)}"
     config.write_text(
         "model_list:\n"
         "  - model_name: bench\n"
@@ -134,19 +138,23 @@ def litellm_proxy(backend_url: str, workdir: Path) -> Iterator[Route]:
         "litellm_settings:\n"
         "  telemetry: false\n"
         "  num_retries: 0\n"
+        "general_settings:\n"
+        f"  master_key: {master_key}\n"
     )
     port = free_port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
     command = [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    with stopped_by_pid(command, env=env):
-        wait_until_up(f"http://127.0.0.1:{port}/health/liveliness", seconds=180)
-        yield Route("LiteLLM proxy", f"http://127.0.0.1:{port}/v1", "bench")
+    with stopped_by_pid(command, env=env) as child:
+        wait_until_up(child, f"http://127.0.0.1:{port}/health/liveliness", seconds=180)
+        yield Route("LiteLLM proxy", f"http://127.0.0.1:{port}/v1", "bench", master_key)
 
 
-def wait_until_up(url: str, seconds: float) -> None:
+def wait_until_up(child: subprocess.Popen[str], url: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     with httpcore.ConnectionPool() as pool:
         while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise RuntimeError(f"the server ended before it answered {url}")
             with contextlib.suppress(httpcore.NetworkError):
                 if pool.request("GET", url).status == 200:
                     return
@@ -179,7 +187,7 @@ def raw_caller(pool: httpcore.AsyncConnectionPool) -> Caller:
         body = json.dumps({"model": route.model, "messages": MESSAGES, "stream": True}).encode()
         headers = [
             (b"Content-Type", b"application/json"),
-            (b"Authorization", f"Bearer {KEY}".encode()),
+            (b"Authorization", f"Bearer {route.key}".encode()),
         ]
         count = 0
         rest = b""
@@ -251,7 +259,7 @@ async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[s
     top = max(CONCURRENCY)
     # The SDK's own connection limits (1,000 connections, 100 kept alive): what a user gets.
     clients = {
-        route.name: openai.AsyncOpenAI(base_url=route.base_url, api_key=KEY, max_retries=0)
+        route.name: openai.AsyncOpenAI(base_url=route.base_url, api_key=route.key, max_retries=0)
         for route in routes
     }
     async with httpcore.AsyncConnectionPool(max_connections=top, retries=0) as pool:
