@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo replay lint typecheck pytest bench clean lock
+.PHONY: test demo replay lint typecheck pytest bench bench-peers peers-lock clean lock
 
 LOCK := requirements/dev.lock
 
@@ -52,11 +52,37 @@ replay: $(STAMP)
 	$(BIN)/python -m lbcore replay spec/traces/*.jsonl
 	$(BIN)/python -m lbcore show spec/traces/*.jsonl
 
+# Every bench, then bench/RESULTS.md from what they stored in bench/.results/
+# (about 5-10 minutes on the 2-core machine). Each bench also runs alone.
+BENCHES := core_decisions core_memory wire_decoding transport_overhead gateway
 bench: $(STAMP)
-	$(BIN)/python bench/core_decisions.py
-	$(BIN)/python bench/core_memory.py
-	$(BIN)/python bench/wire_decoding.py
-	$(BIN)/python bench/transport_overhead.py
+	mkdir -p bench/.results
+	started=$$(date +%s) && \
+	for bench in $(BENCHES); do $(BIN)/python bench/$$bench.py || exit 1; done && \
+	$(BIN)/python bench/transport_overhead.py --profile && \
+	echo $$(( $$(date +%s) - started )) > bench/.results/make-bench-seconds
+	$(BIN)/python bench/report.py
+
+# LiteLLM side by side, from its own venv (.peers-venv, gitignored), installed
+# from a pinned, hashed file: LiteLLM is never a dependency of the project.
+PEERS := .peers-venv
+PEERS_LOCK := bench/peers/requirements.txt
+$(PEERS)/.installed: $(PEERS_LOCK)
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --require-hashes -r $(PEERS_LOCK)
+	touch $@
+
+bench-peers: $(STAMP) $(PEERS)/.installed
+	mkdir -p bench/.results
+	$(BIN)/python bench/peers_litellm.py
+	$(BIN)/python bench/gateway.py --peers
+	$(BIN)/python bench/report.py
+
+# Re-pin LiteLLM for bench-peers (bench/peers/requirements.in is the input).
+peers-lock:
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/uv pip compile bench/peers/requirements.in --python-version 3.11 \
+		--generate-hashes --custom-compile-command 'make peers-lock' -o $(PEERS_LOCK)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEERS) .mypy_cache .pytest_cache .ruff_cache .hypothesis

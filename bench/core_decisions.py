@@ -1,47 +1,75 @@
-"""How much a routing decision costs in the core, in microseconds.
+"""What a routing decision costs in the core, in microseconds, by backends and by queue length.
 
-Run with ``make bench``. Each case drives a fresh balancer through many
-requests and reports the median over several runs of the cost per request and
-per event, so the numbers include event construction, validation and actions.
-The core does no I/O, so this is the whole price of balancing; the network
-adapters add only their own bookkeeping on top.
+Run with ``make bench`` (or alone: ``python bench/core_decisions.py``). Every
+mechanism is on: failover with a first-chunk deadline, circuit breakers, a TPM
+threshold, context limits, per-backend concurrency limits with the queue and
+its timeout, Retry-After, jittered backoff, the retry budget and the total and
+idle deadlines. Each case drives a fresh balancer through the same prepared
+events, so the figures include validation and the actions; the core does no
+I/O, so this is the whole price of balancing. The cases run interleaved, round
+by round, and are also shown as a ratio to the smallest one: how the price
+grows with the number of backends, and with the number of requests queued.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable
 
+from _harness import Section, Table, publish, quick, ratio, rounds, spread
+
 from lbcore import (
-    AttemptFailed,
+    Action,
     AttemptSucceeded,
     BackendSpec,
     Balancer,
     BalancerConfig,
     ChunkReceived,
     Event,
-    Failure,
-    FailureKind,
     RequestStarted,
     Settings,
     StartAttempt,
 )
 
-REQUESTS = 2_000
-RUNS = 7
 CHUNKS = 20
+BACKENDS = (3, 30, 300) if quick() else (3, 30, 300, 3_000)
+QUEUED = (10, 100) if quick() else (10, 1_000, 10_000)
+REQUESTS = 40 if quick() else 2_000
+ROUNDS = 3 if quick() else 9
+PROMPT_TOKENS = 1_000
 
 
-def make_config(strategy: str, **settings: object) -> BalancerConfig:
-    backends = tuple(BackendSpec(name=n, provider="openai", model=f"m-{n}") for n in "abc")
+def make_config(backends: int, limit: int) -> BalancerConfig:
+    specs = tuple(
+        BackendSpec(
+            name=f"b{n}",
+            provider="openai",
+            model=f"m-{n}",
+            context_window=200_000 + n,
+            max_concurrent=limit,
+        )
+        for n in range(backends)
+    )
+    settings = Settings(
+        timeout_ms=30_000,
+        circuit_breaker_enabled=True,
+        tpm_threshold=10,
+        max_queued=100_000,
+        queue_timeout_ms=600_000,
+        honour_retry_after=True,
+        retry_backoff="exponential",
+        retry_budget_percent=20,
+        deadline_ms=3_600_000,
+        idle_timeout_ms=3_600_000,
+    )
     return BalancerConfig(
-        strategy=strategy, backends=backends, settings=Settings.from_mapping(settings)
+        strategy="failover", backends=specs, settings=settings, context_limit=150_000
     )
 
 
 def streamed(rid: str, at: int, attempt: int) -> list[Event]:
+    """The rest of a request once it is dispatched: 20 chunks and a success with usage."""
     events: list[Event] = [ChunkReceived(at=at, request_id=rid, attempt=attempt)] * CHUNKS
     events.append(
         AttemptSucceeded(at=at, request_id=rid, attempt=attempt, input_tokens=10, output_tokens=20)
@@ -49,200 +77,135 @@ def streamed(rid: str, at: int, attempt: int) -> list[Event]:
     return events
 
 
-def clean_requests() -> list[Event]:
-    events: list[Event] = []
-    for n in range(REQUESTS):
-        rid = f"r{n}"
-        events += [RequestStarted(at=n, request_id=rid), *streamed(rid, n, 1)]
-    return events
-
-
-def pick_only() -> list[Event]:
-    """The routing pick alone: a start and a chunkless success per request."""
-    events: list[Event] = []
-    for n in range(REQUESTS):
-        rid = f"r{n}"
-        events += [
-            RequestStarted(at=n, request_id=rid),
-            AttemptSucceeded(at=n, request_id=rid, attempt=1),
-        ]
-    return events
-
-
-def one_failover_each() -> list[Event]:
-    failure = Failure(kind=FailureKind.HTTP, status=400, message="bad request")
-    events: list[Event] = []
-    for n in range(REQUESTS):
-        rid = f"r{n}"
-        events += [
-            RequestStarted(at=n, request_id=rid),
-            AttemptFailed(at=n, request_id=rid, attempt=1, failure=failure),
-            *streamed(rid, n, 2),
-        ]
-    return events
-
-
-#: Breaker, first-chunk timeout, concurrency limit, Retry-After, jittered backoff,
-#: retry budget, total and idle deadlines: every timer and check on the hot path.
-EVERYTHING_ON = make_config(
-    "failover",
-    circuit_breaker_enabled=True,
-    timeout_ms=30_000,
-    max_concurrent=64,
-    honour_retry_after=True,
-    retry_backoff="exponential",
-    retry_budget_percent=20,
-    deadline_ms=60_000,
-    idle_timeout_ms=30_000,
-)
-
-
-def measure(config: BalancerConfig, build: Callable[[], list[Event]]) -> tuple[float, float]:
-    events = build()
-    per_run = []
-    for _ in range(RUNS):
-        balancer = Balancer(config)
-        began = time.perf_counter_ns()
-        for event in events:
-            balancer.handle(event)
-        per_run.append(time.perf_counter_ns() - began)
-    median = statistics.median(per_run)
-    return median / REQUESTS / 1000, median / len(events) / 1000
-
-
-#: Every mechanism the core has on: breakers, first-chunk timeout, context limits,
-#: concurrency limits and the queue with its timeout.
-EVERYTHING: dict[str, object] = {
-    "circuit_breaker_enabled": True,
-    "timeout_ms": 30_000,
-    "max_queued": 100_000,
-    "queue_timeout_ms": 600_000,
-}
-
-
-def many_backends(count: int, limit: int) -> BalancerConfig:
-    backends = tuple(
-        BackendSpec(
-            name=f"b{n}",
-            provider="openai",
-            model="m",
-            context_window=200_000 + n,
-            max_concurrent=limit,
-        )
-        for n in range(count)
-    )
-    return BalancerConfig(
-        strategy="failover",
-        backends=backends,
-        settings=Settings.from_mapping(EVERYTHING),
-        context_limit=150_000,
-    )
-
-
-def by_backends(count: int) -> tuple[float, float]:
-    """(us per routing decision, us per 20-chunk request) with ``count`` backends.
+def by_backends(config: BalancerConfig, *, whole: bool) -> Callable[[], float]:
+    """One round: ns per routing decision (``whole=False``) or per whole request.
 
     Each request is the first backend's (it never fills), so the decision is one
     visit; what grows with the backends would show up here.
     """
-    config = many_backends(count, limit=REQUESTS)
-    picks, wholes = [], []
-    for _ in range(RUNS):
+
+    def measure() -> float:
         balancer = Balancer(config)
         handle = balancer.handle
-        pick_ns = whole_ns = 0
+        spent = 0
         for n in range(REQUESTS):
             rid = f"r{n}"
-            start = RequestStarted(at=n, request_id=rid, prompt_tokens=1000)
+            start = RequestStarted(at=n, request_id=rid, prompt_tokens=PROMPT_TOKENS)
             rest = streamed(rid, n, 1)
             began = time.perf_counter_ns()
             handle(start)
             picked = time.perf_counter_ns()
             for event in rest:
                 handle(event)
-            ended = time.perf_counter_ns()
-            pick_ns += picked - began
-            whole_ns += ended - began
-        picks.append(pick_ns)
-        wholes.append(whole_ns)
-    return statistics.median(picks) / REQUESTS / 1000, statistics.median(wholes) / REQUESTS / 1000
+            spent += (time.perf_counter_ns() if whole else picked) - began
+        return spent / REQUESTS
+
+    return measure
 
 
-def by_queue(queued: int) -> tuple[float, float]:
-    """(us per routing decision, us per 20-chunk request) with ``queued`` requests waiting.
+def by_queue(queued: int, *, whole: bool) -> Callable[[], float]:
+    """One round with ``queued`` requests waiting the whole time.
 
-    3 backends of 4 slots each stay full and the queue stays at ``queued``: each
-    cycle a new request arrives (and queues: the decision timed), and the oldest
-    attempt streams 20 chunks and ends, which hands its slot to the oldest waiter.
+    3 backends of 4 slots each stay full: each cycle a new request arrives and
+    queues (the decision timed), and the oldest attempt streams 20 chunks and
+    ends, which hands its slot to the oldest waiter.
     """
-    config = many_backends(3, limit=4)
-    runs = [_queue_run(config, queued) for _ in range(RUNS)]
-    picks, wholes = [r[0] for r in runs], [r[1] for r in runs]
-    return statistics.median(picks) / REQUESTS / 1000, statistics.median(wholes) / REQUESTS / 1000
+    config = make_config(3, limit=4)
 
+    def measure() -> float:
+        balancer = Balancer(config)
+        handle = balancer.handle
+        in_flight: deque[tuple[str, int]] = deque()
+        serial = 0
 
-def _queue_run(config: BalancerConfig, queued: int) -> tuple[int, int]:
-    balancer = Balancer(config)
-    handle = balancer.handle
-    in_flight: deque[tuple[str, int]] = deque()
-    serial = 0
+        def note(actions: list[Action]) -> None:
+            for action in actions:
+                if type(action) is StartAttempt:
+                    in_flight.append((action.request_id, action.attempt))
 
-    def arrive(at: int) -> None:
-        nonlocal serial
-        serial += 1
-        note(handle(RequestStarted(at=at, request_id=f"r{serial}", prompt_tokens=1000)))
+        def arrive(at: int) -> None:
+            nonlocal serial
+            serial += 1
+            rid = f"r{serial}"
+            note(handle(RequestStarted(at=at, request_id=rid, prompt_tokens=PROMPT_TOKENS)))
 
-    def note(actions: list[object]) -> None:
-        for action in actions:
-            if type(action) is StartAttempt:
-                in_flight.append((action.request_id, action.attempt))
+        for _ in range(12 + queued):
+            arrive(0)
+        assert balancer.stats().queued == queued
+        spent = 0
+        for n in range(1, REQUESTS + 1):
+            rid, attempt = in_flight.popleft()
+            rest = streamed(rid, n, attempt)
+            began = time.perf_counter_ns()
+            arrive(n)
+            picked = time.perf_counter_ns()
+            for event in rest:
+                note(handle(event))
+            spent += (time.perf_counter_ns() if whole else picked) - began
+        assert balancer.stats().queued == queued
+        return spent / REQUESTS
 
-    for _ in range(12 + queued):
-        arrive(0)
-    assert balancer.stats().queued == queued
-    pick_ns = whole_ns = 0
-    for n in range(1, REQUESTS + 1):
-        rid, attempt = in_flight.popleft()
-        rest = streamed(rid, n, attempt)
-        began = time.perf_counter_ns()
-        arrive(n)
-        picked = time.perf_counter_ns()
-        for event in rest:
-            note(handle(event))  # type: ignore[arg-type]
-        ended = time.perf_counter_ns()
-        pick_ns += picked - began
-        whole_ns += ended - began
-    assert balancer.stats().queued == queued
-    return pick_ns, whole_ns
+    return measure
 
 
 def main() -> None:
-    cases = [
-        ("failover, pick + completion only", make_config("failover"), pick_only),
-        ("round-robin, 20-chunk stream", make_config("round-robin"), clean_requests),
-        ("failover, 20-chunk stream", make_config("failover"), clean_requests),
-        (
-            "failover + breaker + timeout, 20-chunk stream",
-            make_config("failover", circuit_breaker_enabled=True, timeout_ms=30_000),
-            clean_requests,
+    began = time.monotonic()
+    section = Section(
+        key="core",
+        order=10,
+        title="1. The core alone",
+        method=(
+            f"A fresh `Balancer` per round is driven through {REQUESTS:,} requests with every "
+            "mechanism on (failover, first-chunk deadline, circuit breakers, a TPM threshold, "
+            "context limits, per-backend concurrency limits and the queue, Retry-After, "
+            "jittered backoff, the retry budget, total and idle deadlines); median (min-max) "
+            f"over {ROUNDS} interleaved rounds. *Per routing decision*: the `RequestStarted` "
+            f"alone. *Per whole request*: the start, {CHUNKS} chunk events and a success; "
+            f"*per event* is the same divided by its {CHUNKS + 2} events. The queue cases keep "
+            "3 backends of 4 slots full and the queue at its length: each decision queues a "
+            "newcomer and each request's end hands its slot to the oldest waiter."
         ),
-        ("failover, one failover then 20 chunks", make_config("failover"), one_failover_each),
-        ("every mechanism on, 20-chunk stream", EVERYTHING_ON, clean_requests),
-    ]
-    print(f"median of {RUNS} runs, {REQUESTS} requests each")
-    print(f"{'case':<48} {'us/request':>11} {'us/event':>9}")
-    for name, config, build in cases:
-        per_request, per_event = measure(config, build)
-        print(f"{name:<48} {per_request:>11.1f} {per_event:>9.2f}")
-    print()
-    print("every mechanism on (breakers, timeout, context limits, max_concurrent, queue)")
-    print(f"{'case':<48} {'us/decision':>11} {'us/request':>11}")
-    for count in (3, 30, 300, 3_000):
-        pick, whole = by_backends(count)
-        print(f"{f'{count} backends, 20-chunk stream':<48} {pick:>11.1f} {whole:>11.1f}")
-    for queued in (10, 1_000, 10_000):
-        pick, whole = by_queue(queued)
-        print(f"{f'{queued} queued, arrival + 20-chunk stream':<48} {pick:>11.1f} {whole:>11.1f}")
+    )
+    measures: dict[str, Callable[[], float]] = {}
+    for n in BACKENDS:
+        config = make_config(n, limit=REQUESTS)
+        measures[f"pick {n}"] = by_backends(config, whole=False)
+        measures[f"whole {n}"] = by_backends(config, whole=True)
+    for q in QUEUED:
+        measures[f"queued pick {q}"] = by_queue(q, whole=False)
+        measures[f"queued whole {q}"] = by_queue(q, whole=True)
+    results = rounds(measures, ROUNDS)
+    events_per_request = CHUNKS + 2
+
+    backends_table = Table(
+        "µs per routing decision, per event and per whole 20-chunk request, by backends",
+        ["backends", "per routing decision", "per event", "per whole request", "whole vs 3"],
+    )
+    for n in BACKENDS:
+        pick = spread([v / 1000 for v in results[f"pick {n}"]])
+        per_request = spread([v / 1000 for v in results[f"whole {n}"]])
+        per_event = spread([v / 1000 / events_per_request for v in results[f"whole {n}"]])
+        growth = ratio(results[f"whole {n}"], results[f"whole {BACKENDS[0]}"])
+        backends_table.rows.append(
+            [str(n), pick.show(1), per_event.show(2), per_request.show(1), growth.show(2, "x")]
+        )
+        section.figure(f"core.pick_us.{n}", pick)
+        section.figure(f"core.request_us.{n}", per_request)
+    section.tables.append(backends_table)
+
+    queue_table = Table(
+        "µs per routing decision and per whole 20-chunk request, by requests queued",
+        ["queued", "per routing decision", "per whole request", f"whole vs {QUEUED[0]}"],
+    )
+    for q in QUEUED:
+        pick = spread([v / 1000 for v in results[f"queued pick {q}"]])
+        per_request = spread([v / 1000 for v in results[f"queued whole {q}"]])
+        growth = ratio(results[f"queued whole {q}"], results[f"queued whole {QUEUED[0]}"])
+        queue_table.rows.append([f"{q:,}", pick.show(1), per_request.show(1), growth.show(2, "x")])
+        section.figure(f"core.queued_pick_us.{q}", pick)
+        section.figure(f"core.queued_request_us.{q}", per_request)
+    section.tables.append(queue_table)
+    publish(section, began)
 
 
 if __name__ == "__main__":

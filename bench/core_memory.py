@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import gc
 import sys
-import tracemalloc
+import time
+import types
 from collections.abc import Callable, Iterator
+
+from _harness import Section, Table, publish, quick
 
 from lbcore import (
     AttemptSucceeded,
@@ -77,29 +80,72 @@ STYLES: dict[str, tuple[bool, Callable[[Balancer, int], None]]] = {
 }
 
 
+#: What the walk below does not count: code and classes are shared, not held.
+SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+
+
+def held_bytes(root: object) -> int:
+    """The bytes of every object reachable from ``root`` (each counted once).
+
+    A walk rather than tracemalloc: tracing every allocation slows the core
+    tenfold, too slow for 10^6 requests in each style within the bench budget.
+    """
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, SHARED):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total
+
+
 def measure(record: bool, drive: Callable[[Balancer, int], None], requests: int) -> tuple[int, int]:
     """The bytes the balancer still holds after ``requests``, and its heap's length."""
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     balancer = Balancer(CONFIG, record=record)
     drive(balancer, requests)
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    return held, len(balancer._timers)
+    return held_bytes(balancer), len(balancer._timers)
 
 
-def main() -> int:
-    counts = [10**4, 10**5, 10**6] if "--quick" not in sys.argv else [10**3, 10**4]
-    print(f"core state after N requests, {CONCURRENT} in flight at a time (tracemalloc)")
-    print(f"{'driving style':<24} {'requests':>10} {'held':>10} {'heap entries':>13}")
+def main() -> None:
+    began = time.monotonic()
+    counts = [10**3, 10**4] if quick() else [10**4, 10**5, 10**6]
+    section = Section(
+        key="core_memory",
+        order=11,
+        title="1b. The core's memory after many requests",
+        method=(
+            f"`bench/core_memory.py`: a fresh `Balancer` (failover, first-chunk deadline, "
+            f"breakers) serves N requests with {CONCURRENT} in flight at a time; then the "
+            "bytes of every object it still holds are counted (a walk of its object graph "
+            "after a `gc.collect()`). Memory is deterministic here, so each cell is one run. "
+            "It must track the requests in flight, not the requests served, whatever the "
+            "driving style."
+        ),
+    )
+    table = Table(
+        "bytes held, and deadline-heap entries", ["driving style", *map("{:,}".format, counts)]
+    )
+    worst = 0
     for name, (record, drive) in STYLES.items():
+        cells = []
         for requests in counts:
             held, heap = measure(record, drive, requests)
-            print(f"{name:<24} {requests:>10,} {held / 1024:>8.0f} KiB {heap:>13,}")
-    return 0
+            worst = max(worst, held)
+            cells.append(f"{held / 1024:,.0f} KiB, {heap} entries")
+        table.rows.append([name, *cells])
+    section.tables.append(table)
+    section.figures["core.memory_max_kib"] = {
+        "median": worst / 1024,
+        "low": worst / 1024,
+        "high": worst / 1024,
+    }
+    publish(section, began)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

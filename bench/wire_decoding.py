@@ -11,15 +11,16 @@ over the baseline's; medians over several runs.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable
+
+from _harness import Section, Table, publish, quick, ratio, rounds, spread
 
 from lbtransports.wire import stream_decoder
 
 CHUNKS = 20
-RUNS = 9
-REPEAT = 300
+RUNS = 3 if quick() else 9
+REPEAT = 10 if quick() else 300
 PIECE = 64
 WORD = "lorem "
 
@@ -101,29 +102,59 @@ def baseline(pieces: list[bytes]) -> Callable[[], int]:
     return run
 
 
-def median_us(job: Callable[[], int]) -> float:
-    samples = []
-    for _ in range(RUNS):
+def per_decode_us(job: Callable[[], int]) -> Callable[[], float]:
+    def measure() -> float:
         began = time.perf_counter_ns()
         for _ in range(REPEAT):
             job()
-        samples.append((time.perf_counter_ns() - began) / REPEAT / 1000)
-    return statistics.median(samples)
+        return (time.perf_counter_ns() - began) / REPEAT / 1000
+
+    return measure
 
 
 def main() -> None:
+    began = time.monotonic()
     streams = {
         "openai": openai_stream(),
         "anthropic": anthropic_stream(),
         "gemini": gemini_stream(),
     }
-    print(f"{CHUNKS}-chunk answers; median of {RUNS} runs x {REPEAT} decodes")
-    print(f"{'provider':<10} {'pieces':>7} {'ours us':>8} {'baseline us':>12} {'ratio':>6}")
+    section = Section(
+        key="wire",
+        order=15,
+        title="1c. Decoding a streamed answer (the wire layer alone)",
+        method=(
+            f"`bench/wire_decoding.py`: a {CHUNKS}-chunk answer in each provider's documented "
+            f"shape, decoded whole and in {PIECE}-byte pieces by `stream_decoder`, against a "
+            "baseline that splits lines and `json.loads` every `data:` line; "
+            f"{REPEAT} decodes per round, median (min-max) over {RUNS} interleaved rounds."
+        ),
+    )
+    table = Table(
+        "µs per decoded answer", ["provider", "pieces", "ours", "json.loads baseline", "ratio"]
+    )
     for provider, data in streams.items():
         for label, pieces in (("whole", [data]), (f"{PIECE} B", split(data, PIECE))):
-            mine = median_us(ours(provider, pieces))
-            base = median_us(baseline(pieces))
-            print(f"{provider:<10} {label:>7} {mine:>8.1f} {base:>12.1f} {mine / base:>6.2f}")
+            results = rounds(
+                {
+                    "ours": per_decode_us(ours(provider, pieces)),
+                    "base": per_decode_us(baseline(pieces)),
+                },
+                RUNS,
+            )
+            share = ratio(results["ours"], results["base"])
+            table.rows.append(
+                [
+                    provider,
+                    label,
+                    spread(results["ours"]).show(1),
+                    spread(results["base"]).show(1),
+                    share.show(2, "x"),
+                ]
+            )
+            section.figure(f"wire.ratio.{provider}.{label}", share)
+    section.tables.append(table)
+    publish(section, began)
 
 
 if __name__ == "__main__":
