@@ -83,6 +83,9 @@ from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
 from ._validate import check_event
 
+#: The phases in which a request's current attempt is under way at its backend.
+_ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
+
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
 
@@ -309,9 +312,11 @@ class Balancer:
     def _attempts_under_way(self) -> dict[str, int]:
         counts = {backend.name: 0 for backend in self._backends}
         for request in self._live.values():
+            # An attempt under way: not waiting to retry, not queued after
+            # leaving its backend, not held for a local connection slot.
             if (
                 request.attempt > 0
-                and request.phase is not Phase.WAITING
+                and request.phase in _ATTEMPT_PHASES
                 and request.sending is not Sending.HELD
             ):
                 counts[self._backends[request.backend_index].name] += 1

@@ -158,6 +158,9 @@ class CoreLink:
         self._flush()
 
     def _open_in_core(self, run: RequestRun, prompt: int, attempt_budget: int | None) -> None:
+        # Filed first, so the actions the start causes reach it; a refused
+        # start (a request id already live) must give the id back to its owner.
+        previous = self._runs.get(run.request_id)
         self._runs[run.request_id] = run
         try:
             self._feed(
@@ -169,8 +172,11 @@ class CoreLink:
                 )
             )
         except InvalidEvent:
-            # Refused before anything changed: nothing to repair.
-            del self._runs[run.request_id]
+            # Refused before anything changed in the core.
+            if previous is None:
+                del self._runs[run.request_id]
+            else:
+                self._runs[run.request_id] = previous
             self._end()
             raise
         total = self._balancer.config.settings.deadline_ms

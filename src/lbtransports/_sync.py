@@ -302,7 +302,7 @@ class Client(ClientBase):
             self._check_open()
             session = self._sessions.get(backend)
             if session is None:
-                size = self._connections_for(backend, self._pool_size)
+                size = self._connections_for(backend, self._pool_size, closing=True)
                 session = self._sessions[backend] = _new_session(size, trust_env=self._trust_env)
             return session
 

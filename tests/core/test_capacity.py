@@ -10,11 +10,16 @@ import pytest
 
 from lbcore import (
     Action,
+    AttemptFailed,
+    BackendSpec,
     Balancer,
     BalancerConfig,
     Event,
+    Failure,
+    FailureKind,
     RequestDequeued,
     RequestQueued,
+    RequestStarted,
     StartAttempt,
     decode_trace,
     explain,
@@ -108,3 +113,22 @@ def test_queue_actions_are_described() -> None:
     assert describe_action(forever) == "queued for a (1 waiting)"
     dequeued = RequestDequeued(request_id="r1", backend="a", waited_ms=8)
     assert describe_action(dequeued) == "dequeued to a after 8 ms"
+
+
+def test_a_request_queued_after_leaving_a_backend_has_no_attempt_under_way_there() -> None:
+    config = BalancerConfig(
+        strategy="failover",
+        backends=(
+            BackendSpec(name="a", provider="openai", max_concurrent=1),
+            BackendSpec(name="b", provider="openai", max_concurrent=1),
+        ),
+    )
+    lb = Balancer(config)
+    lb.handle(RequestStarted(at=0, request_id="r1"))
+    lb.handle(RequestStarted(at=1, request_id="r2"))  # on b
+    refused = Failure(kind=FailureKind.HTTP, message="bad key", status=401)
+    actions = lb.handle(AttemptFailed(at=2, request_id="r1", attempt=1, failure=refused))
+    assert any(isinstance(action, RequestQueued) for action in actions)  # b is full
+    stats = lb.stats()
+    assert stats.backend_slots_used == {"a": 0, "b": 1}
+    assert stats.backend_in_flight == {"a": 0, "b": 1}

@@ -711,6 +711,9 @@ class BalancerMachine(RuleBasedStateMachine):
                 assert limit is not None and in_use == limit, (name, in_use, limit)
         stats = self.balancer.stats()
         assert stats.backend_slots_used == {name: self._in_use(name) for name in self.specs}
+        # An attempt under way always holds its backend's slot (a held one holds it too).
+        for name, under_way in stats.backend_in_flight.items():
+            assert under_way <= stats.backend_slots_used[name], (name, stats)
         assert stats.backend_queued == {name: len(self._waiters(name)) for name in self.specs}
         assert stats.queued == sum(r.queued_at is not None for r in self.live.values())
 

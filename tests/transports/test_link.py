@@ -10,7 +10,9 @@ import io
 import threading
 from typing import Any
 
-from lbcore import Failure, FailureKind, TimeoutPhase, decode_trace
+import pytest
+
+from lbcore import Failure, FailureKind, InvalidEvent, TimeoutPhase, decode_trace
 from lbtransports import ClientConfig
 from lbtransports._link import CoreLink
 from lbtransports._reader import Failed, Succeeded
@@ -213,3 +215,17 @@ def test_closing_the_trace_waits_for_a_write_in_progress() -> None:
     assert errors == []
     assert trace.closed
     assert [type(step.event).__name__ for step in decode_trace(trace.kept)[1]] == ["RequestStarted"]
+
+
+def test_a_refused_duplicate_request_id_leaves_the_running_request_its_news() -> None:
+    clock = Clock()
+    link, _ = _link(clock)
+    first, attempt = _started(link, "dup")
+    with pytest.raises(InvalidEvent, match="dup"):
+        link.open(RequestRun(request_id="dup", chat=REQUEST))
+    # The first request still hears the core: its chunk is delivered, its cancel ends it.
+    chunk = Chunk(text="hi")
+    assert link.deliver(first, attempt, [chunk]) == [chunk]
+    link.cancel(first)
+    assert first.finished
+    assert link.stats().in_flight == 0
