@@ -259,4 +259,3 @@ def test_a_sync_waiter_interrupted_frees_its_place() -> None:
     assert verify_trace(data) is None
     assert _actions(data, "RequestAborted") == 1
     assert _actions(data, "RequestQueued") == 2
-
