@@ -44,7 +44,6 @@ __all__ = (
     "RequestInterruptedError",
     "RetryBudgetError",
     "StreamIdleError",
-    "error_for",
 )
 
 #: A backend's name is cut at this many code points in a message, as the core cuts its labels.
