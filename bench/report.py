@@ -2,7 +2,7 @@
 
 ``make bench`` runs every bench, then this; ``make bench-peers`` adds the
 LiteLLM sections and runs this again. It measures nothing itself: it adds the
-machine, the versions, the method and the goals table (each goal of issues 11
+machine, the versions, the method and the goals table (each goal of issues 10, 11
 and 12 against the figure that decides it) to what the benches recorded.
 """
 
@@ -244,7 +244,7 @@ def write(sections: list[Section]) -> str:
         took = float(timed.read_text())
         figures["bench.seconds"] = {"median": took, "low": took, "high": took}
     goals = Table(
-        "Goals (issues 11 and 12)",
+        "Goals (issues 10, 11 and 12)",
         ["goal", "target", "measured: median (min-max)", "verdict"],
         [judged(goal, figures) for goal in GOALS],
         note=(
