@@ -84,6 +84,18 @@ def _serving(handle: object) -> Iterator[str]:
 
 
 @contextmanager
+def deaf_backend() -> Iterator[str]:
+    """Accept connections and never read from them (a small receive buffer fills first)."""
+
+    def handle(connection: socket.socket, stop: threading.Event) -> None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stop.wait()
+
+    with _serving(handle) as url:
+        yield url
+
+
+@contextmanager
 def trickling_backend(opening: bytes, drip: bytes, interval_s: float = 0.1) -> Iterator[str]:
     """Answer with ``opening``, then ``drip`` every ``interval_s`` until stopped."""
 

@@ -10,11 +10,7 @@ is not bounded by the connect timeout, nor by one idle timeout as a whole.
 from __future__ import annotations
 
 import io
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -30,41 +26,10 @@ from lbtransports import (
 )
 
 from .harness import decision_lines
-from .raw_servers import slow_reader_backend
+from .raw_servers import deaf_backend, slow_reader_backend
 
 #: Far more than loopback socket buffers hold, so the send must block.
 HUGE = ChatRequest(messages=(UserMessage(content="x" * (48 * 1024 * 1024)),))
-
-
-@contextmanager
-def deaf_backend() -> Iterator[str]:
-    """A listener that accepts connections and never reads from them."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            accepted.append(connection)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for connection in accepted:
-            connection.close()
-        listener.close()
 
 
 def _config(url: str, timer: str = "idle") -> ClientConfig:
