@@ -13,6 +13,7 @@ from typing import ClassVar, final
 
 from ._failure import FailureKind
 from ._outcomes import RequestError
+from ._peer_records import ClaimProbe, Publish
 from ._records import Record
 
 # Everything in __all__ is re-exported by lbcore.
@@ -252,4 +253,6 @@ Action = (
     | RequestCompleted
     | RequestFailed
     | RequestAborted
+    | Publish
+    | ClaimProbe
 )

@@ -46,7 +46,7 @@ from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
 from ._config import BackendSpec, BalancerConfig, Strategy
 from ._cooldown import Cooldowns
-from ._errors import LBError
+from ._errors import InvalidEvent, LBError
 from ._events import (
     AttemptFailed,
     AttemptHeld,
@@ -78,6 +78,7 @@ from ._outcomes import (
     RetryBudgetExhausted,
 )
 from ._retry_budget import RetryBudget
+from ._shared import PEER_EVENTS, Sharing
 from ._state import LiveRequest, Phase, Sending
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
@@ -158,6 +159,20 @@ class Balancer:
         self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
+        #: Shared state (spec §23), only with peer_sharing: peer rules and the outbox.
+        self._sharing = (
+            Sharing(
+                self._backends,
+                self._settings,
+                breakers=self._breakers,
+                breakers_on=self._breakers_on,
+                tpm=self._tpm,
+                cooldowns=self._cooldowns,
+                honour_retry_after=self._honour_retry_after,
+            )
+            if self._settings.peer_sharing
+            else None
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -188,7 +203,13 @@ class Balancer:
         attempt number, time going backwards, malformed fields.
         """
         kind = type(event)
-        check_event(kind, event, self._now, self._live, self._finished)
+        sharing = self._sharing
+        if kind in PEER_EVENTS:
+            if sharing is None:
+                raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
+            sharing.check(event, self._now)  # type: ignore[arg-type]
+        else:
+            check_event(kind, event, self._now, self._live, self._finished)
         actions: list[Action] = []
         self._now = event.at
         # Dispatch on the exact type: events are final, and `is` keeps the
@@ -214,10 +235,14 @@ class Balancer:
             self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
         elif kind is Tick:
             self._tick(actions)
-        else:
+        elif kind is StatsReset:
             self._reset_stats()
+        else:
+            sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
         if self._freed:
             self._dispatch_freed(actions)
+        if sharing is not None:
+            sharing.flush(actions)
         self._seq += 1
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
@@ -440,6 +465,8 @@ class Balancer:
         until = self._cooldowns.note(index, failure, self._now, self._settings.max_retry_after_ms)
         if until is not None:
             actions.append(CoolDown(backend=self._backends[index].name, until=until))
+            if self._sharing is not None:
+                self._sharing.cooled(self._backends[index].name, until - self._now, failure)
 
     def _cooling_until(self, index: int) -> int | None:
         return self._cooldowns.until(index, self._now)
@@ -533,6 +560,8 @@ class Balancer:
     def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
         self._claims += 1
         request.owner = self._sticky_owner = self._claims
+        if self._sharing is not None:
+            self._sharing.claims(self._now, actions)
         if self._breakers_on and not any(
             self._breakers[b.name].can_attempt(self._now, self._settings)
             if b.name in self._breakers
@@ -860,6 +889,8 @@ class Balancer:
         counter.total_latency_ms += self._now - request.attempt_started_at
         if tokens > 0:
             self._tpm.add(backend.name, tokens, self._now)
+            if self._sharing is not None:
+                self._sharing.tokens(backend.name, tokens)
         if self._failover:
             # Failover counts a request once it succeeded; round-robin did at dispatch.
             self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
@@ -867,6 +898,8 @@ class Balancer:
             breaker = self._breakers.get(backend.name) if self._breakers_on else None
             if breaker is not None and breaker.record_success():
                 actions.append(CloseBreaker(backend=backend.name))
+                if self._sharing is not None:
+                    self._sharing.closed(backend.name)
             self._set_sticky(request, request.backend_index)
         self._finish(
             request,
@@ -896,9 +929,12 @@ class Balancer:
             breaker = self._breakers.get(backend.name)
             if breaker is None:
                 breaker = self._breakers[backend.name] = Breaker()
-            if breaker.record_failure(
+            tripped = breaker.record_failure(
                 self._now, failure, self._settings, request.request_id, failed_at=ended
-            ):
+            )
+            if self._sharing is not None:
+                self._sharing.failure_recorded(backend.name, failure, tripped, self._now - ended)
+            if tripped:
                 actions.append(
                     TripBreaker(
                         backend=backend.name,

@@ -60,7 +60,7 @@ class BreakerSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class Breaker:
     """Mutable state of one backend's breaker. Every method gets ``now``."""
 
-    __slots__ = ("failures", "opened_at", "probe_holder", "probe_taken_at", "state")
+    __slots__ = ("claim_out", "failures", "opened_at", "probe_holder", "probe_taken_at", "state")
 
     def __init__(self) -> None:
         self.state = BreakerState.CLOSED
@@ -70,6 +70,8 @@ class Breaker:
         # Who holds the probe: only that request may hand it back or retry through
         # it, so a stale holder from an earlier half-open period cannot free a new one.
         self.probe_holder: str | None = None
+        #: Shared state (spec §23.4): a ClaimProbe was sent and awaits its answer.
+        self.claim_out = False
 
     def _free_probe(self) -> None:
         self.probe_taken_at = None
@@ -90,7 +92,8 @@ class Breaker:
             return True
         if self.state is BreakerState.HALF_OPEN:
             return self.probe_taken_at is None
-        return self._recovered(now, settings)
+        # Shared: only a granted claim turns an open breaker half-open (spec §23.4).
+        return not settings.peer_sharing and self._recovered(now, settings)
 
     def take(self, now: int, settings: Settings, holder: str) -> tuple[bool, bool]:
         """The health check: may request ``holder`` go through now?
@@ -102,7 +105,7 @@ class Breaker:
         if self.state is BreakerState.CLOSED:
             return True, False
         if self.state is BreakerState.OPEN:
-            if not self._recovered(now, settings):
+            if settings.peer_sharing or not self._recovered(now, settings):
                 return False, False
             self.state = BreakerState.HALF_OPEN
             self._free_probe()
@@ -141,8 +144,60 @@ class Breaker:
             self.state = BreakerState.OPEN
             self.opened_at = now
             self._free_probe()
+            self.claim_out = False
             return True
         return False
+
+    def record_peer_failure(
+        self, now: int, kind: FailureKind, status: int | None, settings: Settings, failed_at: int
+    ) -> bool:
+        """Count a failure another process saw; True when it trips the breaker here."""
+        failure = Failure(kind=kind, message="", status=status)
+        return self.record_failure(now, failure, settings, holder="", failed_at=failed_at)
+
+    def wants_claim(self, now: int, settings: Settings) -> bool:
+        """Shared: the breaker recovered and no claim is out, so one goes out now."""
+        if self.state is not BreakerState.OPEN or self.claim_out:
+            return False
+        if not self._recovered(now, settings):
+            return False
+        self.claim_out = True
+        return True
+
+    def claimed(self) -> bool:
+        """The carrier granted the probe: half-open with the probe free. True if that changed."""
+        if not self.claim_out or self.state is not BreakerState.OPEN:
+            self.claim_out = False
+            return False
+        self.claim_out = False
+        self.state = BreakerState.HALF_OPEN
+        self._free_probe()
+        return True
+
+    def refused(self, now: int) -> None:
+        """Another process probes: wait another recovery period before claiming again."""
+        if self.claim_out and self.state is BreakerState.OPEN:
+            self.opened_at = now
+        self.claim_out = False
+
+    def open_from_peer(self, opened_at: int) -> bool:
+        """A peer's own failure opened the backend's breaker; True if this one changed."""
+        if self.state is BreakerState.OPEN and (self.opened_at or 0) >= opened_at:
+            return False
+        self.state = BreakerState.OPEN
+        self.opened_at = opened_at
+        self._free_probe()
+        self.claim_out = False
+        return True
+
+    def close_from_peer(self) -> bool:
+        """A peer's probe succeeded; True if this breaker was not closed."""
+        was_closed = self.state is BreakerState.CLOSED
+        self.state = BreakerState.CLOSED
+        self.failures = []
+        self._free_probe()
+        self.claim_out = False
+        return not was_closed
 
     def record_success(self) -> bool:
         """Returns True when a successful probe closes the breaker."""
@@ -152,6 +207,7 @@ class Breaker:
         self.state = BreakerState.CLOSED
         self.failures = []
         self._free_probe()
+        self.claim_out = False
         return True
 
     def snapshot(self) -> BreakerSnapshot:

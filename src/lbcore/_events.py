@@ -11,6 +11,7 @@ import enum
 from typing import final
 
 from ._failure import Failure
+from ._peer_records import PeerReport, ProbeClaimed, ProbeRefused
 from ._records import Record
 
 # Everything in __all__ is re-exported by lbcore.
@@ -163,4 +164,7 @@ Event = (
     | RequestCancelled
     | Tick
     | StatsReset
+    | PeerReport
+    | ProbeClaimed
+    | ProbeRefused
 )

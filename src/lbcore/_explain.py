@@ -37,6 +37,18 @@ from ._events import (
     StatsReset,
     Tick,
 )
+from ._peer_records import (
+    BreakerClosed,
+    BreakerOpened,
+    ClaimProbe,
+    FailureSeen,
+    PeerFact,
+    PeerReport,
+    ProbeClaimed,
+    ProbeRefused,
+    Publish,
+    TokensUsed,
+)
 from ._text import truncate
 from ._trace import Step, TraceHeader
 
@@ -71,7 +83,28 @@ def describe_event(event: Event) -> str:
         return "cancelled by caller"
     if isinstance(event, StatsReset):
         return "stats reset"
+    if isinstance(event, PeerReport):
+        facts = ", ".join(describe_fact(f) for f in event.facts)
+        return truncate(f"peer {event.origin}#{event.seq}: {facts or 'nothing'}", 46)
+    if isinstance(event, ProbeClaimed):
+        return f"probe of {event.backend} claimed"
+    if isinstance(event, ProbeRefused):
+        return f"probe of {event.backend} held elsewhere"
     return "tick"
+
+
+def describe_fact(fact: PeerFact) -> str:
+    """A shared-state fact in a few words (spec §23.2)."""
+    if isinstance(fact, FailureSeen):
+        status = f" {fact.status}" if fact.status is not None else ""
+        return f"{fact.backend} failed ({fact.kind}{status})"
+    if isinstance(fact, BreakerOpened):
+        return f"{fact.backend} breaker open for {fact.recovery_left_ms} ms"
+    if isinstance(fact, BreakerClosed):
+        return f"{fact.backend} breaker closed"
+    if isinstance(fact, TokensUsed):
+        return f"{fact.backend} used {fact.tokens} tokens"
+    return f"{fact.backend} cools down for {fact.left_ms} ms"
 
 
 def describe_action(action: Action) -> str:
@@ -119,13 +152,17 @@ def describe_action(action: Action) -> str:
         return f"FAILED: {type(action.error).__name__}: {truncate(action.error.message, 160)}"
     if isinstance(action, RequestAborted):
         return "ABORTED"
+    if isinstance(action, Publish):
+        return "publish: " + ", ".join(describe_fact(f) for f in action.facts)
+    if isinstance(action, ClaimProbe):
+        return f"claim the probe of {action.backend}"
     # An action this describer has no words for yet still gets its name.
     return type(action).__name__
 
 
 def _request_of(step: Step) -> str:
     event = step.event
-    if isinstance(event, Tick | StatsReset):
+    if isinstance(event, Tick | StatsReset | PeerReport | ProbeClaimed | ProbeRefused):
         ids = {getattr(a, "request_id", None) for a in step.actions} - {None}
         return ", ".join(sorted(str(i) for i in ids)) or "-"
     return event.request_id
