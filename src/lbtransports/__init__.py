@@ -30,6 +30,7 @@ from ._errors import (
     StreamIdleError,
 )
 from ._profiles import ProfileWarning, load_profile
+from ._shared_config import SharedState
 from ._upstream import Upstream
 from .wire import (
     AssistantMessage,
@@ -110,6 +111,7 @@ __all__ = (
     "QueueTimeoutError",
     "RequestInterruptedError",
     "RetryBudgetError",
+    "SharedState",
     "StreamDecoder",
     "StreamIdleError",
     "SystemMessage",

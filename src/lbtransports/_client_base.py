@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from lbcore import Failure, FailureKind, Stats, clean_text
 
@@ -13,6 +13,9 @@ from ._reader import AttemptReader, Failed
 from ._run import Attempt, RequestRun
 from ._tracefile import TraceTarget, open_trace
 from .wire import ChatRequest, WireError, build_request
+
+if TYPE_CHECKING:
+    from ._shared_redis import RedisShare
 
 __all__ = ("CLIENT_HEADERS", "ClientBase")
 
@@ -31,6 +34,26 @@ class ClientBase:
         self._trace, self._owns_trace = open_trace(trace)
         self._link = CoreLink(config, trace=self._trace)
         self._closed = False
+        self._share = self._start_sharing(config)
+
+    def _start_sharing(self, config: ClientConfig) -> RedisShare | None:
+        """With ``shared_state``, the carrier's threads start here (spec §23.6)."""
+        shared = config.shared_state
+        if shared is None:
+            return None
+        # Imported here: redis is the optional `shared` extra.
+        from ._shared_redis import RedisShare
+
+        settings = config.balancer.settings
+        share = RedisShare(
+            shared,
+            self._link.peer,
+            tuple(b.name for b in config.balancer.backends),
+            settings.circuit_breaker_recovery_timeout_ms,
+        )
+        self._link.attach_outlet(share.offer)
+        share.start()
+        return share
 
     def stats(self) -> Stats:
         """The core's statistics: requests per backend, breakers, latency, tokens."""
@@ -106,6 +129,8 @@ class ClientBase:
 
     def _close_trace(self) -> None:
         self._closed = True
+        if self._share is not None:
+            self._share.stop()
         if self._owns_trace and self._trace is not None:
             self._link.close_trace(self._trace)
 

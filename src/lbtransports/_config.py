@@ -17,6 +17,7 @@ import msgspec
 
 from lbcore import BackendSpec, BalancerConfig, ConfigError, Settings, clean_text, truncate
 
+from ._shared_config import DEFAULT_PREFIX, SharedState
 from .wire import BackendTarget, CredentialSource, redact_settings
 
 # Everything in __all__ is re-exported by lbtransports.
@@ -58,6 +59,9 @@ class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    #: A Redis URL: share breakers, TPM and cooldowns with other processes (spec §23).
+    shared_state: str | None = None
+    shared_prefix: str = DEFAULT_PREFIX
 
 
 def _check_base_url(backend: str, url: str | None) -> None:
@@ -91,6 +95,8 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    #: Where to share backend state with other processes; None keeps it local.
+    shared_state: SharedState | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.balancer, BalancerConfig):
@@ -115,6 +121,14 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                     f"got ({target.provider!r}, {target.model!r})"
                 )
             _check_base_url(target.name, target.base_url)
+        shared = self.shared_state
+        if shared is not None:
+            if not isinstance(shared, SharedState):
+                raise ConfigError("shared_state: must be a SharedState or None")
+            if not self.balancer.settings.peer_sharing:
+                raise ConfigError(
+                    "shared_state: needs settings.peer_sharing = true (from_mapping sets it)"
+                )
         for field in ("connect_timeout_ms", "idle_timeout_ms"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -144,6 +158,14 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as error:
             # msgspec names the path ("at `$.backends[0].name`"); no value is echoed.
             raise ConfigError(f"config: {error}") from None
+        shared = (
+            SharedState(url=shape.shared_state, prefix=shape.shared_prefix)
+            if shape.shared_state is not None
+            else None
+        )
+        routing = dict(shape.settings)
+        if shared is not None:
+            routing["peer_sharing"] = True
         backends = tuple(
             BackendSpec(
                 name=b.name,
@@ -159,7 +181,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                 strategy=shape.strategy,
                 backends=backends,
                 profile_name=shape.profile_name,
-                settings=Settings.from_mapping(shape.settings),
+                settings=Settings.from_mapping(routing),
                 context_limit=shape.context_limit,
             ),
             targets=tuple(
@@ -178,6 +200,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             model_params=shape.model_params,
             connect_timeout_ms=shape.connect_timeout_ms,
             idle_timeout_ms=shape.idle_timeout_ms,
+            shared_state=shared,
         )
 
     def __repr__(self) -> str:
@@ -185,5 +208,6 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             f"ClientConfig(strategy={self.balancer.strategy!r}, targets={list(self.targets)!r}, "
             f"settings={redact_settings(self.settings)!r}, "
             f"model_params={redact_settings(self.model_params)!r}, "
-            f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms})"
+            f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms}"
+            + (f", shared_state={self.shared_state!r})" if self.shared_state is not None else ")")
         )

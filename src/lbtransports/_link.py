@@ -124,6 +124,8 @@ class CoreLink:
         self._abandoned: deque[RequestRun] = deque()
         self._next_id = 0
         self._targets = {target.name: target for target in config.targets}
+        #: Where actions for other processes go (spec §23.6): Publish, ClaimProbe.
+        self._outlet: Callable[[Action], None] | None = None
         if trace is not None:
             trace.write(encode_line(self._balancer.trace_header()) + b"\n")
             trace.flush()
@@ -443,6 +445,27 @@ class CoreLink:
             at=self._now, request_id=run.request_id, attempt=attempt.number, failure=failure
         )
 
+    # -- shared state ------------------------------------------------------------
+
+    def attach_outlet(self, outlet: Callable[[Action], None]) -> None:
+        """Send the core's actions for other processes to ``outlet`` (which must not block)."""
+        self._outlet = outlet
+
+    def peer(self, build: Callable[[int], Event]) -> None:
+        """Feed news from other processes, built at the guarded clock reading.
+
+        From the carrier's own thread. An event the core refuses (a backend
+        this config lacks slipped through, say) is dropped: a peer's word is
+        never worth a failed request.
+        """
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            with contextlib.suppress(InvalidEvent):
+                self._feed(build(self._now))
+            self._end()
+        self._flush()
+
     # -- reading the core ------------------------------------------------------
 
     def stats(self) -> Stats:
@@ -570,6 +593,8 @@ class CoreLink:
             rid = getattr(action, "request_id", None)
             run = self._runs.get(rid) if rid is not None else None
             if run is None:
+                if rid is None and action.performs_io and self._outlet is not None:
+                    self._outlet(action)
                 continue
             run.accept(action)
             if run.finished:

@@ -83,7 +83,7 @@ def _opened_by_peer() -> list[Event]:
     "shared state", config("failover", "ab", **BREAKER, circuit_breaker_recovery_timeout_ms=1_000)
 )
 def shared_probe_claimed() -> list[Event]:
-    """After recovery r1 claims a's probe and skips a; granted, r2 probes (r3 may not) and closes."""
+    """After recovery r1 claims a's probe and skips a; once granted, r2 probes it and r3 may not."""
     return [
         *_opened_by_peer(),
         start(1_000, "r1"),
