@@ -54,7 +54,7 @@ replay: $(STAMP)
 
 # Every bench, then bench/RESULTS.md from what they stored in bench/.results/
 # (about 5-10 minutes on the 2-core machine). Each bench also runs alone.
-BENCHES := core_decisions core_memory wire_decoding transport_overhead gateway
+BENCHES := core_decisions core_memory wire_decoding transport_overhead gateway shared_state
 bench: $(STAMP)
 	mkdir -p bench/.results
 	started=$$(date +%s) && \

@@ -241,7 +241,7 @@ class Balancer:
             sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
         if self._freed:
             self._dispatch_freed(actions)
-        if sharing is not None:
+        if sharing is not None and sharing.outbox:
             sharing.flush(actions)
         self._seq += 1
         if self._journal is not None:
@@ -560,7 +560,7 @@ class Balancer:
     def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
         self._claims += 1
         request.owner = self._sticky_owner = self._claims
-        if self._sharing is not None:
+        if self._sharing is not None and self._breakers:
             self._sharing.claims(self._now, actions)
         if self._breakers_on and not any(
             self._breakers[b.name].can_attempt(self._now, self._settings)

@@ -23,6 +23,7 @@ SCRIPTS = [
     ["transport_overhead.py"],
     ["transport_overhead.py", "--profile"],
     ["gateway.py"],
+    ["shared_state.py"],
 ]
 
 
