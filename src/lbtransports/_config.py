@@ -203,6 +203,14 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             shared_state=shared,
         )
 
+    def shared(self, state: SharedState) -> ClientConfig:
+        """This config sharing its backends' state through ``state`` (spec §23.6)."""
+        balancer = self.balancer
+        settings = msgspec.structs.replace(balancer.settings, peer_sharing=True)
+        return msgspec.structs.replace(
+            self, balancer=msgspec.structs.replace(balancer, settings=settings), shared_state=state
+        )
+
     def __repr__(self) -> str:
         return (
             f"ClientConfig(strategy={self.balancer.strategy!r}, targets={list(self.targets)!r}, "

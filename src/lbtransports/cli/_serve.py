@@ -30,17 +30,31 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="accept callers without a gateway key (refused unless the address is loopback)",
     )
     parser.add_argument("--loop", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument(
+        "--shared",
+        metavar="URL",
+        help="share breakers, TPM windows and cooldowns with other gateway processes through "
+        "this Redis (redis://[:password@]host:port/db); spec/behaviour.md section 23",
+    )
+    parser.add_argument(
+        "--shared-prefix",
+        metavar="PREFIX",
+        default="lb",
+        help="the prefix of every Redis key (each group adds its name); default lb",
+    )
     return parser
 
 
 def main(argv: list[str], prog: str = "lb serve") -> int:
     args = _parser(prog).parse_args(argv)
-    from lbtransports.gateway import load_config, run
+    from lbtransports.gateway import load_config, run, share_groups
 
     try:
         config = load_config(
             args.config, host=args.host, port=args.port, no_auth=True if args.no_auth else None
         )
+        if args.shared is not None:
+            config = share_groups(config, args.shared, args.shared_prefix)
     except LBError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from ._config import (
     hash_key,
     is_loopback,
     load_config,
+    share_groups,
 )
 from ._server import Gateway, run, serve, serve_in_thread
 
@@ -33,4 +34,5 @@ __all__ = (
     "run",
     "serve",
     "serve_in_thread",
+    "share_groups",
 )

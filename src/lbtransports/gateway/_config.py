@@ -37,8 +37,17 @@ import msgspec
 from lbcore import ConfigError, clean_text
 from lbtransports._config import ClientConfig
 from lbtransports._profiles import load_profile
+from lbtransports._shared_config import SharedState
 
-__all__ = ("GatewayConfig", "Group", "Limits", "hash_key", "is_loopback", "load_config")
+__all__ = (
+    "GatewayConfig",
+    "Group",
+    "Limits",
+    "hash_key",
+    "is_loopback",
+    "load_config",
+    "share_groups",
+)
 
 _HASH_PREFIX: Final = "sha256:"
 
@@ -236,6 +245,21 @@ def config_from_mapping(
             _group(str(name), table, shape.profiles_dir, base) for name, table in groups.items()
         ),
     )
+
+
+def share_groups(config: GatewayConfig, url: str, prefix: str) -> GatewayConfig:
+    """Every group sharing its state through the Redis at ``url``, under ``<prefix>:<group>``.
+
+    So two groups never mix their backends' state, and two gateways with the
+    same config and prefix share it (``lb serve --shared``).
+    """
+    groups = tuple(
+        msgspec.structs.replace(
+            group, client=group.client.shared(SharedState(url=url, prefix=f"{prefix}:{group.name}"))
+        )
+        for group in config.groups
+    )
+    return msgspec.structs.replace(config, groups=groups)
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> GatewayConfig:
