@@ -124,14 +124,18 @@ def propagation(server: str) -> list[float]:
                 opened = Publish(facts=(BreakerOpened(backend="bad", recovery_left_ms=60_000),))
                 began = time.perf_counter()
                 share.offer(opened)
+                # Polled with a short sleep: a busy loop would hold the GIL from the
+                # carrier's threads for a whole switch interval (5 ms) at a time.
                 for _ in range(1_000_000):  # bounded
                     if state() is BreakerState.OPEN:
                         break
+                    time.sleep(0.0001)
                 samples.append((time.perf_counter() - began) * 1000)
                 share.offer(Publish(facts=(BreakerClosed(backend="bad"),)))
                 for _ in range(1_000_000):
                     if state() is BreakerState.CLOSED:
                         break
+                    time.sleep(0.0001)
             return samples
     finally:
         if process.poll() is None:
