@@ -206,6 +206,7 @@ class RedisShare:
                 self._send_queued()
             except (redis.RedisError, OSError) as error:
                 self._failed(error)
+                self._grant_waiting_claims()
                 if self._stop.wait(next(backoff)):
                     return
                 self._ready.set()
@@ -226,6 +227,16 @@ class RedisShare:
                 self._queue.popleft()
             self._reached()
 
+    def _grant_waiting_claims(self) -> None:
+        """Redis is down: every claim waiting behind unsent facts is granted now (spec §23.4)."""
+        waiting = [item for item in tuple(self._queue) if isinstance(item[1], ClaimProbe)]
+        for item in waiting:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(item)
+            claim = item[1]
+            assert isinstance(claim, ClaimProbe)
+            self._feed(_claimed(claim.backend))
+
     def _claim(self, backend: str) -> None:
         try:
             granted = self._redis.set(
@@ -236,7 +247,7 @@ class RedisShare:
             self._failed(error)
             granted = True
         if granted:
-            self._feed(lambda at: ProbeClaimed(at=at, backend=backend))
+            self._feed(_claimed(backend))
         else:
             self._feed(lambda at: ProbeRefused(at=at, backend=backend))
 
@@ -315,7 +326,9 @@ class RedisShare:
     def _catch_up(self, *, with_tokens: bool) -> None:
         """Read the snapshot keys and feed them as one report (spec §23.6)."""
         facts: list[PeerFact] = []
-        for backend, left, _ in self._read("breaker"):
+        for backend, left, holder in self._read("breaker"):
+            if holder == self.origin.encode():
+                continue  # our own opening: the core has it already
             facts.append(BreakerOpened(backend=backend, recovery_left_ms=left))
         for backend, left, value in self._read("cooldown"):
             try:
@@ -353,6 +366,13 @@ class RedisShare:
             text = name.decode() if isinstance(name, bytes) else str(name)
             found.append((text[len(head) :], left, value))
         return found
+
+
+def _claimed(backend: str) -> EventAt:
+    def build(at: int) -> Event:
+        return ProbeClaimed(at=at, backend=backend)
+
+    return build
 
 
 def _glob_escape(text: str) -> str:

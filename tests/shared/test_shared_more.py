@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import anyio
 import pytest
 
 from lbcore import BreakerState, ConfigError
-from lbtransports import AsyncClient, Client, ClientConfig, SharedState
+from lbtransports import AsyncClient, Client, ClientConfig, LoadBalancerError, SharedState
 from lbtransports.testing import Fail, LocalBackends, Stream
 
 from .conftest import RedisServer
@@ -173,3 +174,28 @@ def test_prefixes_keep_deployments_apart(redis_server: RedisServer) -> None:
             assert breaker_state(first, "bad") is BreakerState.OPEN
             time.sleep(0.2)
             assert breaker_state(second, "bad") is BreakerState.CLOSED
+
+
+def test_with_redis_down_each_process_probes_on_its_own() -> None:
+    backends = LocalBackends()
+    backends.add("bad", "openai", Fail(503), default=Stream(2))
+    backends.add("good", "openai", Stream(2), default=Fail(503))
+    with backends:
+        config = shared_config(
+            backends,
+            "redis://127.0.0.1:1/0",  # nothing listens: every claim is granted locally
+            circuit_breaker_enabled=True,
+            circuit_breaker_failure_threshold=1,
+            circuit_breaker_recovery_timeout_ms=200,
+        )
+        with Client(config) as client:
+            assert client.complete(HELLO).backend == "good"
+            assert breaker_state(client, "bad") is BreakerState.OPEN
+            time.sleep(0.25)
+
+            def recovered() -> bool:
+                with contextlib.suppress(LoadBalancerError):
+                    client.complete(HELLO)
+                return breaker_state(client, "bad") is BreakerState.CLOSED
+
+            wait_until(recovered, 5)
