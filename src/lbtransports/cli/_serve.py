@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 
-from lbcore import LBError
+from lbcore import ConfigError, LBError
 
 __all__ = ("main",)
 
@@ -42,12 +45,47 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         default="lb",
         help="the prefix of every Redis key (each group adds its name); default lb",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes on one port (SO_REUSEPORT; needs a fixed --port); "
+        "with --shared they share the backends' state",
+    )
+    # Set by the first worker for the others it starts; not for callers.
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return parser
+
+
+def _worker_argv(args: argparse.Namespace, index: int) -> list[str]:
+    """The command line of worker ``index``: this one's, naming its index."""
+    argv = [sys.executable, "-m", "lbtransports.cli", "serve", "--config", args.config]
+    for flag, value in (("--host", args.host), ("--port", args.port), ("--shared", args.shared)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--shared-prefix", args.shared_prefix, "--loop", args.loop]
+    if args.no_auth:
+        argv.append("--no-auth")
+    return [*argv, "--worker-index", str(index)]
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the workers this process started, each by its PID, then wait for them (bounded)."""
+    for worker in workers:
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(5)
 
 
 def main(argv: list[str], prog: str = "lb serve") -> int:
     args = _parser(prog).parse_args(argv)
-    from lbtransports.gateway import load_config, run, share_groups
+    from lbtransports.gateway import for_worker, load_config, run, share_groups
 
     try:
         config = load_config(
@@ -55,13 +93,26 @@ def main(argv: list[str], prog: str = "lb serve") -> int:
         )
         if args.shared is not None:
             config = share_groups(config, args.shared, args.shared_prefix)
+        if args.workers < 1:
+            raise ConfigError(f"--workers: must be at least 1, got {args.workers}")
+        if args.workers > 1 or args.worker_index:
+            if config.port == 0:
+                raise ConfigError("--workers: needs a fixed port (not 0) for the workers to share")
+            config = for_worker(config, args.worker_index)
     except LBError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
 
+    workers: list[subprocess.Popen[bytes]] = []
+
     def ready(host: str, port: int) -> None:
         groups = ", ".join(group.name for group in config.groups)
-        print(f"{prog}: listening on http://{host}:{port} (models: {groups})", flush=True)
+        worker = f", worker {args.worker_index}" if args.workers > 1 or args.worker_index else ""
+        print(f"{prog}: listening on http://{host}:{port} (models: {groups}{worker})", flush=True)
+        # The first worker is bound: the others join it on the same port.
+        if not args.worker_index:
+            for index in range(1, args.workers):
+                workers.append(subprocess.Popen(_worker_argv(args, index)))
 
     try:
         run(config, backend=args.loop, ready=ready)
@@ -73,4 +124,6 @@ def main(argv: list[str], prog: str = "lb serve") -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    finally:
+        _stop_workers(workers)
     return 0

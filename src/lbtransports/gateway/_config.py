@@ -43,6 +43,7 @@ __all__ = (
     "GatewayConfig",
     "Group",
     "Limits",
+    "for_worker",
     "hash_key",
     "is_loopback",
     "load_config",
@@ -104,6 +105,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     no_auth: bool = False
     limits: Limits = msgspec.field(default_factory=Limits)
     groups: tuple[Group, ...] = ()
+    #: Bind with SO_REUSEPORT, so several worker processes share one port (``--workers``).
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -260,6 +263,28 @@ def share_groups(config: GatewayConfig, url: str, prefix: str) -> GatewayConfig:
         for group in config.groups
     )
     return msgspec.structs.replace(config, groups=groups)
+
+
+def for_worker(config: GatewayConfig, index: int) -> GatewayConfig:
+    """Worker ``index``'s config (``lb serve --workers``): one port shared, one trace each.
+
+    Worker 0 keeps the trace files as named; worker ``n`` writes ``<stem>-w<n><suffix>``,
+    so no two processes ever write one file.
+    """
+    groups = config.groups
+    if index:
+        groups = tuple(
+            msgspec.structs.replace(group, trace=_worker_trace(group.trace, index))
+            for group in groups
+        )
+    return msgspec.structs.replace(config, groups=groups, reuse_port=True)
+
+
+def _worker_trace(trace: str | None, index: int) -> str | None:
+    if trace is None:
+        return None
+    path = Path(trace)
+    return str(path.with_name(f"{path.stem}-w{index}{path.suffix}"))
 
 
 def load_config(path: str | os.PathLike[str], **overrides: Any) -> GatewayConfig:

@@ -66,7 +66,9 @@ class Gateway:
                 )
             router = Router(clients, self._keys, self._latencies, lambda: len(self._connections))
             listener = await anyio.create_tcp_listener(
-                local_host=self.config.host, local_port=self.config.port, reuse_port=False
+                local_host=self.config.host,
+                local_port=self.config.port,
+                reuse_port=self.config.reuse_port,
             )
             stack.push_async_callback(listener.aclose)
             self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
