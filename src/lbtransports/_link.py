@@ -460,9 +460,11 @@ class CoreLink:
         """
         with self._guard:
             self._begin()
-            self._catch_up()
+            # No catch-up Tick here: its actions could wake an async request's
+            # task from this foreign thread. Peer news concerns no request, so
+            # due deadlines wait for the next call from the requests' side.
             with contextlib.suppress(InvalidEvent):
-                self._feed(build(self._now))
+                self._feed(build(self._read_clock()))
             self._end()
         self._flush()
 
