@@ -218,10 +218,16 @@ class RedisShare:
     def _send_queued(self) -> None:
         while self._queue:
             queued_at, action = self._queue[0]
-            if isinstance(action, ClaimProbe):
-                self._claim(action.backend)
-            else:
-                self._publish(action.facts, monotonic_ms() - queued_at)
+            try:
+                if isinstance(action, ClaimProbe):
+                    self._claim(action.backend)
+                else:
+                    self._publish(action.facts, monotonic_ms() - queued_at)
+            except redis.ResponseError as error:
+                # Redis answered but refused (an old server, a read-only replica): sending
+                # the same again cannot help, so this one is dropped, not retried forever.
+                self.dropped += 1
+                self._failed(error)
             # Taken off only once sent: a failure leaves it for the next try.
             if self._queue and self._queue[0][1] is action:
                 self._queue.popleft()
