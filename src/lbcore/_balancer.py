@@ -79,6 +79,7 @@ from ._outcomes import (
 )
 from ._retry_budget import RetryBudget
 from ._state import LiveRequest, Phase, Sending
+from ._strategies import FastestFirst, picker_for
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
 from ._validate import check_event
@@ -121,7 +122,9 @@ class Balancer:
         self._config = config
         self._settings = config.settings
         self._backends: tuple[BackendSpec, ...] = tuple(config.backends)
-        self._failover = config.strategy == Strategy.FAILOVER
+        # Every strategy but round-robin runs failover's rotation (spec §5, §23-§25).
+        self._failover = config.strategy != Strategy.ROUND_ROBIN
+        self._sticky = config.strategy == Strategy.FAILOVER
         self._breakers_on = self._failover and self._settings.circuit_breaker_enabled
         self._now = 0
         self._seq = 0
@@ -152,6 +155,14 @@ class Balancer:
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
         self._capacity = Capacity(self._backends, self._settings)
+        # Strategy hooks: where a rotation starts, which backends it leaves out
+        # (weight 0 drains), and the latency estimates' samples.
+        self._picker = picker_for(config, self._capacity)
+        self._latency = self._picker if isinstance(self._picker, FastestFirst) else None
+        drained = tuple(b.weight == 0 for b in self._backends)
+        self._drained = drained if any(drained) else None
+        #: The backends a rotation may visit, for the all-unhealthy check.
+        self._rotating = tuple(b for b in self._backends if b.weight > 0)
         self._cooldowns = Cooldowns(len(self._backends))
         self._honour_retry_after = self._failover and self._settings.honour_retry_after
         self._delays = RetryDelays(self._settings)
@@ -387,7 +398,7 @@ class Balancer:
     def _set_sticky(self, request: LiveRequest, index: int) -> None:
         # Only the newest claimant may move the sticky index: an older request
         # that overlaps a newer one must not undo what the newer one learned.
-        if request.owner == self._sticky_owner:
+        if self._sticky and request.owner == self._sticky_owner:
             self._sticky_index = index
 
     def _advance_sticky_past(self, request: LiveRequest, index: int) -> None:
@@ -537,13 +548,14 @@ class Balancer:
             self._breakers[b.name].can_attempt(self._now, self._settings)
             if b.name in self._breakers
             else True
-            for b in self._backends
+            for b in self._rotating
         ):
             self._fail_request(
                 request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
             )
             return
-        request.next_index = self._sticky_index
+        picker = self._picker
+        request.next_index = self._sticky_index if picker is None else picker.pick()
         self._advance(request, actions)
 
     def _launch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
@@ -584,10 +596,13 @@ class Balancer:
         runs out, the request fails with the aggregate of what went wrong.
         """
         count = len(self._backends)
+        drained = self._drained
         while request.visited < count and self._budget_left(request):
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
+            if drained is not None and drained[index]:
+                continue  # weight 0: not in the rotation at all (§23)
             if self._admit(request, index, actions):
                 self._move_to(request, index, actions)
                 return
@@ -841,6 +856,9 @@ class Balancer:
         if request.phase is Phase.CONNECTING:
             request.phase = Phase.STREAMING
             request.deadline = None
+            if self._latency is not None:
+                # From the send when the transport reported one, else from the start (§25).
+                self._latency.observe(request.backend_index, self._now - request.sending_since)
         idle = self._settings.idle_timeout_ms
         if idle is not None:
             request.idle_due = self._now + idle
@@ -860,6 +878,8 @@ class Balancer:
         counter.total_latency_ms += self._now - request.attempt_started_at
         if tokens > 0:
             self._tpm.add(backend.name, tokens, self._now)
+        if self._latency is not None and request.chunks == 0:
+            self._latency.observe(request.backend_index, self._now - request.sending_since)
         if self._failover:
             # Failover counts a request once it succeeded; round-robin did at dispatch.
             self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
@@ -892,6 +912,8 @@ class Balancer:
         counter.total_latency_ms += ended - request.attempt_started_at
         if failure.kind == FailureKind.TIMEOUT:
             counter.timeouts += 1
+        if self._latency is not None and request.phase is not Phase.STREAMING:
+            self._latency.observe_failure(request.backend_index, ended - request.attempt_started_at)
         if self._breakers_on:
             breaker = self._breakers.get(backend.name)
             if breaker is None:

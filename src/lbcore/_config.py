@@ -42,8 +42,9 @@ LATER_SETTINGS: Final[dict[str, object]] = {
     "retry_budget_min": 3,
     "deadline_ms": None,
     "idle_timeout_ms": None,
+    "latency_explore_percent": 5,
 }
-LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None}
+LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None, "weight": 1}
 
 #: The reference caps attempts per backend at this value rather than rejecting more.
 MAX_ATTEMPTS_PER_BACKEND: Final = 100
@@ -51,12 +52,26 @@ _STRATEGY_ECHO_LIMIT: Final = 50
 #: Prefixes of routing settings: an unknown key with one of these is a typo, not a
 #: request setting, and is refused rather than silently ignored. ``lb_`` catches the
 #: names the reference's docs list but its code never reads.
-_ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_", "retry_", "queue_")
+_ROUTING_PREFIXES: Final = (
+    "failover_",
+    "circuit_breaker_",
+    "tpm_",
+    "lb_",
+    "retry_",
+    "queue_",
+    "latency_",
+)
+#: The most of the latency strategy's traffic that may explore (spec §25).
+MAX_EXPLORE_PERCENT: Final = 50
 
 
 class Strategy(enum.StrEnum):
     ROUND_ROBIN = "round-robin"
     FAILOVER = "failover"
+    # Failover's rotation, started by a pick instead of the sticky index (spec §23-§25).
+    WEIGHTED_ROUND_ROBIN = "weighted-round-robin"
+    LEAST_BUSY = "least-busy"
+    LATENCY = "latency"
 
 
 class Backoff(enum.StrEnum):
@@ -147,6 +162,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     deadline_ms: int | None = None
     #: Longest gap allowed between two chunks once the first one arrived.
     idle_timeout_ms: int | None = None
+    #: The latency strategy: the share of requests (in percent) sent to another backend.
+    latency_explore_percent: int = 5
 
     def __post_init__(self) -> None:
         _require_int("failover_retry_count", self.failover_retry_count, 1)
@@ -206,6 +223,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _require_int("retry_budget_min", self.retry_budget_min, 0)
         _require_int("deadline_ms", self.deadline_ms, 1, optional=True)
         _require_int("idle_timeout_ms", self.idle_timeout_ms, 1, optional=True)
+        explore = self.latency_explore_percent
+        if not _is_int(explore) or not 0 <= explore <= MAX_EXPLORE_PERCENT:
+            raise ConfigError(
+                "settings.latency_explore_percent: must be an integer between 0 and "
+                f"{MAX_EXPLORE_PERCENT}, got {_show(explore)}"
+            )
 
     @property
     def attempts_per_backend(self) -> int:
@@ -254,6 +277,9 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     #: Attempts in flight allowed on this backend; None takes ``settings.max_concurrent``.
     #: Added after trace format 1: a header leaves it out when it is None.
     max_concurrent: int | None = None
+    #: Its share under weighted-round-robin; 0 drains it. Added after trace format 1:
+    #: a header leaves it out when it is 1.
+    weight: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -286,6 +312,11 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 f'Backend "{clean_text(self.name, 64)}": max_concurrent must be an integer >= 1 '
                 f"or null, got {_show(limit)}"
             )
+        if not _is_int(self.weight) or self.weight < 0:
+            raise ConfigError(
+                f'Backend "{clean_text(self.name, 64)}": weight must be an integer >= 0, '
+                f"got {_show(self.weight)}"
+            )
 
 
 def _strategy_error(strategy: object) -> ConfigError:
@@ -295,7 +326,28 @@ def _strategy_error(strategy: object) -> ConfigError:
             shown = shown.replace(control, " ")
     else:
         shown = "<non-string>"
-    return ConfigError(f'Invalid strategy "{shown}". Supported: "round-robin", "failover".')
+    supported = ", ".join(f'"{s.value}"' for s in Strategy)
+    return ConfigError(f'Invalid strategy "{shown}". Supported: {supported}.')
+
+
+_STRATEGIES: Final = frozenset(s.value for s in Strategy)
+
+
+def _check_weights(strategy: str, backends: tuple[BackendSpec, ...] | list[BackendSpec]) -> None:
+    """Weights mean something only to weighted-round-robin, which needs one above 0."""
+    if strategy == Strategy.WEIGHTED_ROUND_ROBIN:
+        if not any(backend.weight > 0 for backend in backends):
+            raise ConfigError(
+                "backends[].weight: weighted-round-robin needs a backend with weight >= 1, "
+                "every weight is 0"
+            )
+        return
+    for backend in backends:
+        if backend.weight != 1:
+            raise ConfigError(
+                f'Backend "{clean_text(backend.name, 64)}": weight is read only by '
+                f'"weighted-round-robin", not by "{strategy}"; leave it at 1'
+            )
 
 
 class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -322,7 +374,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             )
         if not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")
-        if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
+        if self.strategy not in _STRATEGIES:
             raise _strategy_error(self.strategy)
         if self.strategy == Strategy.FAILOVER and len(backends) < 2:
             raise ConfigError(
@@ -340,6 +392,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     "names must be unique"
                 )
             seen.add(backend.name)
+        _check_weights(self.strategy, backends)
         if isinstance(backends, list):
             msgspec.structs.force_setattr(self, "backends", tuple(backends))
         if not isinstance(self.profile_name, str) or not self.profile_name.strip():
