@@ -242,7 +242,7 @@ def test_half_life_is_about_five_samples() -> None:
     for n in range(1, 9):
         picker.observe(0, 1000)
         crossed.append((n, (picker.estimate_ms(0) or 0) >= 500))
-    assert [n for n, over in crossed if over][0] == 6
+    assert next(n for n, over in crossed if over) == 6
 
 
 @pytest.mark.parametrize("percent", [1, 5, 20, 50])
