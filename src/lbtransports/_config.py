@@ -45,6 +45,8 @@ class _BackendShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     context_window: int | None = None
     #: Attempts in flight allowed on this backend (the core's BackendSpec.max_concurrent).
     max_concurrent: int | None = None
+    #: Its share under weighted-round-robin (the core's BackendSpec.weight).
+    weight: int = 1
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -151,6 +153,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                 model=b.model,
                 context_window=b.context_window,
                 max_concurrent=b.max_concurrent,
+                weight=b.weight,
             )
             for b in shape.backends
         )

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import msgspec
+
 from lbcore import (
     BackendSpec,
     BalancerConfig,
@@ -42,7 +44,18 @@ __all__ = ("ProfileWarning", "load_profile")
 
 _LB_TYPE: Final = "loadbalancer"
 #: The profile's policy spelling and the core's strategy for it.
-_POLICIES: Final = {"roundrobin": Strategy.ROUND_ROBIN.value, "failover": Strategy.FAILOVER.value}
+#: The reference knows the first two; the others are lbcore's own, spelt as the core spells them.
+_POLICIES: Final = {
+    "roundrobin": Strategy.ROUND_ROBIN.value,
+    "failover": Strategy.FAILOVER.value,
+    **{
+        s.value: s.value
+        for s in (Strategy.WEIGHTED_ROUND_ROBIN, Strategy.LEAST_BUSY, Strategy.LATENCY)
+    },
+}
+_POLICY_HINT: Final = (
+    'Must be "roundrobin", "failover", "weighted-round-robin", "least-busy" or "latency".'
+)
 #: Member settings that say how to reach a backend. They become the target's
 #: ``base_url`` and ``credential`` and are taken out of its settings, so a key
 #: is held in one place only.
@@ -200,6 +213,24 @@ class _LoadBalancerProfile:
     context_limit: int | None
     settings: dict[str, Any]
     model_params: dict[str, Any]
+    #: Member name -> weight, for the weighted-round-robin policy.
+    weights: dict[str, int]
+
+
+def _weights(path: Path, data: Mapping[str, Any], members: list[str]) -> dict[str, int]:
+    """The optional ``weights`` object: listed members to whole numbers >= 0."""
+    weights: dict[str, int] = {}
+    for member, value in _object_field(path, data, "weights").items():
+        where = f"{path}: weights.{clean_text(member, 64)}"
+        if member not in members:
+            raise ConfigError(f"{where}: not a member of this load balancer")
+        # JSON has one number type: 2.0 is 2, as for contextLimit.
+        whole = isinstance(value, int | float) and not isinstance(value, bool)
+        if not whole or value < 0 or value != int(value):
+            shown = _json_type(value) if not whole else truncate(repr(value), 24)
+            raise ConfigError(f"{where} must be a whole number >= 0, got {shown}")
+        weights[member] = int(value)
+    return weights
 
 
 def _parse_load_balancer(
@@ -228,7 +259,7 @@ def _parse_load_balancer(
             shown = f'"{clean_text(policy, 50)}"'
         else:
             shown = "(missing)" if policy is _ABSENT else f"({_json_type(policy)})"
-        raise ConfigError(f'{path}: Invalid policy {shown}. Must be "roundrobin" or "failover".')
+        raise ConfigError(f"{path}: Invalid policy {shown}. {_POLICY_HINT}")
 
     limit = data.get("contextLimit", _ABSENT)
     if limit is not _ABSENT and (isinstance(limit, bool) or not isinstance(limit, int | float)):
@@ -266,6 +297,7 @@ def _parse_load_balancer(
         context_limit=context_limit,
         settings=settings,
         model_params=model_params,
+        weights=_weights(path, data, members),
     )
 
 
@@ -403,7 +435,10 @@ def load_profile(
                 )
             skipped.append(member)
             continue
-        specs.append(backend[0])
+        spec = backend[0]
+        if member in profile.weights:
+            spec = msgspec.structs.replace(spec, weight=profile.weights[member])
+        specs.append(spec)
         targets.append(backend[1])
 
     if not specs:
