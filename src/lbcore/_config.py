@@ -116,7 +116,8 @@ def _require_bool(key: str, value: object) -> None:
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The failover knobs, named exactly as the reference's ephemeral settings.
 
-    Only the failover strategy reads them; round-robin ignores them all, as in
+    Only failover (and the strategies built on its rotation) reads them; round-robin
+    ignores them all, as in
     the reference, except the concurrency limits and the total and idle
     deadlines, which bound any request. Build one from a settings mapping with :meth:`from_mapping`,
     which ignores keys that are not about routing (``temperature``...).

@@ -497,7 +497,8 @@ class BalancerMachine(RuleBasedStateMachine):
         elif isinstance(event, StatsReset):
             self.profile_counts = {}
             for request in self.live.values():
-                request.counted_before_reset = True
+                # Round-robin counts at dispatch: one still queued was not counted yet.
+                request.counted_before_reset = request.queued_at is None
 
         for action in actions:
             self._follow_action(event, action, states)
