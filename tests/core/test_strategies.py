@@ -6,6 +6,7 @@ words (``describe_action``), so a row says exactly what that event decided.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lbcore import (
+    Action,
     AllBackendsUnhealthy,
     AttemptSent,
     BackendSpec,
@@ -21,6 +23,7 @@ from lbcore import (
     BalancerConfig,
     ConfigError,
     Event,
+    FailureKind,
     RequestFailed,
     Settings,
     StartAttempt,
@@ -345,3 +348,61 @@ def test_a_tick_changes_no_pick() -> None:
     lb = Balancer(weighted("ab", {"a": 2}))
     lb.handle(tick(5))
     assert first_backends(lb, 3) == "aba"
+
+
+# ------------------------------------------- latency against a plain model
+
+OUTCOMES = st.sampled_from(["chunk", "empty", "503", "400", "setup"])
+
+
+def model_sample(estimates: dict[int, int], index: int, ms: int) -> None:
+    """Spec §25 restated: the first sample sets it, later ones move it an eighth of the way."""
+    sample = ms * 256
+    old = estimates.get(index)
+    estimates[index] = sample if old is None else old + ((sample - old) >> 3)
+
+
+def answer(lb: Balancer, attempt: StartAttempt, outcome: str, delay: int) -> list[Action]:
+    """Play one scripted outcome of ``attempt``, ``delay`` ms from now."""
+    rid, number, at = attempt.request_id, attempt.attempt, lb.now + delay
+    if outcome == "chunk":
+        lb.handle(chunk(at, rid, number))
+        return lb.handle(ok(at + 1, rid, number))
+    if outcome == "empty":
+        return lb.handle(ok(at, rid, number))
+    if outcome == "setup":
+        return lb.handle(fail(at, rid, number, kind=FailureKind.SETUP, message="no key"))
+    return lb.handle(fail(at, rid, number, int(outcome)))
+
+
+@given(
+    count=st.integers(1, 4),
+    script=st.lists(st.tuples(OUTCOMES, st.integers(0, 400)), min_size=1, max_size=40),
+)
+def test_latency_picks_the_lowest_modelled_estimate(
+    count: int, script: list[tuple[str, int]]
+) -> None:
+    names = "abcd"[:count]
+    lb = Balancer(config("latency", names, latency_explore_percent=0, failover_retry_count=1))
+    estimates: dict[int, int] = {}
+    outcomes = deque(script)
+    while outcomes:
+        actions = lb.handle(start(lb.now, f"r{len(outcomes)}"))
+        expected = min(range(count), key=lambda i: (estimates.get(i, 0), i))
+        attempt = next(a for a in actions if isinstance(a, StartAttempt))
+        assert attempt.backend == names[expected]
+        while attempt is not None:
+            outcome, delay = outcomes.popleft() if outcomes else ("chunk", 1)
+            actions = answer(lb, attempt, outcome, delay)
+            index = names.index(attempt.backend)
+            if outcome in ("chunk", "empty"):
+                model_sample(estimates, index, delay)
+            elif outcome != "setup":  # a setup failure records nothing (§5.5)
+                model_sample(estimates, index, max(delay, FAILED_SAMPLE_MS))
+            attempt = next((a for a in actions if isinstance(a, StartAttempt)), None)
+        picker = lb._latency
+        assert picker is not None
+        sampled = {
+            i: e for i, e in enumerate(picker.estimates) if picker.estimate_ms(i) is not None
+        }
+        assert sampled == estimates
