@@ -42,6 +42,7 @@ LATER_SETTINGS: Final[dict[str, object]] = {
     "retry_budget_min": 3,
     "deadline_ms": None,
     "idle_timeout_ms": None,
+    "context_compression": False,
 }
 LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None}
 
@@ -147,6 +148,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     deadline_ms: int | None = None
     #: Longest gap allowed between two chunks once the first one arrived.
     idle_timeout_ms: int | None = None
+    #: A prompt over a backend's limit is offered for compression (CompressPrompt)
+    #: before the backend is rejected. The clients turn it on for a compress hook.
+    context_compression: bool = False
 
     def __post_init__(self) -> None:
         _require_int("failover_retry_count", self.failover_retry_count, 1)
@@ -206,6 +210,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _require_int("retry_budget_min", self.retry_budget_min, 0)
         _require_int("deadline_ms", self.deadline_ms, 1, optional=True)
         _require_int("idle_timeout_ms", self.idle_timeout_ms, 1, optional=True)
+        _require_bool("context_compression", self.context_compression)
 
     @property
     def attempts_per_backend(self) -> int:
