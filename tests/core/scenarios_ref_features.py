@@ -71,9 +71,7 @@ def compression_failed_everywhere() -> list[Event]:
 
 @scenario(
     "compression",
-    config(
-        "round-robin", "ab", windows={"a": 1000}, context_limit=8000, context_compression=True
-    ),
+    config("round-robin", "ab", windows={"a": 1000}, context_limit=8000, context_compression=True),
 )
 def rr_compression_failure_is_the_answer() -> list[Event]:
     """Round-robin: a's hook fails, so r1 fails with CompressionFailed; r2 goes to b."""

@@ -298,7 +298,8 @@ def test_compression_is_offered_only_when_needed_and_every_request_ends_once(
             asked = _of(CompressPrompt, pending)
             started = _of(StartAttempt, pending)
             for a in asked:
-                assert a.tokens == prompt and prompt > limits[a.backend] and a.backend not in offered
+                assert a.tokens == prompt and prompt > limits[a.backend]  # type: ignore[operator]
+                assert a.backend not in offered
                 offered.add(a.backend)
             for a in started:
                 assert sizes.get(a.backend, prompt) <= limits[a.backend]  # type: ignore[operator]
