@@ -15,7 +15,8 @@ a deadline the attempt is over and its connection is closed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
@@ -25,12 +26,13 @@ import httpcore
 
 from lbcore import ConfigError, TimeoutPhase, truncate
 
-from ._client_base import CLIENT_HEADERS, ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
 from ._log_guard import guard_httpcore_logs
 from ._network import stream_failure
-from ._run import Attempt, Finished, Queued, RequestRun, Wait
+from ._observers import Observer
+from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
@@ -106,6 +108,8 @@ class AsyncClient(ClientBase):
         trace: TraceTarget | None = None,
         max_connections: int = 100,
         pool_timeout_ms: int = DEFAULT_POOL_TIMEOUT_MS,
+        compress: CompressHook | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         """
         Args:
@@ -117,6 +121,11 @@ class AsyncClient(ClientBase):
                 its first-chunk timer running.
             pool_timeout_ms: how long a request may wait for one of them before
                 it fails with :class:`LocalSaturationError`.
+            compress: ``compress(request, backend, limit) -> ChatRequest`` (or a
+                coroutine function), called when the prompt does not fit
+                ``backend`` (spec/behaviour.md section 11.3).
+            observers: callables given each decision as it is taken
+                (:class:`Observation`), on the event loop; see :meth:`observe`.
         """
         for name, value in (
             ("max_connections", max_connections),
@@ -126,7 +135,7 @@ class AsyncClient(ClientBase):
                 raise ConfigError(
                     f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
                 )
-        super().__init__(config, trace)
+        super().__init__(config, trace, compress=compress, observers=observers)
         guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
@@ -221,6 +230,9 @@ class AsyncClient(ClientBase):
                 if isinstance(step, Queued):
                     await self._wait_in_queue(run, step.until)
                     continue
+                if isinstance(step, Compress):
+                    await self._compress(run, step)
+                    continue
                 # Closed explicitly: an abandoned inner generator would keep its
                 # connection open until garbage collection.
                 async with contextlib.aclosing(self._attempt(run, step.attempt)) as chunks:
@@ -231,6 +243,20 @@ class AsyncClient(ClientBase):
             link.cancel(run)
         if run.error is not None:
             raise run.error
+
+    async def _compress(self, run: RequestRun, step: Compress) -> None:
+        """Run the hook on the original request and report the result; awaited if async."""
+        hook = self._compress_hook
+        assert hook is not None  # the core asks only when the client has one
+        ask = step.ask
+        try:
+            result = hook(run.chat, ask.backend, ask.limit)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as error:
+            self._hook_failed(run, error)
+            return
+        self._shrunk(run, ask, result)
 
     async def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
         """Wait until the core dispatches or ends ``run``, or its queue timeout is due.

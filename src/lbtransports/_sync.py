@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Final, Self
@@ -21,11 +21,12 @@ import urllib3
 
 from lbcore import TimeoutPhase
 
-from ._client_base import CLIENT_HEADERS, ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
 from ._network import stream_failure
-from ._run import Attempt, Finished, Queued, RequestRun, Wait
+from ._observers import Observer
+from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
 from ._sync_sent import SendWatch, SentAdapter, watching
@@ -87,6 +88,8 @@ class Client(ClientBase):
         trace: TraceTarget | None = None,
         pool_size: int = 32,
         trust_env: bool = False,
+        compress: CompressHook | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         """
         Args:
@@ -97,8 +100,13 @@ class Client(ClientBase):
             trust_env: let ``requests`` read proxies and ``.netrc`` from the
                 environment. Off by default: a ``.netrc`` entry would replace
                 a backend's own credential.
+            compress: ``compress(request, backend, limit) -> ChatRequest``, called
+                when the prompt does not fit ``backend``: the shorter request is
+                re-estimated and sent if it fits (spec/behaviour.md section 11.3).
+            observers: callables given each decision as it is taken
+                (:class:`Observation`); see also :meth:`observe`.
         """
-        super().__init__(config, trace)
+        super().__init__(config, trace, compress=compress, observers=observers)
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
@@ -175,6 +183,9 @@ class Client(ClientBase):
                 if isinstance(step, Queued):
                     self._wait_in_queue(run, step.until)
                     continue
+                if isinstance(step, Compress):
+                    self._compress(run, step)
+                    continue
                 yield from self._attempt(run, step.attempt)
         finally:
             # Closed early, interrupted, or a bug: the core must not keep the request,
@@ -185,6 +196,18 @@ class Client(ClientBase):
                 response.close()
         if run.error is not None:
             raise run.error
+
+    def _compress(self, run: RequestRun, step: Compress) -> None:
+        """Run the hook on the original request (outside the guard) and report the result."""
+        hook = self._compress_hook
+        assert hook is not None  # the core asks only when the client has one
+        ask = step.ask
+        try:
+            result = hook(run.chat, ask.backend, ask.limit)
+        except Exception as error:
+            self._hook_failed(run, error)
+            return
+        self._shrunk(run, ask, result)
 
     def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
         """Block until the core dispatches or ends ``run``, or its queue timeout is due.
