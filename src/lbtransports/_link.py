@@ -430,7 +430,7 @@ class CoreLink:
                 for _ in chunks:
                     actions = self._handle(ChunkReceived(at=at, request_id=rid, attempt=number))
                     if actions:
-                        self._file(actions)
+                        self._file(actions, rid)
                 attempt.chunks += len(chunks)
                 attempt.timer.answered(at)
             self._end()
@@ -602,7 +602,7 @@ class CoreLink:
             self._feed(Tick(at=now))
 
     def _feed(self, event: Event) -> None:
-        self._file(self._handle(event))
+        self._file(self._handle(event), getattr(event, "request_id", None))
 
     def _handle(self, event: Event) -> list[Action]:
         """The core's ``handle``, with the event journaled first and its step queued."""
@@ -620,10 +620,11 @@ class CoreLink:
                 self._pending.append(encode_line(step))
         return actions
 
-    def _file(self, actions: list[Action]) -> None:
-        """Give each action to the run it concerns (and queue it for the observers)."""
+    def _file(self, actions: list[Action], cause: str | None) -> None:
+        """Give each action to the run it concerns (and queue it for the observers,
+        with ``cause``, the id of the request whose event it answers)."""
         if self._observers is not None:
-            self._observers.offer(self._now, self._profile, actions)
+            self._observers.offer(self._now, self._profile, actions, cause)
         for action in actions:
             rid = getattr(action, "request_id", None)
             run = self._runs.get(rid) if rid is not None else None

@@ -90,10 +90,11 @@ class Observers:
             self.add(callback)
 
     def add(self, callback: Observer) -> None:
-        """Register ``callback``; one already registered is not added twice."""
+        """Register ``callback``; one already registered (or equal, as a bound method
+        of the same object is) is not added twice, so it hears each decision once."""
         if not callable(callback):
             raise TypeError(f"an observer must be callable, got {type(callback).__name__}")
-        if not any(known is callback for known in self._callbacks):
+        if not any(known is callback or known == callback for known in self._callbacks):
             self._callbacks.append(callback)
 
     def merged(self, other: Observers) -> Observers:
@@ -106,8 +107,14 @@ class Observers:
     def __bool__(self) -> bool:
         return bool(self._callbacks)
 
-    def offer(self, at: int, profile_name: str, actions: Iterable[Action]) -> None:
-        """Queue the observable ``actions`` (called under the core's guard: no callback runs)."""
+    def offer(
+        self, at: int, profile_name: str, actions: Iterable[Action], request_id: str | None
+    ) -> None:
+        """Queue the observable ``actions`` (called under the core's guard: no callback runs).
+
+        ``request_id``: the request whose event caused them, for actions that name
+        none of their own (a selection change); a breaker change stays None.
+        """
         for action in actions:
             kind = _KINDS.get(type(action))
             if kind is not None:
@@ -116,7 +123,8 @@ class Observers:
                         kind=kind,
                         at=at,
                         profile_name=profile_name,
-                        request_id=getattr(action, "request_id", None),
+                        request_id=getattr(action, "request_id", None)
+                        or (request_id if kind == "selection" else None),
                         action=action,
                     )
                 )
