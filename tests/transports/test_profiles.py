@@ -651,11 +651,9 @@ def test_warn_roundrobin_left_with_one_member(tmp_path: Path) -> None:
 
 def test_warn_still_refuses_a_broken_member(tmp_path: Path) -> None:
     write(tmp_path, "a", member("openai", "m"))
-    write(tmp_path, "inner", lb_profile(["a"], "roundrobin"))
-    write(tmp_path, LB, lb_profile(["a", "ghost", "inner"]))
-    assert "cannot reference another LoadBalancer profile 'inner'" in load_error(
-        tmp_path, missing="warn"
-    )
+    write(tmp_path, "broken", {**member("openai", "m"), "version": 3})
+    write(tmp_path, LB, lb_profile(["a", "ghost", "broken"]))
+    assert "unsupported profile version 3" in load_error(tmp_path, missing="warn")
 
 
 def test_missing_must_be_error_or_warn(three: Path) -> None:
