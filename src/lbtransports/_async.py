@@ -29,16 +29,19 @@ from lbcore import ConfigError, TimeoutPhase, truncate
 from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
+from ._errors import LoadBalancerError
 from ._log_guard import guard_httpcore_logs
+from ._nested import nested_failure
 from ._network import stream_failure
-from ._observers import Observer
+from ._observers import Observer, Observers
+from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
 from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
 from ._upstream import Upstream
-from .wire import ChatRequest, Chunk, HttpRequest
+from .wire import ChatRequest, Chunk, HttpRequest, Usage
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
@@ -109,7 +112,7 @@ class AsyncClient(ClientBase):
         max_connections: int = 100,
         pool_timeout_ms: int = DEFAULT_POOL_TIMEOUT_MS,
         compress: CompressHook | None = None,
-        observers: Iterable[Observer] = (),
+        observers: Iterable[Observer] | Observers = (),
     ) -> None:
         """
         Args:
@@ -194,6 +197,9 @@ class AsyncClient(ClientBase):
         self._closed = True
         if not self._running:
             await self._close_pools()
+        for inner in list(self._inner.values()):
+            assert isinstance(inner, AsyncClient)
+            await inner.aclose()
         self._close_trace()
 
     async def _close_pools(self) -> None:
@@ -242,7 +248,49 @@ class AsyncClient(ClientBase):
             # Closed early, cancelled, or a bug: the core must not keep the request.
             link.cancel(run)
         if run.error is not None:
-            raise run.error
+            raise self._caller_error(run)
+
+    def _nested_client(self, config: ClientConfig) -> AsyncClient:
+        return AsyncClient(
+            config,
+            max_connections=self._max_connections,
+            pool_timeout_ms=int(self._pool_timeout_s * 1000),
+            compress=self._compress_hook,
+            observers=self._observers,
+        )
+
+    async def _nested_attempt(
+        self, run: RequestRun, attempt: Attempt, inner: AsyncClient
+    ) -> AsyncGenerator[Chunk, None]:
+        """``attempt`` on a backend that is a load balancer: through its own client.
+
+        Each wait for the inner balancer's next chunk ends at the outer
+        attempt's deadline, as a read from a backend does.
+        """
+        link = self._link
+        link.sent(run, attempt)
+        try:
+            async with inner.chat(run.request_for(attempt.backend)) as stream:
+                chunks = aiter(stream)
+                while True:
+                    with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+                        chunk = await anext(chunks, None)
+                    if waited.cancelled_caught:
+                        link.expire(run, attempt, TimeoutPhase.READ)
+                        return
+                    if chunk is None:
+                        break
+                    visible = link.deliver(run, attempt, [chunk])
+                    if not visible:
+                        return  # the core gave up on it; leaving cancels the inner request
+                    for each in visible:
+                        yield each
+                    link.resumed(attempt)
+        except LoadBalancerError as error:
+            run.nested_error = error
+            link.finish(run, attempt, Failed(nested_failure(error)))
+            return
+        link.finish(run, attempt, Succeeded(stream.usage or Usage()))
 
     async def _compress(self, run: RequestRun, step: Compress) -> None:
         """Run the hook on the original request and report the result; awaited if async."""
@@ -281,6 +329,13 @@ class AsyncClient(ClientBase):
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
         link, upstream = self._link, run.upstream
+        inner = self._inner_client(attempt.backend)
+        if inner is not None:
+            assert isinstance(inner, AsyncClient)
+            async with contextlib.aclosing(self._nested_attempt(run, attempt, inner)) as nested:
+                async for chunk in nested:
+                    yield chunk
+            return
         reader = self._prepare(run, attempt)
         if reader is None:
             return

@@ -16,7 +16,7 @@ from lbcore import (
 )
 
 from ._config import ClientConfig
-from ._errors import ClientClosedError
+from ._errors import BackendError, ClientClosedError
 from ._link import CoreLink
 from ._observers import Observer, Observers
 from ._reader import AttemptReader, Failed
@@ -62,6 +62,8 @@ class ClientBase:
             observers=self._observers,
         )
         self._closed = False
+        #: Backend name -> the client of the nested balancer it is (made on first use).
+        self._inner: dict[str, ClientBase] = {}
 
     def stats(self) -> Stats:
         """The core's statistics: requests per backend, breakers, latency, tokens."""
@@ -154,6 +156,39 @@ class ClientBase:
         return AttemptReader(
             attempt.target.provider, attempt.http, keep_events=run.upstream is not None
         )
+
+    def _inner_client(self, backend: str) -> ClientBase | None:
+        """The client of the nested balancer ``backend`` is, or None for a plain backend.
+
+        Of this client's own kind, sharing its observers and compress hook; it
+        keeps its own breakers and sticky index, as the reference's nested
+        provider does, and records no trace of its own.
+        """
+        config = self.config.nested.get(backend)
+        if config is None:
+            return None
+        inner = self._inner.get(backend)
+        if inner is None:
+            self._check_open()
+            inner = self._inner[backend] = self._nested_client(config)
+        return inner
+
+    def _nested_client(self, config: ClientConfig) -> ClientBase:
+        raise NotImplementedError
+
+    def _caller_error(self, run: RequestRun) -> BaseException:
+        """What the caller gets for a failed ``run``: a nested balancer's own
+        exception when it ended the request (reference section 3.4), else the error."""
+        error = run.error
+        assert error is not None
+        nested = run.nested_error
+        if (
+            nested is not None
+            and isinstance(error, BackendError)
+            and error.backend in self.config.nested
+        ):
+            return nested
+        return error
 
     def _shrunk(self, run: RequestRun, ask: CompressPrompt, result: object) -> None:
         """Re-estimate what the hook returned for ``ask.backend`` and tell the core."""

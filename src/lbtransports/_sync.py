@@ -24,15 +24,18 @@ from lbcore import TimeoutPhase
 from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
+from ._errors import LoadBalancerError
+from ._nested import nested_failure
 from ._network import stream_failure
-from ._observers import Observer
+from ._observers import Observer, Observers
+from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
 from ._sync_sent import SendWatch, SentAdapter, watching
 from ._tracefile import TraceTarget
 from ._troubles import REQUESTS_ERRORS, REQUESTS_TROUBLES, Trouble, report, reported, trouble_of
-from .wire import ChatRequest, Chunk
+from .wire import ChatRequest, Chunk, Usage
 
 __all__ = ("ChatStream", "Client")
 
@@ -89,7 +92,7 @@ class Client(ClientBase):
         pool_size: int = 32,
         trust_env: bool = False,
         compress: CompressHook | None = None,
-        observers: Iterable[Observer] = (),
+        observers: Iterable[Observer] | Observers = (),
     ) -> None:
         """
         Args:
@@ -153,6 +156,9 @@ class Client(ClientBase):
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             _close_session(session)
+        for inner in list(self._inner.values()):
+            assert isinstance(inner, Client)
+            inner.close()
         self._close_trace()
 
     def __enter__(self) -> Self:
@@ -195,7 +201,40 @@ class Client(ClientBase):
             if response is not None:
                 response.close()
         if run.error is not None:
-            raise run.error
+            raise self._caller_error(run)
+
+    def _nested_client(self, config: ClientConfig) -> Client:
+        return Client(
+            config,
+            pool_size=self._pool_size,
+            trust_env=self._trust_env,
+            compress=self._compress_hook,
+            observers=self._observers,
+        )
+
+    def _nested_attempt(self, run: RequestRun, attempt: Attempt, inner: Client) -> Iterator[Chunk]:
+        """``attempt`` on a backend that is a load balancer: through its own client.
+
+        The inner balancer's timers bound its waits; the outer ones act on
+        each chunk it yields (spec/transports.md section 9).
+        """
+        link = self._link
+        link.sent(run, attempt)
+        stream = inner.chat(run.request_for(attempt.backend))
+        try:
+            for chunk in stream:
+                visible = link.deliver(run, attempt, [chunk])
+                if not visible:
+                    return  # the core gave up on it: closing the stream cancels the inner request
+                yield from visible
+                link.resumed(attempt)
+        except LoadBalancerError as error:
+            run.nested_error = error
+            link.finish(run, attempt, Failed(nested_failure(error)))
+            return
+        finally:
+            stream.close()
+        link.finish(run, attempt, Succeeded(stream.usage or Usage()))
 
     def _compress(self, run: RequestRun, step: Compress) -> None:
         """Run the hook on the original request (outside the guard) and report the result."""
@@ -231,6 +270,11 @@ class Client(ClientBase):
 
     def _attempt(self, run: RequestRun, attempt: Attempt) -> Iterator[Chunk]:
         link, config = self._link, self.config
+        inner = self._inner_client(attempt.backend)
+        if inner is not None:
+            assert isinstance(inner, Client)
+            yield from self._nested_attempt(run, attempt, inner)
+            return
         reader = self._prepare(run, attempt)
         if reader is None:
             return

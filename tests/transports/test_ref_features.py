@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from lbcore import BreakerState, FailureKind, StartAttempt, verify_trace
+from lbcore import BreakerState, StartAttempt, verify_trace
 from lbtransports import (
     AsyncClient,
     ChatRequest,
@@ -25,7 +25,7 @@ from lbtransports import (
     Observation,
     ObserverWarning,
 )
-from lbtransports.testing import Fail, LocalBackends, Stream
+from lbtransports.testing import Fail, LocalBackends, Reset, Stream
 from lbtransports.wire import UserMessage
 
 LONG = ChatRequest(messages=(UserMessage(content="word " * 400),))
@@ -291,4 +291,105 @@ def test_the_clients_read_out_the_index_the_selection_and_each_backend(mode: str
     assert states[0].breaker is BreakerState.OPEN and states[0].half_open_after is not None
     assert states[1].breaker is BreakerState.CLOSED and states[1].tpm >= 0
     assert b"FailoverIndexReset" in recorded and verify_trace(recorded) is None
-    assert FailureKind.NESTED  # the nested tests below use the same module's helpers
+
+
+# ------------------------------------------------------------------ nested balancers
+
+
+def _backend(backends: LocalBackends, name: str) -> dict[str, Any]:
+    b = backends[name]
+    return {"name": name, "provider": b.provider, "model": f"model-{name}", "base_url": b.base_url}
+
+
+def _nested_config(backends: LocalBackends, strategy: str = "failover") -> ClientConfig:
+    """Outer failover over [team, c]; team is itself a failover balancer over [x, y]."""
+    inner = {
+        "strategy": strategy,
+        "profile_name": "inner",
+        "settings": {"failover_retry_count": 1},
+        "backends": [_backend(backends, "x"), _backend(backends, "y")],
+    }
+    return ClientConfig.from_mapping(
+        {
+            "strategy": "failover",
+            "profile_name": "outer",
+            "settings": {"failover_retry_count": 1},
+            "backends": [
+                {"name": "team", "provider": "load-balancer", "balancer": inner},
+                _backend(backends, "c"),
+            ],
+        }
+    )
+
+
+def _serving(x: Any, y: Any, c: Any) -> LocalBackends:
+    backends = LocalBackends()
+    backends.add("x", "openai", default=x)
+    backends.add("y", "anthropic", default=y)
+    backends.add("c", "openai", default=c)
+    return backends
+
+
+def test_a_nested_balancer_serves_like_a_backend(mode: str) -> None:
+    seen: list[Observation] = []
+    with _serving(Fail(503), Stream(2), Stream(1)) as backends:
+        config = _nested_config(backends)
+        assert config.balancer.backends[0].model == "model-x"
+        (answer,), trace, _ = _complete(mode, config, SHORT, observers=[seen.append])
+        received_c = len(backends["c"].received)
+    assert isinstance(answer, Completion) and answer.backend == "team"
+    assert answer.text == "y-0 y-1 " and received_c == 0
+    assert verify_trace(trace) is None
+    # The observers hear the inner balancer's decisions too, under its own name.
+    assert ("inner", "failover") in {(o.profile_name, o.kind) for o in seen}
+
+
+def test_a_retryable_nested_aggregate_fails_over_in_the_outer(mode: str) -> None:
+    with _serving(Fail(503), Fail(429), Stream(1)) as backends:
+        (answer,), trace, _ = _complete(mode, _nested_config(backends), SHORT)
+    assert isinstance(answer, Completion) and answer.backend == "c"
+    assert b'"kind":"nested"' in trace and verify_trace(trace) is None
+
+
+def test_a_non_retryable_nested_aggregate_is_final_and_raised_as_it_is(mode: str) -> None:
+    with _serving(Fail(401), Fail(403), Stream(1)) as backends:
+        (error,), trace, _ = _complete(mode, _nested_config(backends), SHORT)
+        received_c = len(backends["c"].received)
+    assert isinstance(error, FailoverError) and not error.retryable
+    assert str(error).startswith('Load balancer "inner" failover exhausted after 2 backend')
+    assert received_c == 0
+    assert b'"kind":"terminal"' in trace and verify_trace(trace) is None
+
+
+def test_the_outer_aggregate_names_the_nested_balancer_and_its_status(mode: str) -> None:
+    with _serving(Fail(503), Fail(503), Fail(503)) as backends:
+        (error,), _, _ = _complete(mode, _nested_config(backends), SHORT)
+    assert isinstance(error, FailoverError) and error.retryable and error.status == 503
+    assert str(error).startswith(
+        'Load balancer "outer" failover exhausted after 2 backend failures (tried: team, c): '
+        'team: Load balancer "inner" failover exhausted after 2 backend failures'
+    )
+    assert [f.backend for f in error.failures] == ["team", "c"]
+
+
+def test_a_nested_failure_after_output_reaches_the_caller_raw(mode: str) -> None:
+    with _serving(Reset(after_chunks=1), Stream(1), Stream(1)) as backends:
+        config = _nested_config(backends, strategy="round-robin")
+        (error,), trace, _ = _complete(mode, config, SHORT)
+        received_c = len(backends["c"].received)
+    # The inner round-robin's raw BackendError, after its chunk: no failover anywhere.
+    assert type(error).__name__ == "BackendError" and error.backend == "x"
+    assert received_c == 0 and verify_trace(trace) is None
+
+
+def test_a_provider_load_balancer_backend_needs_its_balancer() -> None:
+    with pytest.raises(Exception, match='needs a "balancer"'):
+        ClientConfig.from_mapping(
+            {
+                "strategy": "failover",
+                "backends": [
+                    {"name": "team", "provider": "load-balancer"},
+                    {"name": "c", "provider": "openai"},
+                ],
+            }
+        )
