@@ -216,7 +216,7 @@ class Client(ClientBase):
         """``attempt`` on a backend that is a load balancer: through its own client.
 
         The inner balancer's timers bound its waits; the outer ones act on
-        each chunk it yields (spec/transports.md section 9).
+        each chunk it yields (spec/transports.md section 11.3).
         """
         link = self._link
         link.sent(run, attempt)
