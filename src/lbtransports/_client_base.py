@@ -7,6 +7,7 @@ from typing import Final
 
 from lbcore import (
     BackendState,
+    ConfigError,
     Balancer,
     CompressPrompt,
     Failure,
@@ -51,6 +52,12 @@ class ClientBase:
             raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
         if compress is not None and not callable(compress):
             raise TypeError(f"compress must be callable, got {type(compress).__name__}")
+        if compress is None and config.balancer.settings.context_compression:
+            # The core would ask for a shrink nobody can make.
+            raise ConfigError(
+                "settings.context_compression: needs a compress hook "
+                "(Client(config, compress=...) turns it on by itself)"
+            )
         self.config = config
         self._compress_hook = compress
         self._observers = observers if isinstance(observers, Observers) else Observers(observers)

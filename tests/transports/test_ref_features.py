@@ -393,3 +393,14 @@ def test_a_provider_load_balancer_backend_needs_its_balancer() -> None:
                 ],
             }
         )
+
+
+def test_context_compression_without_a_hook_is_refused() -> None:
+    backends = LocalBackends()
+    backends.add("a", "openai", default=Stream(1))
+    backends.add("b", "openai", default=Stream(1))
+    config = _config(backends, context_compression=True)
+    with pytest.raises(Exception, match="settings.context_compression: needs a compress hook"):
+        Client(config)
+    with pytest.raises(Exception, match="needs a compress hook"):
+        AsyncClient(config)
