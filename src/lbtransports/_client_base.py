@@ -7,9 +7,9 @@ from typing import Final
 
 from lbcore import (
     BackendState,
-    ConfigError,
     Balancer,
     CompressPrompt,
+    ConfigError,
     Failure,
     FailureKind,
     Stats,

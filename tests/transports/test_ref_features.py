@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from lbcore import BreakerState, StartAttempt, verify_trace
+from lbcore import BreakerState, ConfigError, StartAttempt, verify_trace
 from lbtransports import (
     AsyncClient,
     ChatRequest,
@@ -383,7 +383,7 @@ def test_a_nested_failure_after_output_reaches_the_caller_raw(mode: str) -> None
 
 
 def test_a_provider_load_balancer_backend_needs_its_balancer() -> None:
-    with pytest.raises(Exception, match='needs a "balancer"'):
+    with pytest.raises(ConfigError, match='needs a "balancer"'):
         ClientConfig.from_mapping(
             {
                 "strategy": "failover",
@@ -399,8 +399,9 @@ def test_context_compression_without_a_hook_is_refused() -> None:
     backends = LocalBackends()
     backends.add("a", "openai", default=Stream(1))
     backends.add("b", "openai", default=Stream(1))
-    config = _config(backends, context_compression=True)
-    with pytest.raises(Exception, match="settings.context_compression: needs a compress hook"):
+    with backends:
+        config = _config(backends, context_compression=True)
+    with pytest.raises(ConfigError, match=r"settings\.context_compression: needs a compress hook"):
         Client(config)
-    with pytest.raises(Exception, match="needs a compress hook"):
+    with pytest.raises(ConfigError, match="needs a compress hook"):
         AsyncClient(config)
