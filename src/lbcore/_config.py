@@ -43,6 +43,7 @@ LATER_SETTINGS: Final[dict[str, object]] = {
     "deadline_ms": None,
     "idle_timeout_ms": None,
     "latency_explore_percent": 5,
+    "context_compression": False,
 }
 LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None, "weight": 1}
 
@@ -165,6 +166,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     idle_timeout_ms: int | None = None
     #: The latency strategy: the share of requests (in percent) sent to another backend.
     latency_explore_percent: int = 5
+    #: A prompt over a backend's limit is offered for compression (CompressPrompt)
+    #: before the backend is rejected. The clients turn it on for a compress hook.
+    context_compression: bool = False
 
     def __post_init__(self) -> None:
         _require_int("failover_retry_count", self.failover_retry_count, 1)
@@ -230,6 +234,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "settings.latency_explore_percent: must be an integer between 0 and "
                 f"{MAX_EXPLORE_PERCENT}, got {_show(explore)}"
             )
+        _require_bool("context_compression", self.context_compression)
 
     @property
     def attempts_per_backend(self) -> int:

@@ -22,6 +22,8 @@ __all__ = (
     "AttemptTimedOut",
     "ChunkReceived",
     "Event",
+    "FailoverIndexReset",
+    "PromptCompressed",
     "RequestCancelled",
     "RequestStarted",
     "SlotTimedOut",
@@ -151,6 +153,28 @@ class StatsReset(Record, frozen=True, kw_only=True):
     at: int
 
 
+@final
+class PromptCompressed(Record, frozen=True, kw_only=True):
+    """The transport shrank the prompt for the backend a ``CompressPrompt`` named.
+
+    ``prompt_tokens`` is the re-estimate of the shrunk request; ``error`` the
+    compression hook's failure instead (already cleaned and free of secrets).
+    Exactly one of them is set. The core never sees the prompt itself.
+    """
+
+    at: int
+    request_id: str
+    prompt_tokens: int | None = None
+    error: str | None = None
+
+
+@final
+class FailoverIndexReset(Record, frozen=True, kw_only=True):
+    """An operator moved the failover sticky index back to the first backend."""
+
+    at: int
+
+
 Event = (
     RequestStarted
     | ChunkReceived
@@ -163,4 +187,6 @@ Event = (
     | RequestCancelled
     | Tick
     | StatsReset
+    | PromptCompressed
+    | FailoverIndexReset
 )

@@ -8,6 +8,7 @@ from ._actions import (
     Action,
     CancelAttempt,
     CloseBreaker,
+    CompressPrompt,
     CoolDown,
     FailOver,
     FirstChunkDue,
@@ -31,6 +32,8 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    FailoverIndexReset,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -71,6 +74,12 @@ def describe_event(event: Event) -> str:
         return "cancelled by caller"
     if isinstance(event, StatsReset):
         return "stats reset"
+    if isinstance(event, PromptCompressed):
+        if event.error is not None:
+            return f"compression failed: {truncate(event.error, 40)!r}"
+        return f"compressed to {event.prompt_tokens} tokens"
+    if isinstance(event, FailoverIndexReset):
+        return "failover index reset"
     return "tick"
 
 
@@ -107,6 +116,8 @@ def describe_action(action: Action) -> str:
         return f"{action.backend} cools down until {action.until} (Retry-After)"
     if isinstance(action, SelectionChanged):
         return f"selected {action.backend}"
+    if isinstance(action, CompressPrompt):
+        return f"compress for {action.backend} ({action.tokens} tokens, limit {action.limit})"
     if isinstance(action, RequestCompleted):
         return f"COMPLETED on {action.backend}"
     if isinstance(action, RequestQueued):
@@ -125,7 +136,7 @@ def describe_action(action: Action) -> str:
 
 def _request_of(step: Step) -> str:
     event = step.event
-    if isinstance(event, Tick | StatsReset):
+    if isinstance(event, Tick | StatsReset | FailoverIndexReset):
         ids = {getattr(a, "request_id", None) for a in step.actions} - {None}
         return ", ".join(sorted(str(i) for i in ids)) or "-"
     return event.request_id

@@ -28,6 +28,8 @@ DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
 #: or the next decoded chunk of its answer. Keep-alive comments and other bytes that
 #: complete no chunk do not count: see spec/transports.md section 4.
 DEFAULT_IDLE_TIMEOUT_MS: Final = 300_000
+#: The provider of a backend that is itself a load balancer (reference section 3.4).
+NESTED_PROVIDER: Final = "load-balancer"
 
 
 def _name(text: str) -> str:
@@ -49,6 +51,8 @@ class _BackendShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     weight: int = 1
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: A nested load balancer, in this same mapping shape (provider "load-balancer").
+    balancer: dict[str, Any] | None = None
 
 
 class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -93,6 +97,10 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    #: Backend name -> the config of the load balancer that backend is (its
+    #: provider is ``"load-balancer"``); the client sends that backend's
+    #: attempts through a client of its own over this config.
+    nested: dict[str, ClientConfig] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.balancer, BalancerConfig):
@@ -117,6 +125,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                     f"got ({target.provider!r}, {target.model!r})"
                 )
             _check_base_url(target.name, target.base_url)
+        _check_nested(specs, self.nested)
         for field in ("connect_timeout_ms", "idle_timeout_ms"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -146,11 +155,18 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as error:
             # msgspec names the path ("at `$.backends[0].name`"); no value is echoed.
             raise ConfigError(f"config: {error}") from None
+        nested = {
+            b.name: _nested_config(b.name, b.balancer)
+            for b in shape.backends
+            if b.balancer is not None
+        }
         backends = tuple(
             BackendSpec(
                 name=b.name,
                 provider=b.provider,
-                model=b.model,
+                # A nested balancer's model, unless given, is what it would use first.
+                model=b.model
+                or (nested[b.name].balancer.backends[0].model if b.name in nested else ""),
                 context_window=b.context_window,
                 max_concurrent=b.max_concurrent,
                 weight=b.weight,
@@ -169,7 +185,8 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                 BackendTarget(
                     name=b.name,
                     provider=b.provider,
-                    model=b.model,
+                    model=b.model
+                    or (nested[b.name].balancer.backends[0].model if b.name in nested else ""),
                     base_url=b.base_url,
                     credential=b.credential,
                     ephemeral_settings=b.settings,
@@ -181,6 +198,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             model_params=shape.model_params,
             connect_timeout_ms=shape.connect_timeout_ms,
             idle_timeout_ms=shape.idle_timeout_ms,
+            nested=nested,
         )
 
     def __repr__(self) -> str:
@@ -190,3 +208,32 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             f"model_params={redact_settings(self.model_params)!r}, "
             f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms})"
         )
+
+
+def _nested_config(name: str, mapping: dict[str, Any]) -> ClientConfig:
+    try:
+        return ClientConfig.from_mapping(mapping)
+    except ConfigError as error:
+        raise ConfigError(f'backends["{_name(name)}"].balancer: {error}') from None
+
+
+def _check_nested(specs: tuple[BackendSpec, ...], nested: Mapping[str, ClientConfig]) -> None:
+    """Every "load-balancer" backend has its nested config, and only those do."""
+    if not isinstance(nested, Mapping):
+        raise ConfigError("nested: must map backend names to ClientConfig")
+    by_name = {spec.name: spec for spec in specs}
+    for name, inner in nested.items():
+        spec = by_name.get(name)
+        if spec is None or spec.provider != NESTED_PROVIDER:
+            raise ConfigError(
+                f'backends["{_name(str(name))}"]: a nested balancer needs provider '
+                f'"{NESTED_PROVIDER}"'
+            )
+        if not isinstance(inner, ClientConfig):
+            raise ConfigError(f'nested["{_name(name)}"]: must be a ClientConfig')
+    for spec in specs:
+        if spec.provider == NESTED_PROVIDER and spec.name not in nested:
+            raise ConfigError(
+                f'backends["{_name(spec.name)}"]: provider "{NESTED_PROVIDER}" needs a '
+                '"balancer" (the nested load balancer\'s config)'
+            )

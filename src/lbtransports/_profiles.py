@@ -34,6 +34,7 @@ from lbcore import (
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_IDLE_TIMEOUT_MS,
+    NESTED_PROVIDER,
     ClientConfig,
     _check_base_url,
 )
@@ -335,11 +336,6 @@ def _load_member(
     data = _read_object(path)
     if data is None:
         return None
-    if data.get("type") == _LB_TYPE:
-        raise ConfigError(
-            f"{lb_path}: LoadBalancer profile {_quoted(lb_name)} cannot reference another "
-            f"LoadBalancer profile {_quoted(member)}"
-        )
     _check_version(path, data)
     provider = data.get("provider", _ABSENT)
     if not isinstance(provider, str) or not provider.strip():
@@ -388,6 +384,10 @@ def load_profile(
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from the load balancer profile ``<directory>/<name>.json``.
 
+    A member that is itself a load balancer profile becomes a nested balancer:
+    a backend with provider ``"load-balancer"`` and its own config in
+    :attr:`ClientConfig.nested` (a cycle of such profiles is an error).
+
     A leading ``~`` in ``directory`` is the user's home directory.
 
     Each profile it lists is read from the same directory and becomes one
@@ -401,6 +401,25 @@ def load_profile(
     """
     if missing not in ("error", "warn"):
         raise ValueError(f"missing must be 'error' or 'warn', got {missing!r}")
+    return _load_profile(
+        directory,
+        name,
+        missing=missing,
+        connect_timeout_ms=connect_timeout_ms,
+        idle_timeout_ms=idle_timeout_ms,
+        chain=(),
+    )
+
+
+def _load_profile(
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    missing: Literal["error", "warn"],
+    connect_timeout_ms: int | None,
+    idle_timeout_ms: int | None,
+    chain: tuple[str, ...],
+) -> ClientConfig:
     # "~/.llxprt/profiles" is how users name the reference's profile folder.
     folder = Path(os.fspath(directory)).expanduser()
     problem = _name_problem(folder, name)
@@ -425,7 +444,27 @@ def load_profile(
     specs: list[BackendSpec] = []
     targets: list[BackendTarget] = []
     skipped: list[str] = []
+    nested: dict[str, ClientConfig] = {}
+    chain = (*chain, name)
     for member in profile.members:
+        member_data = _read_object(folder / f"{member}.json")
+        if member_data is not None and member_data.get("type") == _LB_TYPE:
+            if member in chain:
+                loop = " -> ".join(_quoted(n) for n in (*chain, member))
+                raise ConfigError(f"{path}: nested load balancer profiles form a cycle: {loop}")
+            inner = _load_profile(
+                folder,
+                member,
+                missing=missing,
+                connect_timeout_ms=connect_timeout_ms,
+                idle_timeout_ms=idle_timeout_ms,
+                chain=chain,
+            )
+            model = inner.balancer.backends[0].model
+            specs.append(BackendSpec(name=member, provider=NESTED_PROVIDER, model=model))
+            targets.append(BackendTarget(name=member, provider=NESTED_PROVIDER, model=model))
+            nested[member] = inner
+            continue
         backend = _load_member(folder, path, name, member)
         if backend is None:
             if missing == "error":
@@ -471,6 +510,7 @@ def load_profile(
                 DEFAULT_CONNECT_TIMEOUT_MS if connect_timeout_ms is None else connect_timeout_ms
             ),
             idle_timeout_ms=DEFAULT_IDLE_TIMEOUT_MS if idle_timeout_ms is None else idle_timeout_ms,
+            nested=nested,
         )
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
@@ -481,6 +521,7 @@ def load_profile(
             f"{lb} references non-existent profile {_quoted(member)}; going on without it "
             f"({folder / f'{member}.json'} not found)",
             ProfileWarning,
-            stacklevel=2,
+            # Attributed to load_profile's caller, through every nesting level.
+            stacklevel=2 + len(chain),
         )
     return config

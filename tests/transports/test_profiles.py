@@ -401,10 +401,23 @@ def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
 
 def test_nested_load_balancer_member(tmp_path: Path) -> None:
     write(tmp_path, "a", member("openai", "m"))
-    write(tmp_path, "inner", lb_profile(["a"], "roundrobin"))
-    path = write(tmp_path, LB, lb_profile(["a", "inner"]))
-    assert load_error(tmp_path) == (
-        f"{path}: LoadBalancer profile 'team' cannot reference another LoadBalancer profile 'inner'"
+    write(tmp_path, "b", member("anthropic", "c"))
+    write(tmp_path, "inner", lb_profile(["b", "a"], "roundrobin"))
+    write(tmp_path, LB, lb_profile(["a", "inner"]))
+    config = load_profile(tmp_path, LB)
+    spec = config.balancer.backends[1]
+    assert (spec.name, spec.provider, spec.model) == ("inner", "load-balancer", "c")
+    inner = config.nested["inner"]
+    assert inner.balancer.strategy == "round-robin"
+    assert [b.name for b in inner.balancer.backends] == ["b", "a"]
+
+
+def test_nested_load_balancer_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "a", member("openai", "m"))
+    write(tmp_path, "inner", lb_profile(["a", LB]))
+    write(tmp_path, LB, lb_profile(["a", "inner"]))
+    assert load_error(tmp_path).endswith(
+        "nested load balancer profiles form a cycle: 'team' -> 'inner' -> 'team'"
     )
 
 
@@ -639,11 +652,9 @@ def test_warn_roundrobin_left_with_one_member(tmp_path: Path) -> None:
 
 def test_warn_still_refuses_a_broken_member(tmp_path: Path) -> None:
     write(tmp_path, "a", member("openai", "m"))
-    write(tmp_path, "inner", lb_profile(["a"], "roundrobin"))
-    write(tmp_path, LB, lb_profile(["a", "ghost", "inner"]))
-    assert "cannot reference another LoadBalancer profile 'inner'" in load_error(
-        tmp_path, missing="warn"
-    )
+    write(tmp_path, "broken", {**member("openai", "m"), "version": 3})
+    write(tmp_path, LB, lb_profile(["a", "ghost", "broken"]))
+    assert "unsupported profile version 3" in load_error(tmp_path, missing="warn")
 
 
 def test_missing_must_be_error_or_warn(three: Path) -> None:
