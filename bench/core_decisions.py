@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+import msgspec
 from _harness import Section, Table, publish, quick, ratio, rounds, spread
 
 from lbcore import (
@@ -31,6 +32,11 @@ from lbcore import (
     Settings,
     StartAttempt,
 )
+from lbcore._strategies import picker_for
+
+#: The strategies whose pick is timed; failover (the sticky index) is the baseline.
+STRATEGIES = ("failover", "weighted-round-robin", "least-busy", "latency")
+PICKS = 200 if quick() else 20_000
 
 CHUNKS = 20
 BACKENDS = (3, 30, 300) if quick() else (3, 30, 300, 3_000)
@@ -66,6 +72,40 @@ def make_config(backends: int, limit: int) -> BalancerConfig:
     return BalancerConfig(
         strategy="failover", backends=specs, settings=settings, context_limit=150_000
     )
+
+
+def with_strategy(config: BalancerConfig, strategy: str) -> BalancerConfig:
+    """``config`` under ``strategy``; weighted-round-robin gets weights 1, 2, 3, 1, ...
+    (three distinct weights: its pick costs one step per distinct weight)."""
+    backends = config.backends
+    if strategy == "weighted-round-robin":
+        backends = tuple(
+            msgspec.structs.replace(b, weight=1 + n % 3) for n, b in enumerate(backends)
+        )
+    return msgspec.structs.replace(config, strategy=strategy, backends=backends)
+
+
+def pick_alone(config: BalancerConfig) -> Callable[[], float]:
+    """One round: ns per pick, the strategy's choice of first backend and nothing else.
+
+    The picker reads a balancer's own state: the latency one has a sample on every
+    backend (so its scan is over real estimates), least-busy reads live slot counts.
+    """
+
+    def measure() -> float:
+        balancer = Balancer(config)
+        picker = picker_for(config, balancer._capacity)
+        assert picker is not None
+        if config.strategy == "latency":
+            for index in range(len(config.backends)):
+                picker.observe(index, 500 + (index * 7919) % 1000)  # type: ignore[union-attr]
+        pick = picker.pick
+        began = time.perf_counter_ns()
+        for _ in range(PICKS):
+            pick()
+        return (time.perf_counter_ns() - began) / PICKS
+
+    return measure
 
 
 def streamed(rid: str, at: int, attempt: int) -> list[Event]:
@@ -174,6 +214,12 @@ def main() -> None:
     for q in QUEUED:
         measures[f"queued pick {q}"] = by_queue(q, whole=False)
         measures[f"queued whole {q}"] = by_queue(q, whole=True)
+    for strategy in STRATEGIES:
+        for n in BACKENDS:
+            config = with_strategy(make_config(n, limit=REQUESTS), strategy)
+            measures[f"{strategy} decision {n}"] = by_backends(config, whole=False)
+            if strategy != "failover":
+                measures[f"{strategy} pick {n}"] = pick_alone(config)
     results = rounds(measures, ROUNDS)
     events_per_request = CHUNKS + 2
 
@@ -205,7 +251,39 @@ def main() -> None:
         section.figure(f"core.queued_pick_us.{q}", pick)
         section.figure(f"core.queued_request_us.{q}", per_request)
     section.tables.append(queue_table)
+    section.tables.append(strategies_table(results, section))
     publish(section, began)
+
+
+def strategies_table(results: dict[str, list[float]], section: Section) -> Table:
+    """The pick of each strategy (spec §23-§25), alone and as part of the decision."""
+    table = Table(
+        f"µs per pick (the strategy's choice alone, {PICKS:,} picks a round) and per routing "
+        "decision (the whole `RequestStarted`), by strategy and backends",
+        ["strategy", "backends", "pick alone", "per routing decision", "decision vs failover"],
+        note="Failover's pick is its sticky index (nothing to time). Weighted-round-robin runs "
+        "with three distinct weights, latency with a sample on every backend and the default "
+        "5 % exploration.",
+    )
+    for strategy in STRATEGIES:
+        for n in BACKENDS:
+            decision = results[f"{strategy} decision {n}"]
+            alone = "-"
+            if strategy != "failover":
+                pick = spread([v / 1000 for v in results[f"{strategy} pick {n}"]])
+                alone = pick.show(2)
+                section.figure(f"core.strategy_pick_us.{strategy.replace('-', '_')}.{n}", pick)
+            growth = ratio(decision, results[f"failover decision {n}"])
+            table.rows.append(
+                [
+                    strategy,
+                    str(n),
+                    alone,
+                    spread([v / 1000 for v in decision]).show(1),
+                    growth.show(2, "x"),
+                ]
+            )
+    return table
 
 
 if __name__ == "__main__":

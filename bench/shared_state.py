@@ -1,4 +1,4 @@
-"""Shared state (spec §23): what it costs a decision, and how fast news travels between processes.
+"""Shared state (spec §26): what it costs a decision, and how fast news travels between processes.
 
 Run alone: ``python bench/shared_state.py`` (``make bench`` runs it too). Two parts:
 

@@ -113,6 +113,8 @@ def run_readme_blocks(
     printed = capsys.readouterr().out
     assert "gpt-0 gpt-1 gpt-2 " in printed
     assert "steady 'steady-0 steady-1 '" in printed  # the local backends example
+    # The strategies example: nginx's smooth order, the drained backend never used.
+    assert "['big', 'big', 'small', 'big', 'tiny', 'big', 'big']" in printed
     # Every request reached a real server, with the key from the environment.
     (first, *_) = providers_nearby["gpt"].received
     assert first.header("authorization") == "Bearer sk-o"

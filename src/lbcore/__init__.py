@@ -13,6 +13,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CompressPrompt,
     CoolDown,
     FailOver,
     FailoverReason,
@@ -30,6 +31,7 @@ from ._actions import (
     StartAttempt,
     TripBreaker,
 )
+from ._backend_state import BackendState
 from ._balancer import Balancer, UnsupportedServerTool
 from ._breaker import BreakerFailure, BreakerSnapshot, BreakerState
 from ._config import BackendSpec, Backoff, BalancerConfig, Settings, Strategy
@@ -42,6 +44,8 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    FailoverIndexReset,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -59,6 +63,7 @@ from ._outcomes import (
     BackendFailure,
     BudgetExhausted,
     Category,
+    CompressionFailed,
     ContextLimitExceeded,
     DeadlineExceeded,
     FailoverExhausted,
@@ -110,6 +115,7 @@ __all__ = (
     "BackendFailure",
     "BackendMetrics",
     "BackendSpec",
+    "BackendState",
     "Backoff",
     "Balancer",
     "BalancerConfig",
@@ -125,6 +131,8 @@ __all__ = (
     "ChunkReceived",
     "ClaimProbe",
     "CloseBreaker",
+    "CompressPrompt",
+    "CompressionFailed",
     "ConfigError",
     "ContextLimitExceeded",
     "CoolDown",
@@ -133,6 +141,7 @@ __all__ = (
     "Event",
     "FailOver",
     "FailoverExhausted",
+    "FailoverIndexReset",
     "FailoverReason",
     "Failure",
     "FailureKind",
@@ -148,6 +157,7 @@ __all__ = (
     "PeerReport",
     "ProbeClaimed",
     "ProbeRefused",
+    "PromptCompressed",
     "Publish",
     "QueueFull",
     "QueueTimedOut",

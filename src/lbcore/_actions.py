@@ -202,6 +202,19 @@ class CloseBreaker(Record, frozen=True, kw_only=True):
 
 
 @final
+class CompressPrompt(Record, frozen=True, kw_only=True):
+    """The prompt does not fit ``backend``: shrink it for ``limit``, then report
+    :class:`PromptCompressed`. Only with ``settings.context_compression``."""
+
+    performs_io: ClassVar[bool] = True
+    request_id: str
+    backend: str
+    #: The estimate of the original request (every backend starts from it).
+    tokens: int
+    limit: int
+
+
+@final
 class SelectionChanged(Record, frozen=True, kw_only=True):
     """The backend in use changed (the reference's LoadBalancerSelectionChanged)."""
 
@@ -250,6 +263,7 @@ Action = (
     | HalfOpenBreaker
     | CloseBreaker
     | SelectionChanged
+    | CompressPrompt
     | RequestCompleted
     | RequestFailed
     | RequestAborted

@@ -22,6 +22,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CompressPrompt,
     CoolDown,
     FailOver,
     FailoverReason,
@@ -40,10 +41,12 @@ from ._actions import (
     TripBreaker,
 )
 from ._aggregate import all_context_limits_error, context_limit_message, failover_error
+from ._backend_state import BackendState, breaker_fields
 from ._backoff import RetryDelays
 from ._breaker import Breaker, BreakerState
 from ._capacity import Capacity
 from ._classify import allows_same_backend_retry, is_immediate_failover, is_transient
+from ._compression import compression_failed_message, compression_failure
 from ._config import BackendSpec, BalancerConfig, Strategy
 from ._cooldown import Cooldowns
 from ._errors import InvalidEvent, LBError
@@ -55,6 +58,8 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    FailoverIndexReset,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -69,6 +74,7 @@ from ._outcomes import (
     BackendFailed,
     BackendFailure,
     BudgetExhausted,
+    CompressionFailed,
     ContextLimitExceeded,
     DeadlineExceeded,
     LocalSaturation,
@@ -80,6 +86,8 @@ from ._outcomes import (
 from ._retry_budget import RetryBudget
 from ._shared import PEER_EVENTS, Sharing
 from ._state import LiveRequest, Phase, Sending
+from ._strategies import FastestFirst, picker_for
+from ._text import truncate
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
 from ._validate import check_event
@@ -122,7 +130,9 @@ class Balancer:
         self._config = config
         self._settings = config.settings
         self._backends: tuple[BackendSpec, ...] = tuple(config.backends)
-        self._failover = config.strategy == Strategy.FAILOVER
+        # Every strategy but round-robin runs failover's rotation (spec §5, §23-§25).
+        self._failover = config.strategy != Strategy.ROUND_ROBIN
+        self._sticky = config.strategy == Strategy.FAILOVER
         self._breakers_on = self._failover and self._settings.circuit_breaker_enabled
         self._now = 0
         self._seq = 0
@@ -153,13 +163,21 @@ class Balancer:
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
         self._capacity = Capacity(self._backends, self._settings)
+        # Strategy hooks: where a rotation starts, which backends it leaves out
+        # (weight 0 drains), and the latency estimates' samples.
+        self._picker = picker_for(config, self._capacity)
+        self._latency = self._picker if isinstance(self._picker, FastestFirst) else None
+        drained = tuple(b.weight == 0 for b in self._backends)
+        self._drained = drained if any(drained) else None
+        #: The backends a rotation may visit, for the all-unhealthy check.
+        self._rotating = tuple(b for b in self._backends if b.weight > 0)
         self._cooldowns = Cooldowns(len(self._backends))
         self._honour_retry_after = self._failover and self._settings.honour_retry_after
         self._delays = RetryDelays(self._settings)
         self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
-        #: Shared state (spec §23), only with peer_sharing: peer rules and the outbox.
+        #: Shared state (spec §26), only with peer_sharing: peer rules and the outbox.
         self._sharing = (
             Sharing(
                 self._backends,
@@ -235,6 +253,10 @@ class Balancer:
             self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
         elif kind is Tick:
             self._tick(actions)
+        elif kind is PromptCompressed:
+            self._compressed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+        elif kind is FailoverIndexReset:
+            self._sticky_index = 0
         elif kind is StatsReset:
             self._reset_stats()
         else:
@@ -351,6 +373,39 @@ class Balancer:
         """Where the next failover request starts its rotation."""
         return self._sticky_index
 
+    def reset_failover_index(self) -> list[Action]:
+        """Shorthand for ``handle(FailoverIndexReset(at=self.now))``: start again at the first."""
+        return self.handle(FailoverIndexReset(at=self._now))
+
+    def last_selected(self) -> str | None:
+        """The backend of the latest attempt (None before any, or after a stats reset)."""
+        return self._last_selected
+
+    def backend_states(self) -> tuple[BackendState, ...]:
+        """Every backend's breaker, cooldown, rate and slots at ``now``, in config order."""
+        settings, now = self._settings, self._now
+        states = []
+        for index, backend in enumerate(self._backends):
+            breaker, in_window, reopens = breaker_fields(
+                self._breakers.get(backend.name),
+                now,
+                settings.circuit_breaker_failure_window_ms,
+                settings.circuit_breaker_recovery_timeout_ms,
+            )
+            states.append(
+                BackendState(
+                    name=backend.name,
+                    breaker=breaker,
+                    failures_in_window=in_window,
+                    half_open_after=reopens,
+                    cooldown_until=self._cooling_until(index),
+                    tpm=self._tpm.rate(backend.name, now),
+                    slots_used=self._capacity.in_flight[index],
+                    max_concurrent=self._capacity.limits[index],
+                )
+            )
+        return tuple(states)
+
     def default_model(self) -> str:
         return self._backends[0].model
 
@@ -412,7 +467,7 @@ class Balancer:
     def _set_sticky(self, request: LiveRequest, index: int) -> None:
         # Only the newest claimant may move the sticky index: an older request
         # that overlaps a newer one must not undo what the newer one learned.
-        if request.owner == self._sticky_owner:
+        if self._sticky and request.owner == self._sticky_owner:
             self._sticky_index = index
 
     def _advance_sticky_past(self, request: LiveRequest, index: int) -> None:
@@ -489,6 +544,9 @@ class Balancer:
         """The limit the prompt exceeds on backend ``index``, or None when it fits."""
         limit = self._context_limits[index]
         tokens = request.prompt_tokens
+        compressed = request.compressed
+        if compressed is not None and index in compressed:
+            tokens = compressed[index]
         if limit is not None and tokens is not None and tokens > limit:
             return limit
         return None
@@ -523,9 +581,15 @@ class Balancer:
         # The index moves before anything can go wrong, as in the reference:
         # a rejected request still uses up its turn.
         self._rr_index = (index + 1) % len(self._backends)
+        self._round_robin_turn(request, index, actions)
+
+    def _round_robin_turn(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
+        """Round-robin's checks on its backend, then the dispatch (again after a compression)."""
         backend = self._backends[index]
         limit = self._context_rejection(request, index)
         if limit is not None:
+            if self._offer_compression(request, index, limit, actions):
+                return
             tokens = request.prompt_tokens or 0
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
             error = ContextLimitExceeded(
@@ -566,13 +630,14 @@ class Balancer:
             self._breakers[b.name].can_attempt(self._now, self._settings)
             if b.name in self._breakers
             else True
-            for b in self._backends
+            for b in self._rotating
         ):
             self._fail_request(
                 request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
             )
             return
-        request.next_index = self._sticky_index
+        picker = self._picker
+        request.next_index = self._sticky_index if picker is None else picker.pick()
         self._advance(request, actions)
 
     def _launch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
@@ -613,12 +678,17 @@ class Balancer:
         runs out, the request fails with the aggregate of what went wrong.
         """
         count = len(self._backends)
+        drained = self._drained
         while request.visited < count and self._budget_left(request):
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
+            if drained is not None and drained[index]:
+                continue  # weight 0: not in the rotation at all (§23)
             if self._admit(request, index, actions):
                 self._move_to(request, index, actions)
+                return
+            if request.phase is Phase.COMPRESSING:
                 return
         self._end_rotation(request, actions)
 
@@ -651,10 +721,17 @@ class Balancer:
         elif slow_rate is not None:
             reason = SkipReason.TPM_BELOW_THRESHOLD
             detail = f"{slow_rate:.1f} tokens/min is below the threshold {threshold}"
+        elif limit is not None and self._offer_compression(request, index, limit, actions):
+            # Paused until PromptCompressed; the visit's checks run again then.
+            if probe and breaker is not None:
+                breaker.hand_back_probe(request.request_id)
+            return False
         elif limit is not None:
             tokens = request.prompt_tokens or 0
             reason = SkipReason.CONTEXT_LIMIT
             detail = f"estimated {tokens} tokens exceeds the limit {limit}"
+            if request.compressed is not None and index in request.compressed:
+                detail += f" ({request.compressed[index]} after compression)"
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
@@ -678,6 +755,69 @@ class Balancer:
             )
         )
         return False
+
+    def _offer_compression(
+        self, request: LiveRequest, index: int, limit: int, actions: list[Action]
+    ) -> bool:
+        """Ask the transport to shrink the prompt for backend ``index``, once per visit.
+
+        True when the request now waits for ``PromptCompressed`` (section 11.3).
+        """
+        compressed = request.compressed
+        if not self._settings.context_compression or (
+            compressed is not None and index in compressed
+        ):
+            return False
+        if compressed is None:
+            compressed = request.compressed = {}
+        compressed[-1] = index
+        request.phase = Phase.COMPRESSING
+        actions.append(
+            CompressPrompt(
+                request_id=request.request_id,
+                backend=self._backends[index].name,
+                tokens=request.prompt_tokens or 0,
+                limit=limit,
+            )
+        )
+        return True
+
+    def _compressed(
+        self, request: LiveRequest, event: PromptCompressed, actions: list[Action]
+    ) -> None:
+        """The transport's answer to ``CompressPrompt``: resume the paused visit."""
+        compressed = request.compressed
+        assert compressed is not None
+        index = compressed.pop(-1)
+        request.phase = Phase.CONNECTING
+        name = self._backends[index].name
+        profile = self._config.profile_name
+        if event.error is not None:
+            if not self._failover:
+                message = compression_failed_message(profile, name, event.error)
+                error = CompressionFailed(profile_name=profile, backend=name, message=message)
+                self._fail_request(request, error, actions)
+                return
+            request.context_failures.append((name, compression_failure(profile, name, event.error)))
+            self._advance_sticky_past(request, index)
+            actions.append(
+                SkipBackend(
+                    request_id=request.request_id,
+                    backend=name,
+                    reason=SkipReason.CONTEXT_LIMIT,
+                    detail=f"compression failed: {truncate(event.error, 200)}",
+                )
+            )
+            self._advance(request, actions)
+            return
+        assert event.prompt_tokens is not None
+        compressed[index] = event.prompt_tokens
+        if not self._failover:
+            self._round_robin_turn(request, index, actions)
+        elif self._admit(request, index, actions):
+            self._move_to(request, index, actions)
+        else:
+            self._advance(request, actions)
 
     def _move_to(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Start the request on backend ``index``, which its checks admitted.
@@ -870,6 +1010,9 @@ class Balancer:
         if request.phase is Phase.CONNECTING:
             request.phase = Phase.STREAMING
             request.deadline = None
+            if self._latency is not None:
+                # From the send when the transport reported one, else from the start (§25).
+                self._latency.observe(request.backend_index, self._now - request.sending_since)
         idle = self._settings.idle_timeout_ms
         if idle is not None:
             request.idle_due = self._now + idle
@@ -891,6 +1034,8 @@ class Balancer:
             self._tpm.add(backend.name, tokens, self._now)
             if self._sharing is not None:
                 self._sharing.tokens(backend.name, tokens)
+        if self._latency is not None and request.chunks == 0:
+            self._latency.observe(request.backend_index, self._now - request.sending_since)
         if self._failover:
             # Failover counts a request once it succeeded; round-robin did at dispatch.
             self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
@@ -925,6 +1070,8 @@ class Balancer:
         counter.total_latency_ms += ended - request.attempt_started_at
         if failure.kind == FailureKind.TIMEOUT:
             counter.timeouts += 1
+        if self._latency is not None and request.phase is not Phase.STREAMING:
+            self._latency.observe_failure(request.backend_index, ended - request.attempt_started_at)
         if self._breakers_on:
             breaker = self._breakers.get(backend.name)
             if breaker is None:
@@ -998,6 +1145,15 @@ class Balancer:
         setup = failure.kind == FailureKind.SETUP and request.phase is Phase.CONNECTING
         if setup:
             self._undo_dispatch(request)
+        if (
+            failure.kind == FailureKind.TERMINAL
+            and self._failover
+            and request.phase is Phase.CONNECTING
+        ):
+            # A nested balancer already failed over and says retrying cannot help:
+            # its failure is the answer, charged to nothing (section 5.10).
+            self._fail_raw(request, failure, actions, record=False)
+            return
         if self._honour_retry_after:
             self._cool_down(request.backend_index, failure, actions)
         if request.phase is Phase.STREAMING or not self._failover:

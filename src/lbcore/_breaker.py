@@ -70,7 +70,7 @@ class Breaker:
         # Who holds the probe: only that request may hand it back or retry through
         # it, so a stale holder from an earlier half-open period cannot free a new one.
         self.probe_holder: str | None = None
-        #: Shared state (spec §23.4): a ClaimProbe was sent and awaits its answer.
+        #: Shared state (spec §26.4): a ClaimProbe was sent and awaits its answer.
         self.claim_out = False
 
     def _free_probe(self) -> None:
@@ -92,7 +92,7 @@ class Breaker:
             return True
         if self.state is BreakerState.HALF_OPEN:
             return self.probe_taken_at is None
-        # Shared: only a granted claim turns an open breaker half-open (spec §23.4).
+        # Shared: only a granted claim turns an open breaker half-open (spec §26.4).
         return not settings.peer_sharing and self._recovered(now, settings)
 
     def take(self, now: int, settings: Settings, holder: str) -> tuple[bool, bool]:

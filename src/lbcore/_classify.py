@@ -61,9 +61,9 @@ def allows_same_backend_retry(failure: Failure, settings: Settings) -> bool:
 
 def is_transient(failure: Failure) -> bool:
     """Could the same request succeed later? Drives the aggregate's ``retryable``."""
-    if failure.status in (401, 403):
+    if failure.status in (401, 403) or failure.kind == FailureKind.TERMINAL:
         return False
-    if is_network_transient(failure):
+    if is_network_transient(failure) or failure.kind == FailureKind.NESTED:
         return True
     if failure.provider_type in _TRANSIENT_PROVIDER_TYPES:
         return True

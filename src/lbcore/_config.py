@@ -42,9 +42,11 @@ LATER_SETTINGS: Final[dict[str, object]] = {
     "retry_budget_min": 3,
     "deadline_ms": None,
     "idle_timeout_ms": None,
+    "latency_explore_percent": 5,
+    "context_compression": False,
     "peer_sharing": False,
 }
-LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None}
+LATER_BACKEND_FIELDS: Final[dict[str, object]] = {"max_concurrent": None, "weight": 1}
 
 #: The reference caps attempts per backend at this value rather than rejecting more.
 MAX_ATTEMPTS_PER_BACKEND: Final = 100
@@ -52,12 +54,26 @@ _STRATEGY_ECHO_LIMIT: Final = 50
 #: Prefixes of routing settings: an unknown key with one of these is a typo, not a
 #: request setting, and is refused rather than silently ignored. ``lb_`` catches the
 #: names the reference's docs list but its code never reads.
-_ROUTING_PREFIXES: Final = ("failover_", "circuit_breaker_", "tpm_", "lb_", "retry_", "queue_")
+_ROUTING_PREFIXES: Final = (
+    "failover_",
+    "circuit_breaker_",
+    "tpm_",
+    "lb_",
+    "retry_",
+    "queue_",
+    "latency_",
+)
+#: The most of the latency strategy's traffic that may explore (spec §25).
+MAX_EXPLORE_PERCENT: Final = 50
 
 
 class Strategy(enum.StrEnum):
     ROUND_ROBIN = "round-robin"
     FAILOVER = "failover"
+    # Failover's rotation, started by a pick instead of the sticky index (spec §23-§25).
+    WEIGHTED_ROUND_ROBIN = "weighted-round-robin"
+    LEAST_BUSY = "least-busy"
+    LATENCY = "latency"
 
 
 class Backoff(enum.StrEnum):
@@ -102,7 +118,8 @@ def _require_bool(key: str, value: object) -> None:
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The failover knobs, named exactly as the reference's ephemeral settings.
 
-    Only the failover strategy reads them; round-robin ignores them all, as in
+    Only failover (and the strategies built on its rotation) reads them; round-robin
+    ignores them all, as in
     the reference, except the concurrency limits and the total and idle
     deadlines, which bound any request. Build one from a settings mapping with :meth:`from_mapping`,
     which ignores keys that are not about routing (``temperature``...).
@@ -148,7 +165,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     deadline_ms: int | None = None
     #: Longest gap allowed between two chunks once the first one arrived.
     idle_timeout_ms: int | None = None
-    #: Share what this process learns about backends with others (spec/behaviour.md §23).
+    #: The latency strategy: the share of requests (in percent) sent to another backend.
+    latency_explore_percent: int = 5
+    #: A prompt over a backend's limit is offered for compression (CompressPrompt)
+    #: before the backend is rejected. The clients turn it on for a compress hook.
+    context_compression: bool = False
+    #: Share what this process learns about backends with others (spec/behaviour.md §26).
     peer_sharing: bool = False
 
     def __post_init__(self) -> None:
@@ -209,6 +231,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _require_int("retry_budget_min", self.retry_budget_min, 0)
         _require_int("deadline_ms", self.deadline_ms, 1, optional=True)
         _require_int("idle_timeout_ms", self.idle_timeout_ms, 1, optional=True)
+        explore = self.latency_explore_percent
+        if not _is_int(explore) or not 0 <= explore <= MAX_EXPLORE_PERCENT:
+            raise ConfigError(
+                "settings.latency_explore_percent: must be an integer between 0 and "
+                f"{MAX_EXPLORE_PERCENT}, got {_show(explore)}"
+            )
+        _require_bool("context_compression", self.context_compression)
         _require_bool("peer_sharing", self.peer_sharing)
 
     @property
@@ -258,6 +287,9 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     #: Attempts in flight allowed on this backend; None takes ``settings.max_concurrent``.
     #: Added after trace format 1: a header leaves it out when it is None.
     max_concurrent: int | None = None
+    #: Its share under weighted-round-robin; 0 drains it. Added after trace format 1:
+    #: a header leaves it out when it is 1.
+    weight: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -290,6 +322,11 @@ class BackendSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
                 f'Backend "{clean_text(self.name, 64)}": max_concurrent must be an integer >= 1 '
                 f"or null, got {_show(limit)}"
             )
+        if not _is_int(self.weight) or self.weight < 0:
+            raise ConfigError(
+                f'Backend "{clean_text(self.name, 64)}": weight must be an integer >= 0, '
+                f"got {_show(self.weight)}"
+            )
 
 
 def _strategy_error(strategy: object) -> ConfigError:
@@ -299,7 +336,28 @@ def _strategy_error(strategy: object) -> ConfigError:
             shown = shown.replace(control, " ")
     else:
         shown = "<non-string>"
-    return ConfigError(f'Invalid strategy "{shown}". Supported: "round-robin", "failover".')
+    supported = ", ".join(f'"{s.value}"' for s in Strategy)
+    return ConfigError(f'Invalid strategy "{shown}". Supported: {supported}.')
+
+
+_STRATEGIES: Final = frozenset(s.value for s in Strategy)
+
+
+def _check_weights(strategy: str, backends: tuple[BackendSpec, ...] | list[BackendSpec]) -> None:
+    """Weights mean something only to weighted-round-robin, which needs one above 0."""
+    if strategy == Strategy.WEIGHTED_ROUND_ROBIN:
+        if not any(backend.weight > 0 for backend in backends):
+            raise ConfigError(
+                "backends[].weight: weighted-round-robin needs a backend with weight >= 1, "
+                "every weight is 0"
+            )
+        return
+    for backend in backends:
+        if backend.weight != 1:
+            raise ConfigError(
+                f'Backend "{clean_text(backend.name, 64)}": weight is read only by '
+                f'"weighted-round-robin", not by "{strategy}"; leave it at 1'
+            )
 
 
 class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -326,7 +384,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             )
         if not backends:
             raise ConfigError("Balancer requires at least one backend in configuration")
-        if self.strategy not in (Strategy.ROUND_ROBIN, Strategy.FAILOVER):
+        if self.strategy not in _STRATEGIES:
             raise _strategy_error(self.strategy)
         if self.strategy == Strategy.FAILOVER and len(backends) < 2:
             raise ConfigError(
@@ -344,6 +402,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     "names must be unique"
                 )
             seen.add(backend.name)
+        _check_weights(self.strategy, backends)
         if isinstance(backends, list):
             msgspec.structs.force_setattr(self, "backends", tuple(backends))
         if not isinstance(self.profile_name, str) or not self.profile_name.strip():

@@ -45,7 +45,7 @@ class Cooldowns:
         return self._cause[index]
 
     def extend(self, index: int, until: int, cause: Failure, now: int) -> bool:
-        """A peer's pause (spec §23.2): lengthen the cooldown to ``until``; True if it did."""
+        """A peer's pause (spec §26.2): lengthen the cooldown to ``until``; True if it did."""
         if until <= now or until <= self._until[index]:
             return False
         self._until[index] = until

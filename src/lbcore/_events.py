@@ -23,6 +23,8 @@ __all__ = (
     "AttemptTimedOut",
     "ChunkReceived",
     "Event",
+    "FailoverIndexReset",
+    "PromptCompressed",
     "RequestCancelled",
     "RequestStarted",
     "SlotTimedOut",
@@ -152,6 +154,28 @@ class StatsReset(Record, frozen=True, kw_only=True):
     at: int
 
 
+@final
+class PromptCompressed(Record, frozen=True, kw_only=True):
+    """The transport shrank the prompt for the backend a ``CompressPrompt`` named.
+
+    ``prompt_tokens`` is the re-estimate of the shrunk request; ``error`` the
+    compression hook's failure instead (already cleaned and free of secrets).
+    Exactly one of them is set. The core never sees the prompt itself.
+    """
+
+    at: int
+    request_id: str
+    prompt_tokens: int | None = None
+    error: str | None = None
+
+
+@final
+class FailoverIndexReset(Record, frozen=True, kw_only=True):
+    """An operator moved the failover sticky index back to the first backend."""
+
+    at: int
+
+
 Event = (
     RequestStarted
     | ChunkReceived
@@ -164,6 +188,8 @@ Event = (
     | RequestCancelled
     | Tick
     | StatsReset
+    | PromptCompressed
+    | FailoverIndexReset
     | PeerReport
     | ProbeClaimed
     | ProbeRefused

@@ -8,6 +8,7 @@ from ._actions import (
     Action,
     CancelAttempt,
     CloseBreaker,
+    CompressPrompt,
     CoolDown,
     FailOver,
     FirstChunkDue,
@@ -31,6 +32,8 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    FailoverIndexReset,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -90,11 +93,17 @@ def describe_event(event: Event) -> str:
         return f"probe of {event.backend} claimed"
     if isinstance(event, ProbeRefused):
         return f"probe of {event.backend} held elsewhere"
+    if isinstance(event, PromptCompressed):
+        if event.error is not None:
+            return f"compression failed: {truncate(event.error, 40)!r}"
+        return f"compressed to {event.prompt_tokens} tokens"
+    if isinstance(event, FailoverIndexReset):
+        return "failover index reset"
     return "tick"
 
 
 def describe_fact(fact: PeerFact) -> str:
-    """A shared-state fact in a few words (spec §23.2)."""
+    """A shared-state fact in a few words (spec §26.2)."""
     if isinstance(fact, FailureSeen):
         status = f" {fact.status}" if fact.status is not None else ""
         return f"{fact.backend} failed ({fact.kind}{status})"
@@ -140,6 +149,8 @@ def describe_action(action: Action) -> str:
         return f"{action.backend} cools down until {action.until} (Retry-After)"
     if isinstance(action, SelectionChanged):
         return f"selected {action.backend}"
+    if isinstance(action, CompressPrompt):
+        return f"compress for {action.backend} ({action.tokens} tokens, limit {action.limit})"
     if isinstance(action, RequestCompleted):
         return f"COMPLETED on {action.backend}"
     if isinstance(action, RequestQueued):
@@ -162,7 +173,8 @@ def describe_action(action: Action) -> str:
 
 def _request_of(step: Step) -> str:
     event = step.event
-    if isinstance(event, Tick | StatsReset | PeerReport | ProbeClaimed | ProbeRefused):
+    peer = PeerReport | ProbeClaimed | ProbeRefused
+    if isinstance(event, Tick | StatsReset | FailoverIndexReset | peer):
         ids = {getattr(a, "request_id", None) for a in step.actions} - {None}
         return ", ".join(sorted(str(i) for i in ids)) or "-"
     return event.request_id

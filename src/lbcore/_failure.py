@@ -34,6 +34,12 @@ class FailureKind(enum.StrEnum):
     SETUP = "setup"
     #: The prompt does not fit the backend's context limit. Only the core produces this kind.
     CONTEXT_LIMIT = "context_limit"
+    #: The backend is itself a load balancer whose own failover ran out, retryably:
+    #: transient, so the outer balancer may retry it and then fails over.
+    NESTED = "nested"
+    #: A failure that ends the request before any output, with nothing recorded: a
+    #: nested load balancer's non-retryable aggregate. Failover never moves on from it.
+    TERMINAL = "terminal"
 
 
 class Failure(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

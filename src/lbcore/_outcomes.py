@@ -22,6 +22,7 @@ __all__ = (
     "BackendFailure",
     "BudgetExhausted",
     "Category",
+    "CompressionFailed",
     "ContextLimitExceeded",
     "DeadlineExceeded",
     "FailoverExhausted",
@@ -93,6 +94,16 @@ class ContextLimitExceeded(Record, frozen=True, kw_only=True):
     backend: str
     tokens: int
     limit: int
+    message: str
+    retryable: bool = False
+
+
+@final
+class CompressionFailed(Record, frozen=True, kw_only=True):
+    """Round-robin's backend did not fit the prompt and the compression hook failed."""
+
+    profile_name: str
+    backend: str
     message: str
     retryable: bool = False
 
@@ -198,4 +209,5 @@ RequestError = (
     | QueueTimedOut
     | DeadlineExceeded
     | RetryBudgetExhausted
+    | CompressionFailed
 )

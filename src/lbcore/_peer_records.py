@@ -1,4 +1,4 @@
-"""The vocabulary of shared state (spec/behaviour.md §23): facts, peer events, peer actions.
+"""The vocabulary of shared state (spec/behaviour.md §26): facts, peer events, peer actions.
 
 A *fact* is one thing a process learnt about one backend. Facts leave a core
 in a :class:`Publish` action and enter another process's core in a

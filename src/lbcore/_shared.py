@@ -1,4 +1,4 @@
-"""Shared state (spec/behaviour.md §23): what peers learnt comes in, what we learnt goes out.
+"""Shared state (spec/behaviour.md §26): what peers learnt comes in, what we learnt goes out.
 
 The balancer keeps its breakers, TPM window and cooldowns; this module holds
 the rules for changing them on a peer's word, for checking peer events, and
@@ -106,7 +106,7 @@ class Sharing:
             self.outbox = []
 
     def claims(self, now: int, actions: list[Action]) -> None:
-        """A request starts: claim the probe of every recovered open breaker (§23.4)."""
+        """A request starts: claim the probe of every recovered open breaker (§26.4)."""
         if not self._breakers_on:
             return
         for name in self._names:

@@ -14,6 +14,9 @@ A request lives in one of three phases while it is in flight:
   splice two different answers together).
 * ``WAITING``: the last attempt failed and a same-backend retry waits for its
   delay to pass. No attempt is in flight.
+* ``COMPRESSING``: the prompt does not fit the backend being visited and the
+  transport was asked to shrink it (``CompressPrompt``); the visit resumes on
+  ``PromptCompressed``. No attempt is in flight.
 * ``QUEUED``: every backend the request could use is at its concurrency
   limit; it waits for a slot (see :mod:`lbcore._capacity`). No attempt is in
   flight.
@@ -38,6 +41,7 @@ from ._events import (
     AttemptSucceeded,
     AttemptTimedOut,
     ChunkReceived,
+    PromptCompressed,
     RequestCancelled,
     SlotTimedOut,
 )
@@ -60,6 +64,7 @@ class Phase(enum.StrEnum):
     STREAMING = "streaming"
     WAITING = "waiting"
     QUEUED = "queued"
+    COMPRESSING = "compressing"
 
 
 #: News of the sending side, before any answer: see ``SENDING_RULES``.
@@ -76,6 +81,7 @@ ACCEPTED_EVENTS: Final[dict[Phase, frozenset[type]]] = {
     Phase.STREAMING: ATTEMPT_EVENTS - SENDING_EVENTS | {RequestCancelled},
     Phase.WAITING: frozenset({RequestCancelled}),
     Phase.QUEUED: frozenset({RequestCancelled}),
+    Phase.COMPRESSING: frozenset({PromptCompressed, RequestCancelled}),
 }
 
 
@@ -112,6 +118,7 @@ class LiveRequest:
         "backend_index",
         "budget",
         "chunks",
+        "compressed",
         "context_failures",
         "counted_epoch",
         "deadline",
@@ -200,3 +207,6 @@ class LiveRequest:
         self.queue_due: int | None = None
         #: This request holds one unit of the shared retry budget (a retry or failover).
         self.retrying = False
+        #: Backend index -> the re-estimate of the prompt shrunk for it; while
+        #: COMPRESSING, the backend waited for is under the key -1 (its index as value).
+        self.compressed: dict[int, int] | None = None

@@ -16,6 +16,7 @@ from ._actions import (
     CancelAttempt,
     CancelReason,
     CloseBreaker,
+    CompressPrompt,
     FailOver,
     FailoverReason,
     FirstChunkDue,
@@ -38,6 +39,7 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -157,6 +159,11 @@ class _Teller:
             )
         elif isinstance(event, RequestCancelled):
             self.say(f"At {at} ms the caller cancelled the request.")
+        elif isinstance(event, PromptCompressed):
+            if event.error is not None:
+                self.say(f"At {at} ms shortening failed: {truncate(event.error, 120)}.")
+            else:
+                self.say(f"At {at} ms the shortened prompt came to {event.prompt_tokens} tokens.")
         else:
             self.say(f"At {at} ms: {describe_event(event)}.")
 
@@ -219,6 +226,11 @@ class _Teller:
             self.say(f"{action.backend}'s breaker closed again.")
         elif isinstance(action, SelectionChanged):
             self.say(f"The backend in use became {action.backend}.")
+        elif isinstance(action, CompressPrompt):
+            self.say(
+                f"The prompt ({action.tokens} tokens) does not fit {action.backend} "
+                f"(limit {action.limit}), so the transport was asked to shorten it."
+            )
         elif isinstance(action, RequestCompleted):
             took = f", {at - self.arrived} ms after it arrived" if self.arrived is not None else ""
             self.say(

@@ -19,6 +19,8 @@ from ._events import (
     AttemptTimedOut,
     ChunkReceived,
     Event,
+    FailoverIndexReset,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     SlotTimedOut,
@@ -53,6 +55,8 @@ _EVENT_TYPES: Final = frozenset(
         RequestCancelled,
         Tick,
         StatsReset,
+        PromptCompressed,
+        FailoverIndexReset,
     }
 )
 _TIMEOUT_PHASES: Final = tuple(TimeoutPhase)
@@ -85,7 +89,7 @@ def check_event(
         raise InvalidEvent(f"{kind.__name__}.at must be a non-negative integer of milliseconds")
     if at < now:
         raise InvalidEvent(f"time went backwards: {kind.__name__} at {at} is before {now}")
-    if kind is Tick or kind is StatsReset:
+    if kind is Tick or kind is StatsReset or kind is FailoverIndexReset:
         return
     if kind is RequestStarted:
         _check_start(event, live, finished)  # type: ignore[arg-type]
@@ -102,12 +106,17 @@ def check_event(
             f"can't handle {kind.__name__} for request {_show_id(request_id)} in phase "
             f"{request.phase}: "
             + (
-                "its attempt is already answering"
+                "no compression was asked for"
+                if kind is PromptCompressed
+                else "its attempt is already answering"
                 if request.phase is Phase.STREAMING
                 else "no attempt is in flight"
             )
         )
     if kind is RequestCancelled:
+        return
+    if kind is PromptCompressed:
+        _check_compressed(event)  # type: ignore[arg-type]
         return
     attempt = event.attempt  # type: ignore[union-attr]
     if type(attempt) is not int:
@@ -154,6 +163,16 @@ def _check_sending(kind: type, event: Event, request: LiveRequest) -> None:
         limit = event.limit  # type: ignore[union-attr]
         if type(limit) is not int or limit < 1:
             raise InvalidEvent("SlotTimedOut.limit must be a positive integer")
+
+
+def _check_compressed(event: PromptCompressed) -> None:
+    tokens, error = event.prompt_tokens, event.error
+    if (tokens is None) == (error is None):
+        raise InvalidEvent("PromptCompressed needs exactly one of prompt_tokens and error")
+    if tokens is not None and not _is_count(tokens):
+        raise InvalidEvent("PromptCompressed.prompt_tokens must be a non-negative integer")
+    if error is not None and not isinstance(error, str):
+        raise InvalidEvent("PromptCompressed.error must be a string")
 
 
 def _check_start(

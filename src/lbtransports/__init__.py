@@ -18,6 +18,7 @@ from ._errors import (
     BackendError,
     BudgetExhaustedError,
     ClientClosedError,
+    CompressionError,
     ContextLimitError,
     DeadlineExceededError,
     FailoverError,
@@ -29,6 +30,7 @@ from ._errors import (
     RetryBudgetError,
     StreamIdleError,
 )
+from ._observers import Observation, ObserverWarning
 from ._profiles import ProfileWarning, load_profile
 from ._shared_config import SharedState
 from ._upstream import Upstream
@@ -98,6 +100,7 @@ __all__ = (
     "ClientClosedError",
     "ClientConfig",
     "Completion",
+    "CompressionError",
     "ContextLimitError",
     "CredentialSource",
     "DeadlineExceededError",
@@ -105,6 +108,8 @@ __all__ = (
     "HttpRequest",
     "LoadBalancerError",
     "LocalSaturationError",
+    "Observation",
+    "ObserverWarning",
     "ProfileWarning",
     "Provider",
     "QueueFullError",

@@ -15,7 +15,8 @@ a deadline the attempt is over and its connection is closed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
 
@@ -25,18 +26,22 @@ import httpcore
 
 from lbcore import ConfigError, TimeoutPhase, truncate
 
-from ._client_base import CLIENT_HEADERS, ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
+from ._errors import LoadBalancerError
 from ._log_guard import guard_httpcore_logs
+from ._nested import nested_failure
 from ._network import stream_failure
-from ._run import Attempt, Finished, Queued, RequestRun, Wait
+from ._observers import Observer, Observers
+from ._reader import Failed, Succeeded
+from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
 from ._tracefile import TraceTarget
 from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
 from ._upstream import Upstream
-from .wire import ChatRequest, Chunk, HttpRequest
+from .wire import ChatRequest, Chunk, HttpRequest, Usage
 
 __all__ = ("AsyncChatStream", "AsyncClient")
 
@@ -106,6 +111,8 @@ class AsyncClient(ClientBase):
         trace: TraceTarget | None = None,
         max_connections: int = 100,
         pool_timeout_ms: int = DEFAULT_POOL_TIMEOUT_MS,
+        compress: CompressHook | None = None,
+        observers: Iterable[Observer] | Observers = (),
     ) -> None:
         """
         Args:
@@ -117,6 +124,11 @@ class AsyncClient(ClientBase):
                 its first-chunk timer running.
             pool_timeout_ms: how long a request may wait for one of them before
                 it fails with :class:`LocalSaturationError`.
+            compress: ``compress(request, backend, limit) -> ChatRequest`` (or a
+                coroutine function), called when the prompt does not fit
+                ``backend`` (spec/behaviour.md section 11.3).
+            observers: callables given each decision as it is taken
+                (:class:`Observation`), on the event loop; see :meth:`observe`.
         """
         for name, value in (
             ("max_connections", max_connections),
@@ -126,7 +138,7 @@ class AsyncClient(ClientBase):
                 raise ConfigError(
                     f"{name}: must be an integer >= 1, got {truncate(repr(value), 60)}"
                 )
-        super().__init__(config, trace)
+        super().__init__(config, trace, compress=compress, observers=observers)
         guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
@@ -185,6 +197,9 @@ class AsyncClient(ClientBase):
         self._closed = True
         if not self._running:
             await self._close_pools()
+        for inner in list(self._inner.values()):
+            assert isinstance(inner, AsyncClient)
+            await inner.aclose()
         self._close_trace()
 
     async def _close_pools(self) -> None:
@@ -221,6 +236,9 @@ class AsyncClient(ClientBase):
                 if isinstance(step, Queued):
                     await self._wait_in_queue(run, step.until)
                     continue
+                if isinstance(step, Compress):
+                    await self._compress(run, step)
+                    continue
                 # Closed explicitly: an abandoned inner generator would keep its
                 # connection open until garbage collection.
                 async with contextlib.aclosing(self._attempt(run, step.attempt)) as chunks:
@@ -230,7 +248,63 @@ class AsyncClient(ClientBase):
             # Closed early, cancelled, or a bug: the core must not keep the request.
             link.cancel(run)
         if run.error is not None:
-            raise run.error
+            raise self._caller_error(run)
+
+    def _nested_client(self, config: ClientConfig) -> AsyncClient:
+        return AsyncClient(
+            config,
+            max_connections=self._max_connections,
+            pool_timeout_ms=int(self._pool_timeout_s * 1000),
+            compress=self._compress_hook,
+            observers=self._observers,
+        )
+
+    async def _nested_attempt(
+        self, run: RequestRun, attempt: Attempt, inner: AsyncClient
+    ) -> AsyncGenerator[Chunk, None]:
+        """``attempt`` on a backend that is a load balancer: through its own client.
+
+        Each wait for the inner balancer's next chunk ends at the outer
+        attempt's deadline, as a read from a backend does.
+        """
+        link = self._link
+        link.sent(run, attempt)
+        try:
+            async with inner.chat(run.request_for(attempt.backend)) as stream:
+                chunks = aiter(stream)
+                while True:
+                    with anyio.move_on_after(link.wait_limit(run, attempt)) as waited:
+                        chunk = await anext(chunks, None)
+                    if waited.cancelled_caught:
+                        link.expire(run, attempt, TimeoutPhase.READ)
+                        return
+                    if chunk is None:
+                        break
+                    visible = link.deliver(run, attempt, [chunk])
+                    if not visible:
+                        return  # the core gave up on it; leaving cancels the inner request
+                    for each in visible:
+                        yield each
+                    link.resumed(attempt)
+        except LoadBalancerError as error:
+            run.nested_error = error
+            link.finish(run, attempt, Failed(nested_failure(error)))
+            return
+        link.finish(run, attempt, Succeeded(stream.usage or Usage()))
+
+    async def _compress(self, run: RequestRun, step: Compress) -> None:
+        """Run the hook on the original request and report the result; awaited if async."""
+        hook = self._compress_hook
+        assert hook is not None  # the core asks only when the client has one
+        ask = step.ask
+        try:
+            result = hook(run.chat, ask.backend, ask.limit)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as error:
+            self._hook_failed(run, error)
+            return
+        self._shrunk(run, ask, result)
 
     async def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
         """Wait until the core dispatches or ends ``run``, or its queue timeout is due.
@@ -255,6 +329,13 @@ class AsyncClient(ClientBase):
 
     async def _attempt(self, run: RequestRun, attempt: Attempt) -> AsyncGenerator[Chunk, None]:
         link, upstream = self._link, run.upstream
+        inner = self._inner_client(attempt.backend)
+        if inner is not None:
+            assert isinstance(inner, AsyncClient)
+            async with contextlib.aclosing(self._nested_attempt(run, attempt, inner)) as nested:
+                async for chunk in nested:
+                    yield chunk
+            return
         reader = self._prepare(run, attempt)
         if reader is None:
             return

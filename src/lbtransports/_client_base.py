@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
-from lbcore import Failure, FailureKind, Stats, clean_text
+from lbcore import (
+    BackendState,
+    Balancer,
+    CompressPrompt,
+    ConfigError,
+    Failure,
+    FailureKind,
+    Stats,
+    clean_text,
+)
 
 from ._config import ClientConfig
-from ._errors import ClientClosedError
+from ._errors import BackendError, ClientClosedError
 from ._link import CoreLink
+from ._observers import Observer, Observers
 from ._reader import AttemptReader, Failed
 from ._run import Attempt, RequestRun
 from ._tracefile import TraceTarget, open_trace
-from .wire import ChatRequest, WireError, build_request
+from .wire import ChatRequest, WireError, build_request, estimate_tokens
 
 if TYPE_CHECKING:
     from ._shared_redis import RedisShare
 
-__all__ = ("CLIENT_HEADERS", "ClientBase")
+__all__ = ("CLIENT_HEADERS", "ClientBase", "CompressHook")
+
+#: ``compress(request, backend, limit)``: a shorter request for ``backend``, whose
+#: context limit (in the wire layer's estimate of tokens) is ``limit``. The async
+#: client also accepts a coroutine function.
+CompressHook = Callable[[ChatRequest, str, int], object]
 
 #: What both clients add to the wire layer's headers. Identity encoding asks for
 #: the bytes as sent: compression would hold events back in a decompressor.
@@ -27,17 +43,41 @@ CLIENT_HEADERS: Final = (("User-Agent", "lbcore"), ("Accept-Encoding", "identity
 class ClientBase:
     """A client's core link, trace file and request bookkeeping."""
 
-    def __init__(self, config: ClientConfig, trace: TraceTarget | None) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        trace: TraceTarget | None,
+        *,
+        compress: CompressHook | None = None,
+        observers: Iterable[Observer] | Observers = (),
+    ) -> None:
         if not isinstance(config, ClientConfig):
             raise TypeError(f"config must be a ClientConfig, got {type(config).__name__}")
+        if compress is not None and not callable(compress):
+            raise TypeError(f"compress must be callable, got {type(compress).__name__}")
+        if compress is None and config.balancer.settings.context_compression:
+            # The core would ask for a shrink nobody can make.
+            raise ConfigError(
+                "settings.context_compression: needs a compress hook "
+                "(Client(config, compress=...) turns it on by itself)"
+            )
         self.config = config
+        self._compress_hook = compress
+        self._observers = observers if isinstance(observers, Observers) else Observers(observers)
         self._trace, self._owns_trace = open_trace(trace)
-        self._link = CoreLink(config, trace=self._trace)
+        self._link = CoreLink(
+            config,
+            trace=self._trace,
+            compressing=compress is not None,
+            observers=self._observers,
+        )
         self._closed = False
+        #: Backend name -> the client of the nested balancer it is (made on first use).
+        self._inner: dict[str, ClientBase] = {}
         self._share = self._start_sharing(config)
 
     def _start_sharing(self, config: ClientConfig) -> RedisShare | None:
-        """With ``shared_state``, the carrier's threads start here (spec §23.6)."""
+        """With ``shared_state``, the carrier's threads start here (spec §26.6)."""
         shared = config.shared_state
         if shared is None:
             return None
@@ -62,6 +102,26 @@ class ClientBase:
     def reset_stats(self) -> None:
         """Clear the request counters (a ``StatsReset`` event, so traces still replay)."""
         self._link.reset_stats()
+
+    def current_failover_index(self) -> int:
+        """Where the next failover request starts its rotation (the sticky index)."""
+        return self._link.read(Balancer.current_failover_index)
+
+    def reset_failover_index(self) -> None:
+        """Start the next failover rotation at the first backend again (traced, so it replays)."""
+        self._link.reset_failover_index()
+
+    def last_selected(self) -> str | None:
+        """The backend of the latest attempt, or None."""
+        return self._link.read(Balancer.last_selected)
+
+    def backend_states(self) -> tuple[BackendState, ...]:
+        """Each backend's breaker state, cooldown, TPM and slots, in config order."""
+        return self._link.read(Balancer.backend_states)
+
+    def observe(self, callback: Observer) -> None:
+        """Call ``callback`` with each decision from now on (see :class:`Observation`)."""
+        self._observers.add(callback)
 
     def __repr__(self) -> str:
         names = [target.name for target in self.config.targets]
@@ -107,7 +167,7 @@ class ClientBase:
         try:
             attempt.http = build_request(
                 attempt.target,
-                run.chat,
+                run.request_for(attempt.backend),
                 lb_settings=self.config.settings,
                 lb_model_params=self.config.model_params,
             )
@@ -126,6 +186,54 @@ class ClientBase:
         return AttemptReader(
             attempt.target.provider, attempt.http, keep_events=run.upstream is not None
         )
+
+    def _inner_client(self, backend: str) -> ClientBase | None:
+        """The client of the nested balancer ``backend`` is, or None for a plain backend.
+
+        Of this client's own kind, sharing its observers and compress hook; it
+        keeps its own breakers and sticky index, as the reference's nested
+        provider does, and records no trace of its own.
+        """
+        config = self.config.nested.get(backend)
+        if config is None:
+            return None
+        inner = self._inner.get(backend)
+        if inner is None:
+            self._check_open()
+            inner = self._inner[backend] = self._nested_client(config)
+        return inner
+
+    def _nested_client(self, config: ClientConfig) -> ClientBase:
+        raise NotImplementedError
+
+    def _caller_error(self, run: RequestRun) -> BaseException:
+        """What the caller gets for a failed ``run``: a nested balancer's own
+        exception when it ended the request (reference section 3.4), else the error."""
+        error = run.error
+        assert error is not None
+        nested = run.nested_error
+        if (
+            nested is not None
+            and isinstance(error, BackendError)
+            and error.backend in self.config.nested
+        ):
+            return nested
+        return error
+
+    def _shrunk(self, run: RequestRun, ask: CompressPrompt, result: object) -> None:
+        """Re-estimate what the hook returned for ``ask.backend`` and tell the core."""
+        if not isinstance(result, ChatRequest):
+            self._link.compressed(
+                run, None, f"the hook returned {type(result).__name__}, not a ChatRequest"
+            )
+            return
+        target = self.config.target(ask.backend)
+        run.compressed[ask.backend] = result
+        self._link.compressed(run, estimate_tokens(target, result).tokens, None)
+
+    def _hook_failed(self, run: RequestRun, error: Exception) -> None:
+        cause = clean_text(str(error), 200) or type(error).__name__
+        self._link.compressed(run, None, cause)
 
     def _close_trace(self) -> None:
         self._closed = True

@@ -29,6 +29,8 @@ DEFAULT_CONNECT_TIMEOUT_MS: Final = 10_000
 #: or the next decoded chunk of its answer. Keep-alive comments and other bytes that
 #: complete no chunk do not count: see spec/transports.md section 4.
 DEFAULT_IDLE_TIMEOUT_MS: Final = 300_000
+#: The provider of a backend that is itself a load balancer (reference section 3.4).
+NESTED_PROVIDER: Final = "load-balancer"
 
 
 def _name(text: str) -> str:
@@ -46,8 +48,12 @@ class _BackendShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     context_window: int | None = None
     #: Attempts in flight allowed on this backend (the core's BackendSpec.max_concurrent).
     max_concurrent: int | None = None
+    #: Its share under weighted-round-robin (the core's BackendSpec.weight).
+    weight: int = 1
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: A nested load balancer, in this same mapping shape (provider "load-balancer").
+    balancer: dict[str, Any] | None = None
 
 
 class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -59,7 +65,7 @@ class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
-    #: A Redis URL: share breakers, TPM and cooldowns with other processes (spec §23).
+    #: A Redis URL: share breakers, TPM and cooldowns with other processes (spec §26).
     shared_state: str | None = None
     shared_prefix: str = DEFAULT_PREFIX
 
@@ -95,6 +101,10 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
     model_params: dict[str, Any] = msgspec.field(default_factory=dict)
     connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    #: Backend name -> the config of the load balancer that backend is (its
+    #: provider is ``"load-balancer"``); the client sends that backend's
+    #: attempts through a client of its own over this config.
+    nested: dict[str, ClientConfig] = msgspec.field(default_factory=dict)
     #: Where to share backend state with other processes; None keeps it local.
     shared_state: SharedState | None = None
 
@@ -121,6 +131,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                     f"got ({target.provider!r}, {target.model!r})"
                 )
             _check_base_url(target.name, target.base_url)
+        _check_nested(specs, self.nested)
         shared = self.shared_state
         if shared is not None:
             if not isinstance(shared, SharedState):
@@ -158,6 +169,11 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as error:
             # msgspec names the path ("at `$.backends[0].name`"); no value is echoed.
             raise ConfigError(f"config: {error}") from None
+        nested = {
+            b.name: _nested_config(b.name, b.balancer)
+            for b in shape.backends
+            if b.balancer is not None
+        }
         shared = (
             SharedState(url=shape.shared_state, prefix=shape.shared_prefix)
             if shape.shared_state is not None
@@ -170,9 +186,12 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             BackendSpec(
                 name=b.name,
                 provider=b.provider,
-                model=b.model,
+                # A nested balancer's model, unless given, is what it would use first.
+                model=b.model
+                or (nested[b.name].balancer.backends[0].model if b.name in nested else ""),
                 context_window=b.context_window,
                 max_concurrent=b.max_concurrent,
+                weight=b.weight,
             )
             for b in shape.backends
         )
@@ -188,7 +207,8 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                 BackendTarget(
                     name=b.name,
                     provider=b.provider,
-                    model=b.model,
+                    model=b.model
+                    or (nested[b.name].balancer.backends[0].model if b.name in nested else ""),
                     base_url=b.base_url,
                     credential=b.credential,
                     ephemeral_settings=b.settings,
@@ -200,11 +220,12 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             model_params=shape.model_params,
             connect_timeout_ms=shape.connect_timeout_ms,
             idle_timeout_ms=shape.idle_timeout_ms,
+            nested=nested,
             shared_state=shared,
         )
 
     def shared(self, state: SharedState) -> ClientConfig:
-        """This config sharing its backends' state through ``state`` (spec §23.6)."""
+        """This config sharing its backends' state through ``state`` (spec §26.6)."""
         balancer = self.balancer
         settings = msgspec.structs.replace(balancer.settings, peer_sharing=True)
         return msgspec.structs.replace(
@@ -219,3 +240,32 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms}"
             + (f", shared_state={self.shared_state!r})" if self.shared_state is not None else ")")
         )
+
+
+def _nested_config(name: str, mapping: dict[str, Any]) -> ClientConfig:
+    try:
+        return ClientConfig.from_mapping(mapping)
+    except ConfigError as error:
+        raise ConfigError(f'backends["{_name(name)}"].balancer: {error}') from None
+
+
+def _check_nested(specs: tuple[BackendSpec, ...], nested: Mapping[str, ClientConfig]) -> None:
+    """Every "load-balancer" backend has its nested config, and only those do."""
+    if not isinstance(nested, Mapping):
+        raise ConfigError("nested: must map backend names to ClientConfig")
+    by_name = {spec.name: spec for spec in specs}
+    for name, inner in nested.items():
+        spec = by_name.get(name)
+        if spec is None or spec.provider != NESTED_PROVIDER:
+            raise ConfigError(
+                f'backends["{_name(str(name))}"]: a nested balancer needs provider '
+                f'"{NESTED_PROVIDER}"'
+            )
+        if not isinstance(inner, ClientConfig):
+            raise ConfigError(f'nested["{_name(name)}"]: must be a ClientConfig')
+    for spec in specs:
+        if spec.provider == NESTED_PROVIDER and spec.name not in nested:
+            raise ConfigError(
+                f'backends["{_name(spec.name)}"]: provider "{NESTED_PROVIDER}" needs a '
+                '"balancer" (the nested load balancer\'s config)'
+            )

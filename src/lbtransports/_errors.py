@@ -16,6 +16,7 @@ from lbcore import (
     BackendFailure,
     BudgetExhausted,
     Category,
+    CompressionFailed,
     ContextLimitExceeded,
     DeadlineExceeded,
     FailoverExhausted,
@@ -34,6 +35,7 @@ __all__ = (
     "BackendError",
     "BudgetExhaustedError",
     "ClientClosedError",
+    "CompressionError",
     "ContextLimitError",
     "DeadlineExceededError",
     "FailoverError",
@@ -143,6 +145,21 @@ class ContextLimitError(LoadBalancerError):
     """Round-robin picked a backend whose context limit the prompt exceeds."""
 
     error: ContextLimitExceeded
+
+
+class CompressionError(LoadBalancerError):
+    """Round-robin's backend did not fit the prompt and the ``compress`` hook raised.
+
+    Its message has the reference's shape: ``Load balancer profile "<lb>"
+    sub-profile "<backend>" compression callback failed: <cause>``. (Failover
+    moves on instead; the hook's failure is then one of the aggregate's.)
+    """
+
+    error: CompressionFailed
+
+    @property
+    def backend(self) -> str:
+        return self.error.backend
 
 
 class BudgetExhaustedError(LoadBalancerError):
@@ -266,6 +283,7 @@ _EXCEPTIONS: dict[type, type[LoadBalancerError]] = {
     QueueTimedOut: QueueTimeoutError,
     DeadlineExceeded: DeadlineExceededError,
     RetryBudgetExhausted: RetryBudgetError,
+    CompressionFailed: CompressionError,
 }
 
 

@@ -35,8 +35,10 @@ import copy
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Final
+from collections.abc import Callable, Iterator
+from typing import IO, Final, TypeVar
+
+import msgspec
 
 from lbcore import (
     Action,
@@ -47,9 +49,12 @@ from lbcore import (
     AttemptTimedOut,
     Balancer,
     ChunkReceived,
+    CompressPrompt,
     Event,
+    FailoverIndexReset,
     Failure,
     InvalidEvent,
+    PromptCompressed,
     RequestCancelled,
     RequestStarted,
     RetryScheduled,
@@ -62,13 +67,15 @@ from lbcore import (
 )
 
 from ._config import ClientConfig
+from ._observers import Observers
 from ._reader import Ending, Succeeded
-from ._run import Attempt, Finished, Queued, RequestRun, Send, Step, Wait
+from ._run import Attempt, Compress, Finished, Queued, RequestRun, Send, Step, Wait
 from ._timer import AttemptTimer
 from .wire import Chunk, estimate_tokens
 
 __all__ = ("CoreLink", "monotonic_ms")
 
+_T = TypeVar("_T")
 _NO_STEP: Final = "the core left request {rid} with nothing to do and no ending"
 #: Events kept to rebuild the core before a fresh copy of it is taken (plus a
 #: few per open request, so that copying stays amortised O(1) per event).
@@ -98,9 +105,18 @@ class CoreLink:
         *,
         trace: IO[bytes] | None = None,
         clock: Callable[[], int] = monotonic_ms,
+        compressing: bool = False,
+        observers: Observers | None = None,
     ) -> None:
         self.config = config
-        self._balancer = Balancer(config.balancer, record=trace is not None)
+        balancer = config.balancer
+        if compressing and not balancer.settings.context_compression:
+            # The hook is the client's; the core only needs to know it may ask.
+            settings = msgspec.structs.replace(balancer.settings, context_compression=True)
+            balancer = msgspec.structs.replace(balancer, settings=settings)
+        self._balancer = Balancer(balancer, record=trace is not None)
+        self._profile = balancer.profile_name
+        self._observers = observers if observers else None
         self._journal = _Journal(copy.deepcopy(self._balancer))
         #: Raised while a guarded section changes things (see the module docstring).
         self._damaged = False
@@ -124,7 +140,7 @@ class CoreLink:
         self._abandoned: deque[RequestRun] = deque()
         self._next_id = 0
         self._targets = {target.name: target for target in config.targets}
-        #: Where actions for other processes go (spec §23.6): Publish, ClaimProbe.
+        #: Where actions for other processes go (spec §26.6): Publish, ClaimProbe.
         self._outlet: Callable[[Action], None] | None = None
         if trace is not None:
             trace.write(encode_line(self._balancer.trace_header()) + b"\n")
@@ -213,6 +229,8 @@ class CoreLink:
             if isinstance(action, RetryScheduled):
                 run.retry_due = action.due
                 continue
+            if isinstance(action, CompressPrompt):
+                return Compress(action)
             run.retry_due = None
             timer = AttemptTimer(
                 self.config.idle_timeout_ms, self._now, action.first_chunk_deadline
@@ -414,7 +432,7 @@ class CoreLink:
                 for _ in chunks:
                     actions = self._handle(ChunkReceived(at=at, request_id=rid, attempt=number))
                     if actions:
-                        self._file(actions)
+                        self._file(actions, rid)
                 attempt.chunks += len(chunks)
                 attempt.timer.answered(at)
             self._end()
@@ -445,6 +463,27 @@ class CoreLink:
             at=self._now, request_id=run.request_id, attempt=attempt.number, failure=failure
         )
 
+    def compressed(self, run: RequestRun, tokens: int | None, error: str | None) -> None:
+        """Report the compress hook's outcome for the backend the core asked about.
+
+        Dropped if the request ended meanwhile (cancelled, or its deadline
+        passed while the hook ran): the core no longer waits for it.
+        """
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            if not run.finished and run.request_id in self._runs:
+                self._feed(
+                    PromptCompressed(
+                        at=self._read_clock(),
+                        request_id=run.request_id,
+                        prompt_tokens=tokens,
+                        error=error,
+                    )
+                )
+            self._end()
+        self._flush()
+
     # -- shared state ------------------------------------------------------------
 
     def attach_outlet(self, outlet: Callable[[Action], None]) -> None:
@@ -469,6 +508,23 @@ class CoreLink:
         self._flush()
 
     # -- reading the core ------------------------------------------------------
+
+    def read(self, what: Callable[[Balancer], _T]) -> _T:
+        """``what(core)`` under the guard: for the read-outs that change nothing."""
+        with self._guard:
+            self._begin()
+            self._catch_up()
+            value = what(self._balancer)
+            self._end()
+        self._flush()
+        return value
+
+    def reset_failover_index(self) -> None:
+        with self._guard:
+            self._begin()
+            self._feed(FailoverIndexReset(at=self._read_clock()))
+            self._end()
+        self._flush()
 
     def stats(self) -> Stats:
         with self._guard:
@@ -571,7 +627,7 @@ class CoreLink:
             self._feed(Tick(at=now))
 
     def _feed(self, event: Event) -> None:
-        self._file(self._handle(event))
+        self._file(self._handle(event), getattr(event, "request_id", None))
 
     def _handle(self, event: Event) -> list[Action]:
         """The core's ``handle``, with the event journaled first and its step queued."""
@@ -589,8 +645,11 @@ class CoreLink:
                 self._pending.append(encode_line(step))
         return actions
 
-    def _file(self, actions: Iterable[Action]) -> None:
-        """Give each action to the run it concerns."""
+    def _file(self, actions: list[Action], cause: str | None) -> None:
+        """Give each action to the run it concerns (and queue it for the observers,
+        with ``cause``, the id of the request whose event it answers)."""
+        if self._observers is not None:
+            self._observers.offer(self._now, self._profile, actions, cause)
         for action in actions:
             rid = getattr(action, "request_id", None)
             run = self._runs.get(rid) if rid is not None else None
@@ -605,11 +664,12 @@ class CoreLink:
     # -- the trace -------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write the queued trace lines, in order, outside the guard."""
-        if not self._pending:
-            return
-        with self._trace_lock:
-            self._write_pending()
+        """Write the queued trace lines, in order, outside the guard; then tell the observers."""
+        if self._pending:
+            with self._trace_lock:
+                self._write_pending()
+        if self._observers is not None:
+            self._observers.deliver()
 
     def _write_pending(self) -> None:
         trace = self._trace

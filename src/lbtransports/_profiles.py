@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import msgspec
+
 from lbcore import (
     BackendSpec,
     BalancerConfig,
@@ -32,6 +34,7 @@ from lbcore import (
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_IDLE_TIMEOUT_MS,
+    NESTED_PROVIDER,
     ClientConfig,
     _check_base_url,
 )
@@ -42,7 +45,18 @@ __all__ = ("ProfileWarning", "load_profile")
 
 _LB_TYPE: Final = "loadbalancer"
 #: The profile's policy spelling and the core's strategy for it.
-_POLICIES: Final = {"roundrobin": Strategy.ROUND_ROBIN.value, "failover": Strategy.FAILOVER.value}
+#: The reference knows the first two; the others are lbcore's own, spelt as the core spells them.
+_POLICIES: Final = {
+    "roundrobin": Strategy.ROUND_ROBIN.value,
+    "failover": Strategy.FAILOVER.value,
+    **{
+        s.value: s.value
+        for s in (Strategy.WEIGHTED_ROUND_ROBIN, Strategy.LEAST_BUSY, Strategy.LATENCY)
+    },
+}
+_POLICY_HINT: Final = (
+    'Must be "roundrobin", "failover", "weighted-round-robin", "least-busy" or "latency".'
+)
 #: Member settings that say how to reach a backend. They become the target's
 #: ``base_url`` and ``credential`` and are taken out of its settings, so a key
 #: is held in one place only.
@@ -200,6 +214,24 @@ class _LoadBalancerProfile:
     context_limit: int | None
     settings: dict[str, Any]
     model_params: dict[str, Any]
+    #: Member name -> weight, for the weighted-round-robin policy.
+    weights: dict[str, int]
+
+
+def _weights(path: Path, data: Mapping[str, Any], members: list[str]) -> dict[str, int]:
+    """The optional ``weights`` object: listed members to whole numbers >= 0."""
+    weights: dict[str, int] = {}
+    for member, value in _object_field(path, data, "weights").items():
+        where = f"{path}: weights.{clean_text(member, 64)}"
+        if member not in members:
+            raise ConfigError(f"{where}: not a member of this load balancer")
+        # JSON has one number type: 2.0 is 2, as for contextLimit.
+        whole = isinstance(value, int | float) and not isinstance(value, bool)
+        if not whole or value < 0 or value != int(value):
+            shown = _json_type(value) if not whole else truncate(repr(value), 24)
+            raise ConfigError(f"{where} must be a whole number >= 0, got {shown}")
+        weights[member] = int(value)
+    return weights
 
 
 def _parse_load_balancer(
@@ -228,7 +260,7 @@ def _parse_load_balancer(
             shown = f'"{clean_text(policy, 50)}"'
         else:
             shown = "(missing)" if policy is _ABSENT else f"({_json_type(policy)})"
-        raise ConfigError(f'{path}: Invalid policy {shown}. Must be "roundrobin" or "failover".')
+        raise ConfigError(f"{path}: Invalid policy {shown}. {_POLICY_HINT}")
 
     limit = data.get("contextLimit", _ABSENT)
     if limit is not _ABSENT and (isinstance(limit, bool) or not isinstance(limit, int | float)):
@@ -266,6 +298,7 @@ def _parse_load_balancer(
         context_limit=context_limit,
         settings=settings,
         model_params=model_params,
+        weights=_weights(path, data, members),
     )
 
 
@@ -303,11 +336,6 @@ def _load_member(
     data = _read_object(path)
     if data is None:
         return None
-    if data.get("type") == _LB_TYPE:
-        raise ConfigError(
-            f"{lb_path}: LoadBalancer profile {_quoted(lb_name)} cannot reference another "
-            f"LoadBalancer profile {_quoted(member)}"
-        )
     _check_version(path, data)
     provider = data.get("provider", _ABSENT)
     if not isinstance(provider, str) or not provider.strip():
@@ -356,6 +384,10 @@ def load_profile(
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from the load balancer profile ``<directory>/<name>.json``.
 
+    A member that is itself a load balancer profile becomes a nested balancer:
+    a backend with provider ``"load-balancer"`` and its own config in
+    :attr:`ClientConfig.nested` (a cycle of such profiles is an error).
+
     A leading ``~`` in ``directory`` is the user's home directory.
 
     Each profile it lists is read from the same directory and becomes one
@@ -369,6 +401,25 @@ def load_profile(
     """
     if missing not in ("error", "warn"):
         raise ValueError(f"missing must be 'error' or 'warn', got {missing!r}")
+    return _load_profile(
+        directory,
+        name,
+        missing=missing,
+        connect_timeout_ms=connect_timeout_ms,
+        idle_timeout_ms=idle_timeout_ms,
+        chain=(),
+    )
+
+
+def _load_profile(
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    missing: Literal["error", "warn"],
+    connect_timeout_ms: int | None,
+    idle_timeout_ms: int | None,
+    chain: tuple[str, ...],
+) -> ClientConfig:
     # "~/.llxprt/profiles" is how users name the reference's profile folder.
     folder = Path(os.fspath(directory)).expanduser()
     problem = _name_problem(folder, name)
@@ -393,7 +444,27 @@ def load_profile(
     specs: list[BackendSpec] = []
     targets: list[BackendTarget] = []
     skipped: list[str] = []
+    nested: dict[str, ClientConfig] = {}
+    chain = (*chain, name)
     for member in profile.members:
+        member_data = _read_object(folder / f"{member}.json")
+        if member_data is not None and member_data.get("type") == _LB_TYPE:
+            if member in chain:
+                loop = " -> ".join(_quoted(n) for n in (*chain, member))
+                raise ConfigError(f"{path}: nested load balancer profiles form a cycle: {loop}")
+            inner = _load_profile(
+                folder,
+                member,
+                missing=missing,
+                connect_timeout_ms=connect_timeout_ms,
+                idle_timeout_ms=idle_timeout_ms,
+                chain=chain,
+            )
+            model = inner.balancer.backends[0].model
+            specs.append(BackendSpec(name=member, provider=NESTED_PROVIDER, model=model))
+            targets.append(BackendTarget(name=member, provider=NESTED_PROVIDER, model=model))
+            nested[member] = inner
+            continue
         backend = _load_member(folder, path, name, member)
         if backend is None:
             if missing == "error":
@@ -403,7 +474,10 @@ def load_profile(
                 )
             skipped.append(member)
             continue
-        specs.append(backend[0])
+        spec = backend[0]
+        if member in profile.weights:
+            spec = msgspec.structs.replace(spec, weight=profile.weights[member])
+        specs.append(spec)
         targets.append(backend[1])
 
     if not specs:
@@ -436,6 +510,7 @@ def load_profile(
                 DEFAULT_CONNECT_TIMEOUT_MS if connect_timeout_ms is None else connect_timeout_ms
             ),
             idle_timeout_ms=DEFAULT_IDLE_TIMEOUT_MS if idle_timeout_ms is None else idle_timeout_ms,
+            nested=nested,
         )
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
@@ -446,6 +521,7 @@ def load_profile(
             f"{lb} references non-existent profile {_quoted(member)}; going on without it "
             f"({folder / f'{member}.json'} not found)",
             ProfileWarning,
-            stacklevel=2,
+            # Attributed to load_profile's caller, through every nesting level.
+            stacklevel=2 + len(chain),
         )
     return config

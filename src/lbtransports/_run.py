@@ -15,6 +15,7 @@ from typing import NamedTuple
 from lbcore import (
     Action,
     CancelAttempt,
+    CompressPrompt,
     FirstChunkDue,
     RequestAborted,
     RequestCompleted,
@@ -30,7 +31,7 @@ from ._timer import AttemptTimer
 from ._upstream import Upstream
 from .wire import BackendTarget, ChatRequest, HttpRequest
 
-__all__ = ("Attempt", "Finished", "Queued", "RequestRun", "Send", "Step", "Wait")
+__all__ = ("Attempt", "Compress", "Finished", "Queued", "RequestRun", "Send", "Step", "Wait")
 
 
 @dataclass(eq=False)
@@ -79,11 +80,17 @@ class Queued(NamedTuple):
     until: int | None
 
 
+class Compress(NamedTuple):
+    """Shrink the original request for ``ask.backend`` and report its new size."""
+
+    ask: CompressPrompt
+
+
 class Finished(NamedTuple):
     """The request is over; see :attr:`RequestRun.completed` and :attr:`RequestRun.error`."""
 
 
-Step = Send | Wait | Queued | Finished
+Step = Send | Wait | Queued | Compress | Finished
 
 
 @dataclass(eq=False)
@@ -92,7 +99,7 @@ class RequestRun:
     chat: ChatRequest
     attempt_budget: int | None = None
     #: Actions that ask this request's loop to act, in the order the core gave them.
-    inbox: deque[StartAttempt | RetryScheduled] = field(default_factory=deque)
+    inbox: deque[StartAttempt | RetryScheduled | CompressPrompt] = field(default_factory=deque)
     #: Every action the core took about this request, for callers who want the story.
     decisions: list[Action] = field(default_factory=list)
     attempt: Attempt | None = None
@@ -109,6 +116,14 @@ class RequestRun:
     on_news: Callable[[], None] | None = None
     #: The answering backend's own events, when the caller asked to keep them.
     upstream: Upstream | None = None
+    #: Backend -> the request the compress hook shrank for it (each from ``chat``).
+    compressed: dict[str, ChatRequest] = field(default_factory=dict)
+    #: A nested balancer's own exception, raised as it is when it ended the request.
+    nested_error: BaseException | None = None
+
+    def request_for(self, backend: str) -> ChatRequest:
+        """What to send to ``backend``: its compressed request, else the original."""
+        return self.compressed.get(backend, self.chat)
 
     @property
     def finished(self) -> bool:
@@ -117,7 +132,7 @@ class RequestRun:
     def accept(self, action: Action) -> None:
         """Take in an action about this request (called under the core's guard)."""
         self.decisions.append(action)
-        if isinstance(action, StartAttempt | RetryScheduled):
+        if isinstance(action, StartAttempt | RetryScheduled | CompressPrompt):
             self.inbox.append(action)
             self._wake()
         elif isinstance(action, RequestQueued):

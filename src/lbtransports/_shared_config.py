@@ -1,4 +1,4 @@
-"""Where a client shares its backends' state: a Redis URL and a key prefix (spec §23.6).
+"""Where a client shares its backends' state: a Redis URL and a key prefix (spec §26.6).
 
 The URL may hold a password, so it is never shown as given: :func:`redact_url`
 is the only rendering of it that reaches a repr, a log line or an error.

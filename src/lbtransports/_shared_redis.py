@@ -1,4 +1,4 @@
-"""The Redis carrier of shared state (spec/behaviour.md §23.6).
+"""The Redis carrier of shared state (spec/behaviour.md §26.6).
 
 Two threads of its own, with the ``redis`` library's blocking client, serve
 the sync and the async client alike (asyncio or trio): nothing here ever runs
@@ -234,7 +234,7 @@ class RedisShare:
             self._reached()
 
     def _grant_waiting_claims(self) -> None:
-        """Redis is down: every claim waiting behind unsent facts is granted now (spec §23.4)."""
+        """Redis is down: every claim waiting behind unsent facts is granted now (spec §26.4)."""
         waiting = [item for item in tuple(self._queue) if isinstance(item[1], ClaimProbe)]
         for item in waiting:
             with contextlib.suppress(ValueError):
@@ -249,7 +249,7 @@ class RedisShare:
                 self._shared.key("probe", backend), self.origin, nx=True, px=self._claim_ms
             )
         except (redis.RedisError, OSError) as error:
-            # Nobody can be asked: probe locally, as without sharing (spec §23.4).
+            # Nobody can be asked: probe locally, as without sharing (spec §26.4).
             self._failed(error)
             granted = True
         if granted:
@@ -330,7 +330,7 @@ class RedisShare:
         self._feed(lambda at: PeerReport(at=at, origin=origin, seq=seq, facts=known))
 
     def _catch_up(self, *, with_tokens: bool) -> None:
-        """Read the snapshot keys and feed them as one report (spec §23.6)."""
+        """Read the snapshot keys and feed them as one report (spec §26.6)."""
         facts: list[PeerFact] = []
         for backend, left, holder in self._read("breaker"):
             if holder == self.origin.encode():

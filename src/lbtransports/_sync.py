@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Final, Self
@@ -21,17 +21,21 @@ import urllib3
 
 from lbcore import TimeoutPhase
 
-from ._client_base import CLIENT_HEADERS, ClientBase
+from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
+from ._errors import LoadBalancerError
+from ._nested import nested_failure
 from ._network import stream_failure
-from ._run import Attempt, Finished, Queued, RequestRun, Wait
+from ._observers import Observer, Observers
+from ._reader import Failed, Succeeded
+from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_reuse import PoolReturn
 from ._sync_sent import SendWatch, SentAdapter, watching
 from ._tracefile import TraceTarget
 from ._troubles import REQUESTS_ERRORS, REQUESTS_TROUBLES, Trouble, report, reported, trouble_of
-from .wire import ChatRequest, Chunk
+from .wire import ChatRequest, Chunk, Usage
 
 __all__ = ("ChatStream", "Client")
 
@@ -87,6 +91,8 @@ class Client(ClientBase):
         trace: TraceTarget | None = None,
         pool_size: int = 32,
         trust_env: bool = False,
+        compress: CompressHook | None = None,
+        observers: Iterable[Observer] | Observers = (),
     ) -> None:
         """
         Args:
@@ -97,8 +103,13 @@ class Client(ClientBase):
             trust_env: let ``requests`` read proxies and ``.netrc`` from the
                 environment. Off by default: a ``.netrc`` entry would replace
                 a backend's own credential.
+            compress: ``compress(request, backend, limit) -> ChatRequest``, called
+                when the prompt does not fit ``backend``: the shorter request is
+                re-estimated and sent if it fits (spec/behaviour.md section 11.3).
+            observers: callables given each decision as it is taken
+                (:class:`Observation`); see also :meth:`observe`.
         """
-        super().__init__(config, trace)
+        super().__init__(config, trace, compress=compress, observers=observers)
         self._pool_size = pool_size
         self._trust_env = trust_env
         self._sessions: dict[str, requests.Session] = {}
@@ -145,6 +156,9 @@ class Client(ClientBase):
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             _close_session(session)
+        for inner in list(self._inner.values()):
+            assert isinstance(inner, Client)
+            inner.close()
         self._close_trace()
 
     def __enter__(self) -> Self:
@@ -175,6 +189,9 @@ class Client(ClientBase):
                 if isinstance(step, Queued):
                     self._wait_in_queue(run, step.until)
                     continue
+                if isinstance(step, Compress):
+                    self._compress(run, step)
+                    continue
                 yield from self._attempt(run, step.attempt)
         finally:
             # Closed early, interrupted, or a bug: the core must not keep the request,
@@ -184,7 +201,52 @@ class Client(ClientBase):
             if response is not None:
                 response.close()
         if run.error is not None:
-            raise run.error
+            raise self._caller_error(run)
+
+    def _nested_client(self, config: ClientConfig) -> Client:
+        return Client(
+            config,
+            pool_size=self._pool_size,
+            trust_env=self._trust_env,
+            compress=self._compress_hook,
+            observers=self._observers,
+        )
+
+    def _nested_attempt(self, run: RequestRun, attempt: Attempt, inner: Client) -> Iterator[Chunk]:
+        """``attempt`` on a backend that is a load balancer: through its own client.
+
+        The inner balancer's timers bound its waits; the outer ones act on
+        each chunk it yields (spec/transports.md section 11.3).
+        """
+        link = self._link
+        link.sent(run, attempt)
+        stream = inner.chat(run.request_for(attempt.backend))
+        try:
+            for chunk in stream:
+                visible = link.deliver(run, attempt, [chunk])
+                if not visible:
+                    return  # the core gave up on it: closing the stream cancels the inner request
+                yield from visible
+                link.resumed(attempt)
+        except LoadBalancerError as error:
+            run.nested_error = error
+            link.finish(run, attempt, Failed(nested_failure(error)))
+            return
+        finally:
+            stream.close()
+        link.finish(run, attempt, Succeeded(stream.usage or Usage()))
+
+    def _compress(self, run: RequestRun, step: Compress) -> None:
+        """Run the hook on the original request (outside the guard) and report the result."""
+        hook = self._compress_hook
+        assert hook is not None  # the core asks only when the client has one
+        ask = step.ask
+        try:
+            result = hook(run.chat, ask.backend, ask.limit)
+        except Exception as error:
+            self._hook_failed(run, error)
+            return
+        self._shrunk(run, ask, result)
 
     def _wait_in_queue(self, run: RequestRun, until: int | None) -> None:
         """Block until the core dispatches or ends ``run``, or its queue timeout is due.
@@ -208,6 +270,11 @@ class Client(ClientBase):
 
     def _attempt(self, run: RequestRun, attempt: Attempt) -> Iterator[Chunk]:
         link, config = self._link, self.config
+        inner = self._inner_client(attempt.backend)
+        if inner is not None:
+            assert isinstance(inner, Client)
+            yield from self._nested_attempt(run, attempt, inner)
+            return
         reader = self._prepare(run, attempt)
         if reader is None:
             return

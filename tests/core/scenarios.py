@@ -900,4 +900,9 @@ def retry_budget_exhausted() -> list[Event]:
 
 # Scenarios kept in their own modules register themselves on import (at the end,
 # once everything they use from here exists).
-from . import scenarios_capacity, scenarios_shared  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    scenarios_capacity,
+    scenarios_ref_features,
+    scenarios_shared,
+    scenarios_strategies,
+)

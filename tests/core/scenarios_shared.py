@@ -1,4 +1,4 @@
-"""Golden-trace scenarios for shared state (spec §23).
+"""Golden-trace scenarios for shared state (spec §26).
 
 Registered into ``scenarios.SCENARIOS`` when that module is imported. Each
 trace is one process's view: the peers' news arrives as events, what it

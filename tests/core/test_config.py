@@ -16,7 +16,9 @@ from lbcore import BackendSpec, Balancer, BalancerConfig, ConfigError, Settings
 A = BackendSpec(name="a", provider="openai")
 B = BackendSpec(name="b", provider="anthropic")
 
-STRATEGY_HINT = 'Supported: "round-robin", "failover".'
+STRATEGY_HINT = (
+    'Supported: "round-robin", "failover", "weighted-round-robin", "least-busy", "latency".'
+)
 
 
 def _message(build: Callable[[], object]) -> str:

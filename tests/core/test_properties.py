@@ -27,6 +27,7 @@ from hypothesis.stateful import (
 
 from lbcore import (
     Action,
+    AllBackendsUnhealthy,
     AttemptFailed,
     AttemptHeld,
     AttemptSent,
@@ -94,10 +95,29 @@ CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.H
 limits = st.sampled_from([None, None, 1, 1, 2])
 
 
+STRATEGIES = ["round-robin", "failover", "weighted-round-robin", "least-busy", "latency"]
+
+
+def nginx_pick(current: list[int], weights: list[int]) -> int:
+    """One step of nginx's smooth weighted round-robin, plainly, as the oracle (spec §23)."""
+    best = -1
+    for index, weight in enumerate(weights):
+        if weight:
+            current[index] += weight
+            if best < 0 or current[index] > current[best]:
+                best = index
+    current[best] -= sum(weights)
+    return best
+
+
 @st.composite
 def configs(draw: st.DrawFn) -> BalancerConfig:
-    strategy = draw(st.sampled_from(["round-robin", "failover"]))
+    strategy = draw(st.sampled_from(STRATEGIES))
     count = draw(st.integers(2 if strategy == "failover" else 1, 5))
+    weighted = strategy == "weighted-round-robin"
+    weights = [draw(st.integers(0, 3)) if weighted else 1 for _ in range(count)]
+    if not any(weights):
+        weights[draw(st.integers(0, count - 1))] = draw(st.integers(1, 3))
     backends = tuple(
         BackendSpec(
             name=name,
@@ -105,8 +125,9 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
             model=draw(st.sampled_from(["", f"model-{name}"])),
             context_window=draw(st.sampled_from([None, None, 50, 200, 1000])),
             max_concurrent=draw(limits),
+            weight=weight,
         )
-        for name in NAMES[:count]
+        for name, weight in zip(NAMES[:count], weights, strict=True)
     )
     codes = st.lists(st.sampled_from([408, 429, 500, 502, 503]), max_size=3, unique=True)
     config_settings = Settings(
@@ -133,6 +154,7 @@ def configs(draw: st.DrawFn) -> BalancerConfig:
         retry_budget_min=draw(st.sampled_from([0, 1, 3])),
         deadline_ms=draw(st.sampled_from([None, None, 5, 50, 2000])),
         idle_timeout_ms=draw(st.sampled_from([None, None, 3, 40])),
+        latency_explore_percent=draw(st.sampled_from([0, 0, 5, 50])),
     )
     return BalancerConfig(
         strategy=strategy,
@@ -230,7 +252,10 @@ class BalancerMachine(RuleBasedStateMachine):
     @initialize(config=configs())
     def create(self, config: BalancerConfig) -> None:
         self.config = config
-        self.failover = config.strategy == "failover"
+        # Every strategy but round-robin runs failover's rotation (spec §23).
+        self.failover = config.strategy != "round-robin"
+        self.weights = [b.weight for b in config.backends]
+        self.wrr_current = [0] * len(config.backends)
         self.max_attempts = (
             len(config.backends) * config.settings.attempts_per_backend if self.failover else 1
         )
@@ -313,7 +338,10 @@ class BalancerMachine(RuleBasedStateMachine):
         sources = self._failure_sources(event)
         deadline = balancer.next_deadline()
         failing = self._may_record_a_failure(event)
+        expected_first = self._expected_pick() if isinstance(event, RequestStarted) else None
         actions = balancer.handle(event)
+        if isinstance(event, RequestStarted):
+            self._check_pick(event.request_id, actions, expected_first)
         failing |= {
             a.backend
             for a in actions
@@ -378,6 +406,42 @@ class BalancerMachine(RuleBasedStateMachine):
             if isinstance(action, TripBreaker):
                 assert action.backend in sources, f"{action.backend} tripped by {event!r}"
 
+    def _expected_pick(self) -> str | None:
+        """Where the strategy must start the rotation of a request starting now, if known."""
+        names = list(self.specs)
+        strategy = self.config.strategy
+        if strategy == "least-busy":
+            counts = [self._in_use(name) for name in names]
+            return names[counts.index(min(counts))]
+        if strategy == "weighted-round-robin":
+            # Taken on a copy: a request the all-unhealthy check refuses takes no pick.
+            return names[nginx_pick(list(self.wrr_current), self.weights)]
+        picker = self.balancer._latency
+        if picker is not None and not self.config.settings.latency_explore_percent:
+            estimates = picker.estimates
+            return names[estimates.index(min(estimates))]
+        return None
+
+    def _check_pick(self, rid: str, actions: list[Action], expected: str | None) -> None:
+        """The first backend a new request's rotation names is the strategy's pick."""
+        # A HalfOpenBreaker names no request: in this step it can only come from a visit.
+        named = [
+            a.backend
+            for a in actions
+            if isinstance(a, HalfOpenBreaker)
+            or (isinstance(a, StartAttempt | SkipBackend) and a.request_id == rid)
+        ]
+        refused = (
+            len(actions) == 1
+            and isinstance(actions[0], RequestFailed)
+            and isinstance(actions[0].error, AllBackendsUnhealthy)
+        )
+        if self.config.strategy == "weighted-round-robin" and not refused:
+            nginx_pick(self.wrr_current, self.weights)
+        if expected is not None and named:
+            assert named[0] == expected, (self.config.strategy, named, expected)
+            observe(f"pick checked: {self.config.strategy}")
+
     def _in_use(self, name: str) -> int:
         return sum(r.holds(name) for r in self.live.values())
 
@@ -433,7 +497,8 @@ class BalancerMachine(RuleBasedStateMachine):
         elif isinstance(event, StatsReset):
             self.profile_counts = {}
             for request in self.live.values():
-                request.counted_before_reset = True
+                # Round-robin counts at dispatch: one still queued was not counted yet.
+                request.counted_before_reset = request.queued_at is None
 
         for action in actions:
             self._follow_action(event, action, states)
@@ -535,6 +600,7 @@ class BalancerMachine(RuleBasedStateMachine):
             assert request.current is None
             request.failing_over_to = action.to_backend
         elif isinstance(action, SkipBackend):
+            assert self.specs[action.backend].weight > 0, f"{action.backend} is drained"
             assert self.failover
             if request.queued_at is not None:
                 # Served from the queue but passed over for another reason: it stops
@@ -599,6 +665,7 @@ class BalancerMachine(RuleBasedStateMachine):
         self, action: StartAttempt, request: ModelRequest, states: dict[str, BreakerState]
     ) -> None:
         name = action.backend
+        assert self.specs[name].weight > 0, f"attempt on {name}, which is drained"
         assert request.current is None, "a second attempt while one is in flight"
         assert request.queued_at is None, "an attempt for a request still in the queue"
         assert not request.streaming, "a new attempt after output reached the caller"

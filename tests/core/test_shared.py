@@ -1,4 +1,4 @@
-"""Shared state in the core (spec §23): what peer events may say, and what they change."""
+"""Shared state in the core (spec §26): what peer events may say, and what they change."""
 
 from __future__ import annotations
 

@@ -72,3 +72,21 @@ def test_a_plain_key_in_the_config_is_refused_without_being_echoed() -> None:
         config_from_mapping({"gateway": {"keys": ["my-plain-key"]}, "groups": {}}, environ={})
     assert "my-plain-key" not in str(error.value)
     assert "gateway.keys[0]" in str(error.value)
+
+
+def test_a_group_may_use_any_core_strategy_with_weights() -> None:
+    weighted = {
+        "strategy": "weighted-round-robin",
+        "backends": [
+            {"name": "a", "provider": "openai", "model": "m", "weight": 3},
+            {"name": "b", "provider": "openai", "model": "m", "weight": 0},
+        ],
+    }
+    config = config_from_mapping(
+        {"gateway": {"no_auth": True}, "groups": {"w": weighted}}, environ={}
+    )
+    balancer = config.groups[0].client.balancer
+    assert (balancer.strategy, [b.weight for b in balancer.backends]) == (
+        "weighted-round-robin",
+        [3, 0],
+    )

@@ -1,4 +1,4 @@
-"""Shared state through a real Redis (spec/behaviour.md §23): the scenarios of issue 14."""
+"""Shared state through a real Redis (spec/behaviour.md §26): the scenarios of issue 14."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from lbtransports.wire import BackendTarget, CredentialSource, resolve_credentia
 
 KEY = "sk-profile-secret-0123456789abcdef"
 LB = "team"
+POLICY_HINT = 'Must be "roundrobin", "failover", "weighted-round-robin", "least-busy" or "latency".'
 
 
 def lb_profile(profiles: Any, policy: Any = "failover", **fields: Any) -> dict[str, Any]:
@@ -282,10 +283,10 @@ LB_ERRORS = [
     ),
     (
         {"policy": "round-robin"},
-        'Invalid policy "round-robin". Must be "roundrobin" or "failover".',
+        'Invalid policy "round-robin". ' + POLICY_HINT,
     ),
-    ({"policy": "Failover"}, 'Invalid policy "Failover". Must be "roundrobin" or "failover".'),
-    ({"policy": 1}, 'Invalid policy (a number). Must be "roundrobin" or "failover".'),
+    ({"policy": "Failover"}, 'Invalid policy "Failover". ' + POLICY_HINT),
+    ({"policy": 1}, "Invalid policy (a number). " + POLICY_HINT),
     (
         {"profiles": []},
         f"LoadBalancer profile '{LB}' must reference at least one profile (profiles is empty)",
@@ -400,10 +401,23 @@ def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
 
 def test_nested_load_balancer_member(tmp_path: Path) -> None:
     write(tmp_path, "a", member("openai", "m"))
-    write(tmp_path, "inner", lb_profile(["a"], "roundrobin"))
-    path = write(tmp_path, LB, lb_profile(["a", "inner"]))
-    assert load_error(tmp_path) == (
-        f"{path}: LoadBalancer profile 'team' cannot reference another LoadBalancer profile 'inner'"
+    write(tmp_path, "b", member("anthropic", "c"))
+    write(tmp_path, "inner", lb_profile(["b", "a"], "roundrobin"))
+    write(tmp_path, LB, lb_profile(["a", "inner"]))
+    config = load_profile(tmp_path, LB)
+    spec = config.balancer.backends[1]
+    assert (spec.name, spec.provider, spec.model) == ("inner", "load-balancer", "c")
+    inner = config.nested["inner"]
+    assert inner.balancer.strategy == "round-robin"
+    assert [b.name for b in inner.balancer.backends] == ["b", "a"]
+
+
+def test_nested_load_balancer_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "a", member("openai", "m"))
+    write(tmp_path, "inner", lb_profile(["a", LB]))
+    write(tmp_path, LB, lb_profile(["a", "inner"]))
+    assert load_error(tmp_path).endswith(
+        "nested load balancer profiles form a cycle: 'team' -> 'inner' -> 'team'"
     )
 
 
@@ -638,13 +652,71 @@ def test_warn_roundrobin_left_with_one_member(tmp_path: Path) -> None:
 
 def test_warn_still_refuses_a_broken_member(tmp_path: Path) -> None:
     write(tmp_path, "a", member("openai", "m"))
-    write(tmp_path, "inner", lb_profile(["a"], "roundrobin"))
-    write(tmp_path, LB, lb_profile(["a", "ghost", "inner"]))
-    assert "cannot reference another LoadBalancer profile 'inner'" in load_error(
-        tmp_path, missing="warn"
-    )
+    write(tmp_path, "broken", {**member("openai", "m"), "version": 3})
+    write(tmp_path, LB, lb_profile(["a", "ghost", "broken"]))
+    assert "unsupported profile version 3" in load_error(tmp_path, missing="warn")
 
 
 def test_missing_must_be_error_or_warn(three: Path) -> None:
     with pytest.raises(ValueError, match="missing must be 'error' or 'warn'"):
         load_profile(three, LB, missing="ignore")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------- lbcore's own strategies
+
+
+@pytest.mark.parametrize("policy", ["weighted-round-robin", "least-busy", "latency"])
+def test_lbcore_strategies_are_policies_too(tmp_path: Path, policy: str) -> None:
+    write(tmp_path, "a", member("openai", "m"))
+    write(tmp_path, LB, lb_profile(["a"], policy))
+    assert load_profile(tmp_path, LB).balancer.strategy == policy
+
+
+def test_weights_go_to_the_named_members(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        write(tmp_path, name, member("openai", "m"))
+    weights = {"a": 3, "c": 0.0}
+    write(tmp_path, LB, lb_profile(["a", "b", "c"], "weighted-round-robin", weights=weights))
+    specs = load_profile(tmp_path, LB).balancer.backends
+    assert [s.weight for s in specs] == [3, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"z": 1}, "weights.z: not a member of this load balancer"),
+        ({"a": -1}, "weights.a must be a whole number >= 0, got -1"),
+        ({"a": 1.5}, "weights.a must be a whole number >= 0, got 1.5"),
+        ({"a": "2"}, "weights.a must be a whole number >= 0, got a string"),
+        ({"a": True}, "weights.a must be a whole number >= 0, got a boolean"),
+        ([1], "weights must be a JSON object, got an array"),
+    ],
+)
+def test_weight_errors(tmp_path: Path, weights: Any, message: str) -> None:
+    for name in ("a", "b"):
+        write(tmp_path, name, member("openai", "m"))
+    path = write(tmp_path, LB, lb_profile(["a", "b"], "weighted-round-robin", weights=weights))
+    assert load_error(tmp_path) == f"{path}: {message}"
+
+
+def test_weights_under_another_policy_are_the_core_error(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write(tmp_path, name, member("openai", "m"))
+    path = write(tmp_path, LB, lb_profile(["a", "b"], "failover", weights={"b": 2}))
+    assert load_error(tmp_path) == (
+        f'{path}: Backend "b": weight is read only by "weighted-round-robin", not by "failover"; '
+        "leave it at 1"
+    )
+
+
+def test_client_config_mapping_reads_strategy_and_weight() -> None:
+    config = ClientConfig.from_mapping(
+        {
+            "strategy": "weighted-round-robin",
+            "backends": [
+                {"name": "a", "provider": "openai", "weight": 4},
+                {"name": "b", "provider": "openai", "weight": 0},
+            ],
+        }
+    )
+    assert [b.weight for b in config.balancer.backends] == [4, 0]

@@ -37,7 +37,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--shared",
         metavar="URL",
         help="share breakers, TPM windows and cooldowns with other gateway processes through "
-        "this Redis (redis://[:password@]host:port/db); spec/behaviour.md section 23",
+        "this Redis (redis://[:password@]host:port/db); spec/behaviour.md section 26",
     )
     parser.add_argument(
         "--shared-prefix",
