@@ -516,16 +516,15 @@ async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> N
 def _reusable(response: httpcore.Response) -> bool:
     """Whether the pool may hand this response's connection to another request.
 
-    Only after a 2xx read to the end of its framing with nothing after it:
-    bytes a server sent past that end wait in h11's buffer and would be
-    read as the next request's answer (response desync). A server often
-    closes after an error status (uvicorn after a 500), and a retry on that
-    connection would see a reset instead of the status. httpcore checks
-    neither, so this looks at the connection's h11 state; when it cannot be
-    found, the connection is not reused.
+    Only after an answer (an error status's too) read to the end of its
+    framing with nothing after it: bytes a server sent past that end wait in
+    h11's buffer and would be read as the next request's answer (response
+    desync). httpcore does not check that, so this looks at the connection's
+    h11 state; when it cannot be found, the connection is not reused. A
+    server that closes after an error status without saying so (uvicorn
+    after a 500) costs the next request on it the stale connection's one
+    uncharged retry, not the backend's failure (spec/transports.md section 5).
     """
-    if not 200 <= response.status <= 299:
-        return False
     state = _h11_state(response)
     if state is None:
         return False

@@ -262,7 +262,7 @@ class Client(ClientBase):
         assert response is not None
         with response:
             reader.start(response.status_code, tuple(response.headers.items()))
-            pool_return = PoolReturn(response.raw, response.status_code, _socket_of(response))
+            pool_return = PoolReturn(response.raw, _socket_of(response))
             ended = False  # the body ended where its framing said, without error
             while not attempt.over:  # the core may give up on it from another thread
                 if attempt.timer.expired(link.now()) is not None:

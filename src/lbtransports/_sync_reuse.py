@@ -5,13 +5,13 @@ byte, inside that very read. http.client reads through a buffer of its own
 and throws it away with the response, so bytes a server sent past the end of
 the body are lost with it, and the connection goes back to the pool out of
 step with the server. A pooled connection must carry nothing from the
-exchange before it, and a server often closes after an error status.
+exchange before it.
 
 So the client takes the connection out of urllib3's hands for the whole
 read (:class:`PoolReturn`), looks at http.client's buffer before every read
-without waiting for the network, and hands the connection back only after a
-2xx whose body ended exactly where its framing said. Otherwise closing the
-response closes the connection.
+without waiting for the network, and hands the connection back only after an
+answer (an error status's too) whose body ended exactly where its framing
+said. Otherwise closing the response closes the connection.
 """
 
 from __future__ import annotations
@@ -27,14 +27,16 @@ __all__ = ("ChunkedEndScanner", "PoolReturn", "chunked_end")
 class PoolReturn:
     """Holds one response's connection out of the pool until its end is known clean."""
 
-    def __init__(self, raw: Any, status: int, sock: socket.socket | None) -> None:
+    def __init__(self, raw: Any, sock: socket.socket | None) -> None:
         self._raw = raw  # urllib3's HTTPResponse
         self._sock = sock
         # urllib3 returns the connection from inside the body's last read;
         # without a pool to return it to, it keeps it for us to decide.
         self._pool = getattr(raw, "_pool", None)
         raw._pool = None
-        self._clean = 200 <= status <= 299 and self._pool is not None and sock is not None
+        # Any status: a server that closes after an error without saying so
+        # costs the next request the stale connection's uncharged retry.
+        self._clean = self._pool is not None and sock is not None
         #: The last look at the buffer saw the body's end, with nothing after it.
         self._end_seen = False
         self._chunked_end = ChunkedEndScanner()
@@ -89,10 +91,13 @@ class PoolReturn:
         byte past its end is either seen in the buffer or left in the socket
         (where urllib3's check before reuse finds it). A chunked body's last
         read may fill the buffer past the terminator, so its end must have
-        been seen beforehand.
+        been seen beforehand. A server that said ``Connection: close`` keeps
+        its connection.
         """
-        chunked = getattr(getattr(self._raw, "_fp", None), "chunked", False)
-        if ended and self._clean and (self._end_seen or not chunked):
+        message = getattr(self._raw, "_fp", None)
+        chunked = getattr(message, "chunked", False)
+        closing = getattr(message, "will_close", True)
+        if ended and self._clean and not closing and (self._end_seen or not chunked):
             self._raw._pool = self._pool
             self._raw.release_conn()
 

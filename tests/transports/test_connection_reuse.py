@@ -3,8 +3,9 @@
 A pooled connection must carry nothing from the exchange before: bytes a
 server sent past the end of an answer would be read as the next request's
 answer (response desync), and a connection the server is about to close after
-an error status would turn the retry's answer into a reset. Both clients
-reuse a connection only after a successful answer read to exactly its end.
+an error status would turn the retry's answer into a reset, unless the retry
+is sent again on a new connection. Both clients reuse a connection only after
+an answer (an error status's too) read to exactly its end.
 """
 
 from __future__ import annotations
@@ -266,7 +267,9 @@ def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, fra
     assert backend.requests == [3]
 
 
-def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> None:
+def test_a_retry_after_an_error_status_sees_the_status_when_the_server_then_closes(
+    mode: str,
+) -> None:
     def fail_then_drop(connection: RawConnection) -> None:
         # As uvicorn after a 500: the answer says keep-alive, the server closes.
         # Whatever arrives on the connection afterwards is answered with a reset.
@@ -278,14 +281,44 @@ def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> Non
     with raw_backend(fail_then_drop) as backend:
         (outcome,) = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
     # Every attempt (two per backend) saw the 500 the backend answered, never
-    # the reset of a stale connection, and each had a connection of its own.
+    # the reset of a stale connection: each retry went out on the 500's
+    # connection, met the reset, and was sent once more, uncharged, on a new one.
     assert isinstance(outcome, FailoverError), outcome
     assert [(f.backend, f.failure.kind, f.failure.status) for f in outcome.failures] == [
         ("raw", FailureKind.HTTP, 500),
         ("spare", FailureKind.HTTP, 500),
     ]
     assert outcome.status == 500
-    assert backend.requests == [1, 1, 1, 1]
+    assert backend.requests == [2, 1, 2, 1]
+
+
+def test_an_error_status_read_to_its_end_keeps_its_connection(mode: str) -> None:
+    def fail_then_serve(connection: RawConnection) -> None:
+        if connection.read_request():
+            connection.send(SERVER_ERROR)
+        serve_each_request(connection, answer("after"))
+
+    with raw_backend(fail_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
+    # The same-backend retry after the 500 went out on the 500's connection:
+    # a failover hop costs no new connection.
+    assert outcomes == ["after"]
+    assert backend.requests == [2]
+
+
+def test_an_error_status_that_says_connection_close_gives_up_its_connection(mode: str) -> None:
+    closing = SERVER_ERROR.replace(b"Connection: keep-alive", b"Connection: close")
+
+    def fail_then_serve(connection: RawConnection) -> None:
+        # The server said close but leaves the socket open: the client must not reuse it.
+        if connection.index == 0 and connection.read_request():
+            connection.send(closing)
+        serve_each_request(connection, answer("after"))
+
+    with raw_backend(fail_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
+    assert outcomes == ["after"]
+    assert backend.requests == [1, 1]
 
 
 @pytest.mark.parametrize(
