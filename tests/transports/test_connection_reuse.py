@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
-from lbtransports._sync_reuse import ChunkedEndScanner, chunked_end
+from lbtransports._sync_body import ChunkedFraming, FramingError
 
 from .harness import REQUEST
 
@@ -322,21 +322,33 @@ def test_an_error_status_that_says_connection_close_gives_up_its_connection(mode
 
 
 @pytest.mark.parametrize(
-    ("buffered", "chunk_left", "end"),
+    ("body", "data", "extra"),
     [
-        (b"5\r\nhello\r\n0\r\n\r\n", None, 15),
-        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", None, 15),
-        (b"lo\r\n0;ext=1\r\nTrailer: x\r\n\r\n", 2, 27),  # inside a chunk, with a trailer
-        (b"\r\n0\r\n\n", 0, 6),  # after a chunk's data, bare LF line ends
-        (b"5\r\nhel", None, None),  # the end has not arrived
-        (b"\r\n0\r\n", 0, None),  # the last chunk, but not the empty line after it
-        (b"zz\r\n", None, None),  # not a chunk size: http.client refuses it
+        (b"5\r\nhello\r\n0\r\n\r\n", b"hello", 0),
+        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", b"hello", 15),
+        (b"2;ext=1\r\nlo\r\n0\r\nTrailer: x\r\n\r\n", b"lo", 0),  # extension, trailer
+        (b"2\nlo\r\n0\n\n", b"lo", 0),  # bare LF line ends
     ],
 )
-def test_the_sync_client_finds_a_chunked_bodys_end_in_http_clients_buffer(
-    buffered: bytes, chunk_left: int | None, end: int | None
+def test_the_sync_client_finds_a_chunked_bodys_end_and_what_follows_it(
+    body: bytes, data: bytes, extra: int
 ) -> None:
-    assert chunked_end(buffered, chunk_left) == end
+    framing = ChunkedFraming()
+    assert framing.feed(body) == data
+    assert (framing.done, framing.extra) == (True, extra)
+
+
+@pytest.mark.parametrize("body", [b"5\r\nhel", b"5\r\nhello\r\n0\r\n"])
+def test_a_chunked_body_cut_before_its_end_has_not_ended(body: bytes) -> None:
+    framing = ChunkedFraming()
+    framing.feed(body)
+    assert not framing.done
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n", b"-5\r\nhello\r\n", b"1" * 70_000])
+def test_malformed_chunked_framing_is_refused(body: bytes) -> None:
+    with pytest.raises(FramingError):
+        ChunkedFraming().feed(body)
 
 
 # ------------------------------------------------------------ stale pooled connections
@@ -435,13 +447,7 @@ def test_a_streamed_answer_whose_body_ends_after_its_terminator_keeps_its_connec
     with raw_backend(serve) as backend:
         outcomes = run_requests(mode, config(backend.url), 3)
     assert outcomes == ["again"] * 3
-    if mode == "sync" and not together:
-        # The sync client pools a chunked connection only if it saw the body's
-        # end buffered before its last read (see _sync_reuse): an end that
-        # arrives in a later write is a lost reuse, never a desync.
-        assert sum(backend.requests) == 3
-    else:
-        assert backend.requests == [3]
+    assert backend.requests == [3]
 
 
 def test_a_streamed_answer_whose_body_does_not_end_is_not_waited_for(mode: str) -> None:
@@ -482,27 +488,22 @@ def test_bytes_past_the_end_of_a_streamed_answer_are_never_read_as_the_next_answ
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.binary(max_size=12), max_size=6),
-    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([None, 0, 1, 3])), max_size=8),
+    st.lists(st.binary(min_size=1, max_size=40), max_size=8),  # a 0 size would end it
     st.binary(max_size=20),
+    st.lists(st.integers(1, 30), max_size=12),
 )
-def test_the_chunked_end_scanner_finds_what_a_fresh_walk_finds(
-    datas: list[bytes], looks: list[tuple[int, int | None]], tail: bytes
+def test_chunked_framing_split_anywhere_reads_what_it_reads_whole(
+    datas: list[bytes], tail: bytes, cuts: list[int]
 ) -> None:
-    # Successive looks at one buffer, each having lost some bytes off its front
-    # (a read) and sometimes gained some at its end: the remembered walk never
-    # changes the answer.
-    buffered = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas) + tail
-    scanner = ChunkedEndScanner()
-    for consumed, left in looks:
-        chunk_left = left
-        if consumed % 2 and datas:
-            # As http.client's read1 does: the next chunk's size line and data
-            # go, its CRLF stays (chunk_left 0).
-            data = datas.pop(0)
-            buffered, chunk_left = buffered[len(b"%x\r\n%s" % (len(data), data)) :], 0
-        else:
-            buffered = buffered[consumed:]
-        assert scanner.find(buffered, chunk_left) == chunked_end(buffered, chunk_left)
-        if consumed % 5 == 0:
-            buffered += b"0\r\n\r\n"
+    # Pieces as the network splits them, down to a byte: the same body, the
+    # same end, the same count of bytes past it, as from the body in one piece.
+    body = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas)
+    body += b"0\r\n\r\n" + tail
+    pieces, position = [], 0
+    for cut in cuts:
+        pieces.append(body[position : position + cut])
+        position += cut
+    pieces.append(body[position:])
+    framing = ChunkedFraming()
+    assert b"".join(framing.feed(piece) for piece in pieces) == b"".join(datas)
+    assert (framing.done, framing.extra) == (True, len(tail))
