@@ -590,13 +590,17 @@ def _data_next(state: h11.Connection) -> bool:
     reader = getattr(state, "_reader", None)
     if type(reader) is not h11._readers.ChunkedReader or reader._reading_trailer:
         return False
-    buffered = bytes(getattr(state, "_receive_buffer", b""))
+    # The buffer's own bytes, not a copy of them (which would make taking n
+    # buffered chunks quadratic).
+    buffered = getattr(getattr(state, "_receive_buffer", None), "_data", None)
+    if not isinstance(buffered, bytearray):
+        return False
     if reader._bytes_in_chunk:
         return bool(buffered)
     # A new chunk: its size line follows the CRLF still to discard; a size
     # starting with 0 may be the last chunk's, whose trailer ends the body.
-    size_line = buffered[len(reader._bytes_to_discard) :]
-    return b"\n" in size_line and size_line[:1] not in (b"0", b"")
+    start = len(reader._bytes_to_discard)
+    return buffered.find(b"\n", start) >= 0 and not buffered.startswith(b"0", start)
 
 
 def _h11_state(response: httpcore.Response) -> h11.Connection | None:
