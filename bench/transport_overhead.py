@@ -593,13 +593,16 @@ def latency_tables(section: Section, results: dict[str, dict[str, list[Latency]]
         )
         for label, straight_case, ours_case, by_hand_case in cases:
             straight = medians_us(latencies[straight_case], 0)
-            if ours_case in ("refused ours", "stall ours"):
-                # Both sides make a fresh client: compare hop with no hop, client with client.
-                baseline = "fresh ours" if ours_case == "refused ours" else "stall fresh ours"
-                fresh = medians_us(latencies[baseline], 0)
-                added = difference(medians_us(latencies[ours_case], 0), fresh)
-            else:
-                added = difference(medians_us(latencies[ours_case], 0), straight)
+            # The hop's own cost: ours with the hop minus ours without it, so that
+            # the client's per-stream overhead (the table above) is not counted
+            # again as the hop's; for the refused connection and the stall both
+            # sides make a fresh client, so the client's set-up is not counted either.
+            baseline = {"503 ours": "ours", "refused ours": "fresh ours"}.get(
+                ours_case, "stall fresh ours"
+            )
+            added = difference(
+                medians_us(latencies[ours_case], 0), medians_us(latencies[baseline], 0)
+            )
             row = [
                 client,
                 label,
@@ -620,11 +623,14 @@ def latency_tables(section: Section, results: dict[str, dict[str, list[Latency]]
                 }
             hops.rows.append(row)
     hops.note = (
-        "*straight*: by hand, straight to the healthy backend. *added*: for the 503, ours "
-        "minus straight; for the refused connection and the stall, where each request makes "
-        "a fresh client, ours minus a fresh client of ours going straight, so that the "
-        "client's set-up is not counted as the hop. *by hand, added*: the failing request "
-        "(a 503, or a refused connect) then the stream, by hand, minus straight."
+        "*straight*: by hand, straight to the healthy backend. *added*: what the hop adds "
+        "to our client: for the 503, ours with the hop minus ours straight to the healthy "
+        "backend (so the stream's own overhead, in the table above, is not counted twice); "
+        "for the refused connection and the stall, where each request makes a fresh "
+        "client, ours minus a fresh client of ours going straight, so that the client's "
+        "set-up is not counted as the hop. *by hand, added*: the failing request (a 503, "
+        "or a refused connect) then the stream, by hand, minus straight. *ours - by hand*: "
+        "what our hop costs beyond the by-hand one."
     )
     if missed:
         hops.note += (
@@ -770,10 +776,29 @@ def profile_balanced(urls: dict[str, str]) -> Section:
     return section
 
 
+def measure_latency(served: ServedBackends) -> dict[str, dict[str, list[Latency]]]:
+    return {
+        "sync": latency_sync(served),
+        "asyncio": anyio.run(latency_async, served, backend="asyncio"),
+    }
+
+
+def measure_throughput(served: ServedBackends) -> dict[str, dict[str, Any]]:
+    return {
+        "sync": throughput_sync(served),
+        "asyncio": anyio.run(throughput_async, served, backend="asyncio"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="profile the balanced paths")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, not for the record")
+    parser.add_argument(
+        "--only",
+        choices=("latency", "throughput"),
+        help="run one part and print it, not for the record",
+    )
     args = parser.parse_args()
     if args.profile:
         began = time.monotonic()
@@ -781,16 +806,19 @@ def main() -> None:
             section = profile_balanced(served.urls)
         publish(section, began)
         return
+    if args.only:
+        with backends_in_child(BACKENDS) as served:
+            part = Section(key="part", order=0, title=f"{args.only} only", method="")
+            if args.only == "latency":
+                latency_tables(part, measure_latency(served))
+            else:
+                throughput_table(part, measure_throughput(served))
+        print(part.markdown())
+        return
     began = time.monotonic()
     with backends_in_child(BACKENDS) as served:
-        latencies = {
-            "sync": latency_sync(served),
-            "asyncio": anyio.run(latency_async, served, backend="asyncio"),
-        }
-        throughputs: dict[str, dict[str, Any]] = {
-            "sync": throughput_sync(served),
-            "asyncio": anyio.run(throughput_async, served, backend="asyncio"),
-        }
+        latencies = measure_latency(served)
+        throughputs = measure_throughput(served)
     section = Section(
         key="clients",
         order=20,

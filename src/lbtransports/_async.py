@@ -22,6 +22,7 @@ from typing import Final, Self
 
 import anyio
 import h11
+import h11._readers
 import httpcore
 
 from lbcore import ConfigError, TimeoutPhase, truncate
@@ -349,6 +350,7 @@ class AsyncClient(ClientBase):
             reader.start(response.status, _text_headers(response.headers))
             assert isinstance(response.stream, AsyncIterable)
             body: AsyncIterator[bytes] = aiter(response.stream)
+            h11_state = _h11_state(response)
             finished = False  # httpcore's body generators ran to their end
             ended = False  # ... and the body ended where its framing said, without error
             try:
@@ -364,6 +366,10 @@ class AsyncClient(ClientBase):
                             finished = True
                             link.expire(run, attempt, TimeoutPhase.READ)
                             break
+                        if data and h11_state is not None:
+                            # What else came in the same network read: decoded
+                            # and reported together, not one chunk at a time.
+                            data += _buffered_body(h11_state)
                     except HTTPCORE_ERRORS as error:
                         finished = True
                         if trouble_of(HTTPCORE_TROUBLES, error) is not Trouble.LOST:
@@ -597,16 +603,15 @@ async def _abandon(response: httpcore.Response, body: AsyncIterator[bytes]) -> N
 def _reusable(response: httpcore.Response) -> bool:
     """Whether the pool may hand this response's connection to another request.
 
-    Only after a 2xx read to the end of its framing with nothing after it:
-    bytes a server sent past that end wait in h11's buffer and would be
-    read as the next request's answer (response desync). A server often
-    closes after an error status (uvicorn after a 500), and a retry on that
-    connection would see a reset instead of the status. httpcore checks
-    neither, so this looks at the connection's h11 state; when it cannot be
-    found, the connection is not reused.
+    Only after an answer (an error status's too) read to the end of its
+    framing with nothing after it: bytes a server sent past that end wait in
+    h11's buffer and would be read as the next request's answer (response
+    desync). httpcore does not check that, so this looks at the connection's
+    h11 state; when it cannot be found, the connection is not reused. A
+    server that closes after an error status without saying so (uvicorn
+    after a 500) costs the next request on it the stale connection's one
+    uncharged retry, not the backend's failure (spec/transports.md section 5).
     """
-    if not 200 <= response.status <= 299:
-        return False
     state = _h11_state(response)
     if state is None:
         return False
@@ -631,6 +636,52 @@ async def _close_connection(response: httpcore.Response) -> None:
     if isinstance(stream, httpcore.AsyncNetworkStream):
         with anyio.CancelScope(shield=True):
             await stream.aclose()
+
+
+def _buffered_body(state: h11.Connection) -> bytes:
+    """The body bytes h11 can give without reading the network: the rest of what
+    the last read brought.
+
+    httpcore's body iterator gives one h11 event (one HTTP chunk) per step,
+    through three generators; this takes the chunks already buffered at once.
+    It takes only events that are surely data (:func:`_data_next`), never the
+    body's end, which httpcore's iterator must see itself to finish the
+    exchange and pool the connection; it stops at bytes that complete
+    nothing (the iterator reads on) and at malformed framing (the
+    iterator's next step raises it).
+    """
+    pieces = []
+    while _data_next(state):
+        try:
+            event = state.next_event()
+        except h11.RemoteProtocolError:
+            break  # h11 is now in error: the iterator's next step reports it
+        if type(event) is not h11.Data:
+            break  # NEED_DATA: nothing was taken
+        pieces.append(bytes(event.data))
+    return b"".join(pieces)
+
+
+def _data_next(state: h11.Connection) -> bool:
+    """Whether h11's next event is surely a chunk's data, not the body's end.
+
+    Read from h11's chunked reader and buffer; False whenever that cannot be
+    told (another framing, or h11 changed shape).
+    """
+    reader = getattr(state, "_reader", None)
+    if type(reader) is not h11._readers.ChunkedReader or reader._reading_trailer:
+        return False
+    # The buffer's own bytes, not a copy of them (which would make taking n
+    # buffered chunks quadratic).
+    buffered = getattr(getattr(state, "_receive_buffer", None), "_data", None)
+    if not isinstance(buffered, bytearray):
+        return False
+    if reader._bytes_in_chunk:
+        return bool(buffered)
+    # A new chunk: its size line follows the CRLF still to discard; a size
+    # starting with 0 may be the last chunk's, whose trailer ends the body.
+    start = len(reader._bytes_to_discard)
+    return buffered.find(b"\n", start) >= 0 and not buffered.startswith(b"0", start)
 
 
 def _h11_state(response: httpcore.Response) -> h11.Connection | None:

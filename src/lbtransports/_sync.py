@@ -7,7 +7,6 @@ response bytes are understood by :class:`AttemptReader`.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
@@ -31,7 +30,7 @@ from ._observers import Observer, Observers
 from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
-from ._sync_reuse import PoolReturn
+from ._sync_body import BodyReader
 from ._sync_sent import SendWatch, SentAdapter, watching
 from ._tracefile import TraceTarget
 from ._troubles import REQUESTS_ERRORS, REQUESTS_TROUBLES, Trouble, report, reported, trouble_of
@@ -39,8 +38,6 @@ from .wire import ChatRequest, Chunk, Usage
 
 __all__ = ("ChatStream", "Client")
 
-#: How much to ask for per read; SSE events are far smaller.
-_PIECE: Final = 64 * 1024
 #: After the terminator, how long and how many reads the body's own end may take
 #: to come, for the connection to be pooled (spec/transports.md section 5).
 BODY_END_WAIT_S: Final = 0.05
@@ -89,7 +86,7 @@ class Client(ClientBase):
         config: ClientConfig,
         *,
         trace: TraceTarget | None = None,
-        pool_size: int = 32,
+        pool_size: int = 100,
         trust_env: bool = False,
         compress: CompressHook | None = None,
         observers: Iterable[Observer] | Observers = (),
@@ -99,7 +96,9 @@ class Client(ClientBase):
             config: the backends and the routing settings.
             trace: a path or a binary file to record every decision to, as a
                 JSON-lines trace that ``python -m lbcore replay`` verifies.
-            pool_size: connections kept open per backend.
+            pool_size: connections kept open per backend. More threads than
+                this at once each open a connection of their own and close it
+                after their request: keep it at least the threads you run.
             trust_env: let ``requests`` read proxies and ``.netrc`` from the
                 environment. Off by default: a ``.netrc`` entry would replace
                 a backend's own credential.
@@ -329,17 +328,16 @@ class Client(ClientBase):
         assert response is not None
         with response:
             reader.start(response.status_code, tuple(response.headers.items()))
-            pool_return = PoolReturn(response.raw, response.status_code, _socket_of(response))
-            ended = False  # the body ended where its framing said, without error
+            body = BodyReader(response)
             while not attempt.over:  # the core may give up on it from another thread
                 if attempt.timer.expired(link.now()) is not None:
                     # Bytes arrive (keep-alives), but no chunk came in time.
                     link.expire(run, attempt, TimeoutPhase.READ)
                     break
                 try:
-                    pool_return.before_read()
-                    # Every recv underneath is bounded by the time left.
-                    data = response.raw.read1(_PIECE)
+                    # Every chunk that came together; every recv underneath is
+                    # bounded by the time left.
+                    data = body.read()
                 except REQUESTS_ERRORS as error:
                     trouble = trouble_of(REQUESTS_TROUBLES, error)
                     if trouble is None:
@@ -349,7 +347,6 @@ class Client(ClientBase):
                         break
                     reader.broken(stream_failure(error))
                     data = b""
-                ended = not data and reader.ending is None
                 chunks = reader.feed(data) if data else reader.end()
                 visible = link.deliver(run, attempt, chunks)
                 if visible:
@@ -358,11 +355,11 @@ class Client(ClientBase):
                 if reader.ending is not None:
                     link.finish(run, attempt, reader.ending)
                     break
-            if reader.ended_before_body:
+            if reader.ended_before_body and not body.ended:
                 body_end_by.append(time.monotonic() + BODY_END_WAIT_S)
-                ended = _read_to_body_end(response, pool_return, body_end_by[0])
+                _read_to_body_end(body, body_end_by[0])
             # Not given back, the connection is closed with the response.
-            pool_return.finish(ended)
+            body.finish()
 
     def _session(self, backend: str) -> requests.Session:
         with self._sessions_lock:
@@ -374,27 +371,23 @@ class Client(ClientBase):
             return session
 
 
-def _read_to_body_end(
-    response: requests.Response, pool_return: PoolReturn, deadline: float
-) -> bool:
+def _read_to_body_end(body: BodyReader, deadline: float) -> None:
     """After the terminator, read on to the body's end if it comes at once.
 
     The answer is complete and the caller has every chunk; only the connection
-    is at stake. True if the body ended cleanly by ``deadline`` (monotonic),
-    which the socket's re-aimed timeout also honours (``wait_left``).
+    is at stake: it is pooled if the body ends cleanly by ``deadline``
+    (monotonic), which the socket's re-aimed timeout also honours (``wait_left``).
     """
     for _ in range(BODY_END_READS):
         left = deadline - time.monotonic()
-        if left <= 0 or not pool_return.wait_for_more(left):
-            return False
+        if left <= 0 or not body.wait_for_more(left):
+            return
         try:
-            pool_return.before_read()
-            data = response.raw.read1(_PIECE)
+            body.read()
         except (urllib3.exceptions.HTTPError, OSError):
-            return False
-        if not data:
-            return True
-    return False
+            return
+        if body.ended:
+            return
 
 
 def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
@@ -430,11 +423,3 @@ def _close_session(session: requests.Session) -> None:
             if pool is not None:
                 pool.close()
     session.close()
-
-
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    # urllib3 exposes the connection it reads from; the pool's check of the
-    # buffer needs its socket.
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    return sock if isinstance(sock, socket.socket) else None

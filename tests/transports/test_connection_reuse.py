@@ -3,8 +3,9 @@
 A pooled connection must carry nothing from the exchange before: bytes a
 server sent past the end of an answer would be read as the next request's
 answer (response desync), and a connection the server is about to close after
-an error status would turn the retry's answer into a reset. Both clients
-reuse a connection only after a successful answer read to exactly its end.
+an error status would turn the retry's answer into a reset, unless the retry
+is sent again on a new connection. Both clients reuse a connection only after
+an answer (an error status's too) read to exactly its end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from lbcore import FailureKind
 from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
-from lbtransports._sync_reuse import ChunkedEndScanner, chunked_end
+from lbtransports._sync_body import ChunkedFraming, FramingError
 
 from .harness import REQUEST
 
@@ -266,7 +267,9 @@ def test_a_clean_answer_keeps_its_connection_for_the_next_request(mode: str, fra
     assert backend.requests == [3]
 
 
-def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> None:
+def test_a_retry_after_an_error_status_sees_the_status_when_the_server_then_closes(
+    mode: str,
+) -> None:
     def fail_then_drop(connection: RawConnection) -> None:
         # As uvicorn after a 500: the answer says keep-alive, the server closes.
         # Whatever arrives on the connection afterwards is answered with a reset.
@@ -278,32 +281,74 @@ def test_a_retry_after_an_error_status_uses_a_fresh_connection(mode: str) -> Non
     with raw_backend(fail_then_drop) as backend:
         (outcome,) = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
     # Every attempt (two per backend) saw the 500 the backend answered, never
-    # the reset of a stale connection, and each had a connection of its own.
+    # the reset of a stale connection: each retry went out on the 500's
+    # connection, met the reset, and was sent once more, uncharged, on a new one.
     assert isinstance(outcome, FailoverError), outcome
     assert [(f.backend, f.failure.kind, f.failure.status) for f in outcome.failures] == [
         ("raw", FailureKind.HTTP, 500),
         ("spare", FailureKind.HTTP, 500),
     ]
     assert outcome.status == 500
-    assert backend.requests == [1, 1, 1, 1]
+    assert backend.requests == [2, 1, 2, 1]
+
+
+def test_an_error_status_read_to_its_end_keeps_its_connection(mode: str) -> None:
+    def fail_then_serve(connection: RawConnection) -> None:
+        if connection.read_request():
+            connection.send(SERVER_ERROR)
+        serve_each_request(connection, answer("after"))
+
+    with raw_backend(fail_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
+    # The same-backend retry after the 500 went out on the 500's connection:
+    # a failover hop costs no new connection.
+    assert outcomes == ["after"]
+    assert backend.requests == [2]
+
+
+def test_an_error_status_that_says_connection_close_gives_up_its_connection(mode: str) -> None:
+    closing = SERVER_ERROR.replace(b"Connection: keep-alive", b"Connection: close")
+
+    def fail_then_serve(connection: RawConnection) -> None:
+        # The server said close but leaves the socket open: the client must not reuse it.
+        if connection.index == 0 and connection.read_request():
+            connection.send(closing)
+        serve_each_request(connection, answer("after"))
+
+    with raw_backend(fail_then_serve) as backend:
+        outcomes = run_requests(mode, config(backend.url, failover_retry_count=2), 1)
+    assert outcomes == ["after"]
+    assert backend.requests == [1, 1]
 
 
 @pytest.mark.parametrize(
-    ("buffered", "chunk_left", "end"),
+    ("body", "data", "extra"),
     [
-        (b"5\r\nhello\r\n0\r\n\r\n", None, 15),
-        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", None, 15),
-        (b"lo\r\n0;ext=1\r\nTrailer: x\r\n\r\n", 2, 27),  # inside a chunk, with a trailer
-        (b"\r\n0\r\n\n", 0, 6),  # after a chunk's data, bare LF line ends
-        (b"5\r\nhel", None, None),  # the end has not arrived
-        (b"\r\n0\r\n", 0, None),  # the last chunk, but not the empty line after it
-        (b"zz\r\n", None, None),  # not a chunk size: http.client refuses it
+        (b"5\r\nhello\r\n0\r\n\r\n", b"hello", 0),
+        (b"5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK", b"hello", 15),
+        (b"2;ext=1\r\nlo\r\n0\r\nTrailer: x\r\n\r\n", b"lo", 0),  # extension, trailer
+        (b"2\nlo\r\n0\n\n", b"lo", 0),  # bare LF line ends
     ],
 )
-def test_the_sync_client_finds_a_chunked_bodys_end_in_http_clients_buffer(
-    buffered: bytes, chunk_left: int | None, end: int | None
+def test_the_sync_client_finds_a_chunked_bodys_end_and_what_follows_it(
+    body: bytes, data: bytes, extra: int
 ) -> None:
-    assert chunked_end(buffered, chunk_left) == end
+    framing = ChunkedFraming()
+    assert framing.feed(body) == data
+    assert (framing.done, framing.extra) == (True, extra)
+
+
+@pytest.mark.parametrize("body", [b"5\r\nhel", b"5\r\nhello\r\n0\r\n"])
+def test_a_chunked_body_cut_before_its_end_has_not_ended(body: bytes) -> None:
+    framing = ChunkedFraming()
+    framing.feed(body)
+    assert not framing.done
+
+
+@pytest.mark.parametrize("body", [b"zz\r\n", b"-5\r\nhello\r\n", b"1" * 70_000])
+def test_malformed_chunked_framing_is_refused(body: bytes) -> None:
+    with pytest.raises(FramingError):
+        ChunkedFraming().feed(body)
 
 
 # ------------------------------------------------------------ stale pooled connections
@@ -402,13 +447,7 @@ def test_a_streamed_answer_whose_body_ends_after_its_terminator_keeps_its_connec
     with raw_backend(serve) as backend:
         outcomes = run_requests(mode, config(backend.url), 3)
     assert outcomes == ["again"] * 3
-    if mode == "sync" and not together:
-        # The sync client pools a chunked connection only if it saw the body's
-        # end buffered before its last read (see _sync_reuse): an end that
-        # arrives in a later write is a lost reuse, never a desync.
-        assert sum(backend.requests) == 3
-    else:
-        assert backend.requests == [3]
+    assert backend.requests == [3]
 
 
 def test_a_streamed_answer_whose_body_does_not_end_is_not_waited_for(mode: str) -> None:
@@ -449,27 +488,22 @@ def test_bytes_past_the_end_of_a_streamed_answer_are_never_read_as_the_next_answ
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.binary(max_size=12), max_size=6),
-    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([None, 0, 1, 3])), max_size=8),
+    st.lists(st.binary(min_size=1, max_size=40), max_size=8),  # a 0 size would end it
     st.binary(max_size=20),
+    st.lists(st.integers(1, 30), max_size=12),
 )
-def test_the_chunked_end_scanner_finds_what_a_fresh_walk_finds(
-    datas: list[bytes], looks: list[tuple[int, int | None]], tail: bytes
+def test_chunked_framing_split_anywhere_reads_what_it_reads_whole(
+    datas: list[bytes], tail: bytes, cuts: list[int]
 ) -> None:
-    # Successive looks at one buffer, each having lost some bytes off its front
-    # (a read) and sometimes gained some at its end: the remembered walk never
-    # changes the answer.
-    buffered = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas) + tail
-    scanner = ChunkedEndScanner()
-    for consumed, left in looks:
-        chunk_left = left
-        if consumed % 2 and datas:
-            # As http.client's read1 does: the next chunk's size line and data
-            # go, its CRLF stays (chunk_left 0).
-            data = datas.pop(0)
-            buffered, chunk_left = buffered[len(b"%x\r\n%s" % (len(data), data)) :], 0
-        else:
-            buffered = buffered[consumed:]
-        assert scanner.find(buffered, chunk_left) == chunked_end(buffered, chunk_left)
-        if consumed % 5 == 0:
-            buffered += b"0\r\n\r\n"
+    # Pieces as the network splits them, down to a byte: the same body, the
+    # same end, the same count of bytes past it, as from the body in one piece.
+    body = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in datas)
+    body += b"0\r\n\r\n" + tail
+    pieces, position = [], 0
+    for cut in cuts:
+        pieces.append(body[position : position + cut])
+        position += cut
+    pieces.append(body[position:])
+    framing = ChunkedFraming()
+    assert b"".join(framing.feed(piece) for piece in pieces) == b"".join(datas)
+    assert (framing.done, framing.extra) == (True, len(tail))
