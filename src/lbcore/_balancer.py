@@ -137,6 +137,8 @@ class Balancer:
         # The middle number only keeps tuples from ever comparing two requests.
         self._timers: list[tuple[int, int, LiveRequest]] = []
         self._armed = 0
+        #: Entries the heap kept at its last rebuild (see _arm).
+        self._timers_kept = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._breakers: dict[str, Breaker] = {}
         self._metrics: dict[str, MetricsCounter] = {}
@@ -158,6 +160,7 @@ class Balancer:
         self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
+        self._idle_timeout_ms = self._settings.idle_timeout_ms
 
     # ------------------------------------------------------------------ public
 
@@ -188,6 +191,14 @@ class Balancer:
         attempt number, time going backwards, malformed fields.
         """
         kind = type(event)
+        if kind is ChunkReceived:
+            request = self._streaming_chunk(event)  # type: ignore[arg-type]
+            if request is not None:
+                # A chunk in mid-stream emits nothing and frees no slot.
+                self._seq += 1
+                if self._journal is not None:
+                    self._journal.append(Step(seq=self._seq, event=event, actions=()))
+                return []
         check_event(kind, event, self._now, self._live, self._finished)
         actions: list[Action] = []
         self._now = event.at
@@ -222,6 +233,35 @@ class Balancer:
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
         return actions
+
+    def _streaming_chunk(self, event: ChunkReceived) -> LiveRequest | None:
+        """Apply a chunk of a stream already under way, the most common event by far.
+
+        Only when every check of ``check_event`` is plainly passed (exact
+        types, time not going back, the live request's current attempt in the
+        streaming phase) is the chunk applied here and its request returned;
+        otherwise nothing changes and the general path checks and applies it,
+        raising where it must. A chunk in mid-stream only counts and moves
+        the idle deadline on, which is what this does.
+        """
+        at, request_id, attempt = event.at, event.request_id, event.attempt
+        if type(at) is not int or at < self._now or type(request_id) is not str:
+            return None
+        request = self._live.get(request_id)
+        if (
+            request is None
+            or request.phase is not Phase.STREAMING
+            or type(attempt) is not int
+            or attempt != request.attempt
+        ):
+            return None
+        self._now = at
+        request.chunks += 1
+        idle = self._idle_timeout_ms
+        if idle is not None:
+            # The stream's one heap entry was armed at its first chunk (see _chunk).
+            request.idle_due = at + idle
+        return request
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
@@ -269,12 +309,21 @@ class Balancer:
         timers = self._timers
         # A transport that drives the core by Tick, or run()/replay(), never
         # calls next_deadline(), so spent entries would pile up without end.
-        # Rebuilding once the heap is twice what live requests can hold keeps
-        # it O(requests in flight) at an amortised O(1) per arm, whatever the
-        # driving style. Which entries exist never changes a decision.
-        if len(timers) >= 2 * len(self._live) + _TIMER_SLACK:
+        # The heap is rebuilt once it is twice what live requests can hold
+        # and twice what the last rebuild kept: the second rule matters when
+        # every live request holds two deadlines (queued: its queue timeout
+        # and its total deadline), where the first alone would rebuild the
+        # whole heap every few arms. Together they keep the heap O(requests
+        # in flight) at an amortised O(1) per arm, whatever the driving style.
+        # Which entries exist never changes a decision.
+        size = len(timers)
+        if (
+            size >= 2 * len(self._live) + _TIMER_SLACK
+            and size >= 2 * self._timers_kept + _TIMER_SLACK
+        ):
             timers[:] = [entry for entry in timers if self._armed_now(entry[0], entry[2])]
             heapq.heapify(timers)
+            self._timers_kept = len(timers)
         self._armed += 1
         heapq.heappush(timers, (due, self._armed, request))
 
