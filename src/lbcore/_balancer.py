@@ -85,6 +85,11 @@ from ._validate import check_event
 
 #: The phases in which a request's current attempt is under way at its backend.
 _ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
+# Enum members read on every event, as module constants: several times faster
+# to read than the class attribute (EnumType defines __getattr__).
+_CONNECTING: Final = Phase.CONNECTING
+_STREAMING: Final = Phase.STREAMING
+_STARTED: Final = Sending.STARTED
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -160,7 +165,10 @@ class Balancer:
         self._retry_budget = RetryBudget(self._settings)
         #: Backends whose slot freed during this event; their queues move at its end.
         self._freed: list[int] = []
+        # Settings read on every request, kept at hand.
         self._idle_timeout_ms = self._settings.idle_timeout_ms
+        self._tpm_threshold = self._settings.tpm_threshold
+        self._first_chunk_ms = self._settings.timeout_ms if self._failover else None
 
     # ------------------------------------------------------------------ public
 
@@ -192,13 +200,32 @@ class Balancer:
         """
         kind = type(event)
         if kind is ChunkReceived:
-            request = self._streaming_chunk(event)  # type: ignore[arg-type]
-            if request is not None:
-                # A chunk in mid-stream emits nothing and frees no slot.
-                self._seq += 1
-                if self._journal is not None:
-                    self._journal.append(Step(seq=self._seq, event=event, actions=()))
-                return []
+            # The most common event by far: a chunk of a stream under way only
+            # counts and moves the idle deadline on, emits nothing and frees no
+            # slot. It is applied here when every check of check_event plainly
+            # passes (exact types, time not going back, the current attempt of
+            # a live request in the streaming phase); anything else takes the
+            # general path below, which checks it in full and raises where due.
+            at, request_id = event.at, event.request_id  # type: ignore[union-attr]
+            if type(at) is int and at >= self._now and type(request_id) is str:
+                request = self._live.get(request_id)
+                attempt = event.attempt  # type: ignore[union-attr]
+                if (
+                    request is not None
+                    and request.phase is _STREAMING
+                    and type(attempt) is int
+                    and attempt == request.attempt
+                ):
+                    self._now = at
+                    request.chunks += 1
+                    idle = self._idle_timeout_ms
+                    if idle is not None:
+                        # Its one heap entry was armed at the first chunk (see _chunk).
+                        request.idle_due = at + idle
+                    self._seq += 1
+                    if self._journal is not None:
+                        self._journal.append(Step(seq=self._seq, event=event, actions=()))
+                    return []
         check_event(kind, event, self._now, self._live, self._finished)
         actions: list[Action] = []
         self._now = event.at
@@ -233,35 +260,6 @@ class Balancer:
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
         return actions
-
-    def _streaming_chunk(self, event: ChunkReceived) -> LiveRequest | None:
-        """Apply a chunk of a stream already under way, the most common event by far.
-
-        Only when every check of ``check_event`` is plainly passed (exact
-        types, time not going back, the live request's current attempt in the
-        streaming phase) is the chunk applied here and its request returned;
-        otherwise nothing changes and the general path checks and applies it,
-        raising where it must. A chunk in mid-stream only counts and moves
-        the idle deadline on, which is what this does.
-        """
-        at, request_id, attempt = event.at, event.request_id, event.attempt
-        if type(at) is not int or at < self._now or type(request_id) is not str:
-            return None
-        request = self._live.get(request_id)
-        if (
-            request is None
-            or request.phase is not Phase.STREAMING
-            or type(attempt) is not int
-            or attempt != request.attempt
-        ):
-            return None
-        self._now = at
-        request.chunks += 1
-        idle = self._idle_timeout_ms
-        if idle is not None:
-            # The stream's one heap entry was armed at its first chunk (see _chunk).
-            request.idle_due = at + idle
-        return request
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
@@ -481,8 +479,13 @@ class Balancer:
         return breaker is not None and breaker.holds_probe(request.request_id)
 
     def _release_slot(self, request: LiveRequest) -> None:
-        freed = self._capacity.release(request)
-        if freed >= 0 and self._capacity.limits[freed] is not None:
+        capacity = self._capacity
+        freed = capacity.release(request)
+        # A slot nobody waits for has no one to go to. Nobody can start waiting
+        # for it later in this event either while it has room (requests wait
+        # only for full backends), and if it fills and frees again, that
+        # release is noted then.
+        if freed >= 0 and capacity.waiting[freed] and capacity.limits[freed] is not None:
             self._freed.append(freed)
 
     def _cool_down(self, index: int, failure: Failure, actions: list[Action]) -> None:
@@ -582,18 +585,23 @@ class Balancer:
     def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
         self._claims += 1
         request.owner = self._sticky_owner = self._claims
-        if self._breakers_on and not any(
-            self._breakers[b.name].can_attempt(self._now, self._settings)
-            if b.name in self._breakers
-            else True
-            for b in self._backends
-        ):
+        # No breaker exists until a backend fails: then none can be open.
+        if self._breakers and not self._any_can_attempt():
             self._fail_request(
                 request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
             )
             return
         request.next_index = self._sticky_index
         self._advance(request, actions)
+
+    def _any_can_attempt(self) -> bool:
+        """Whether some backend's breaker would let a request through now."""
+        breakers, now, settings = self._breakers, self._now, self._settings
+        for backend in self._backends:
+            breaker = breakers.get(backend.name)
+            if breaker is None or breaker.can_attempt(now, settings):
+                return True
+        return False
 
     def _launch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Start the next attempt of ``request`` on backend ``index``."""
@@ -602,19 +610,22 @@ class Balancer:
         request.attempt += 1
         request.attempts_here += 1
         request.used += 1
-        request.phase = Phase.CONNECTING
-        request.attempt_started_at = self._now
+        request.phase = _CONNECTING
+        now = request.attempt_started_at = request.sending_since = self._now
         request.chunks = 0
-        request.sending = Sending.STARTED
-        request.sending_since = self._now
+        request.sending = _STARTED
         request.retry_due = None
         request.retry_failure = None
         self._capacity.acquire(request, index)
-        timeout = self._settings.timeout_ms
-        request.deadline = self._now + timeout if self._failover and timeout is not None else None
-        self._arm(request, request.deadline)
+        timeout = self._first_chunk_ms
+        if timeout is None:
+            request.deadline = None
+        else:
+            request.deadline = now + timeout
+            self._arm(request, request.deadline)
         self._metrics_for(backend.name).requests += 1
-        self._mark_selection(backend, actions)
+        if self._last_selected != backend.name:
+            self._mark_selection(backend, actions)
         actions.append(
             StartAttempt(
                 request_id=request.request_id,
@@ -622,7 +633,8 @@ class Balancer:
                 backend=backend.name,
                 model=backend.model,
                 first_chunk_deadline=request.deadline,
-                probe=self._holds_probe(request, backend.name),
+                # No breaker exists until a backend fails, and with it no probe.
+                probe=bool(self._breakers) and self._holds_probe(request, backend.name),
             )
         )
 
@@ -633,7 +645,7 @@ class Balancer:
         runs out, the request fails with the aggregate of what went wrong.
         """
         count = len(self._backends)
-        while request.visited < count and self._budget_left(request):
+        while request.visited < count and (request.budget is None or request.used < request.budget):
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
@@ -655,15 +667,20 @@ class Balancer:
         """
         backend = self._backends[index]
         healthy, probe = True, False
-        breaker = self._breakers.get(backend.name) if self._breakers_on else None
+        # No breaker exists until a backend fails (and only with breakers on).
+        breaker = self._breakers.get(backend.name) if self._breakers else None
         if breaker is not None:
             healthy, became_half_open = breaker.take(self._now, self._settings, request.request_id)
             if became_half_open:
                 actions.append(HalfOpenBreaker(backend=backend.name))
             probe = healthy and breaker.holds_probe(request.request_id)
         # Both checks always run, as in the reference: the breaker's has side effects.
-        threshold = self._settings.tpm_threshold
-        slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
+        threshold = self._tpm_threshold
+        slow_rate = (
+            None
+            if threshold is None
+            else self._tpm.below_threshold(backend.name, self._now, threshold)
+        )
         limit = self._context_rejection(request, index)
         if not healthy:
             state = breaker.state if breaker is not None else "open"
@@ -679,7 +696,7 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
-        elif (until := self._cooling_until(index)) is not None:
+        elif (until := self._cooldowns.ends[index]) > self._now:
             reason = SkipReason.COOLING_DOWN
             detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
             request.failures.append((backend.name, self._cooling_failure(index, until)))
@@ -713,7 +730,8 @@ class Balancer:
             self._refuse_retry(request, actions)
             return
         request.attempts_here = 0
-        self._announce_failover(request, index, actions)
+        if request.pending_failover is not None:
+            self._announce_failover(request, index, actions)
         self._launch(request, index, actions)
 
     def _refuse_retry(self, request: LiveRequest, actions: list[Action]) -> None:
@@ -887,10 +905,10 @@ class Balancer:
 
     def _chunk(self, request: LiveRequest) -> None:
         request.chunks += 1
-        if request.phase is Phase.CONNECTING:
-            request.phase = Phase.STREAMING
+        if request.phase is _CONNECTING:
+            request.phase = _STREAMING
             request.deadline = None
-        idle = self._settings.idle_timeout_ms
+        idle = self._idle_timeout_ms
         if idle is not None:
             request.idle_due = self._now + idle
             # One heap entry per stream, not per chunk: it is moved on lazily.
