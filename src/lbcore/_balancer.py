@@ -168,6 +168,12 @@ class Balancer:
         # Settings read on every request, kept at hand.
         self._idle_timeout_ms = self._settings.idle_timeout_ms
         self._tpm_threshold = self._settings.tpm_threshold
+        self._deadline_ms = self._settings.deadline_ms
+        self._names = tuple(b.name for b in self._backends)
+        #: Per backend index: the detail of its at-capacity skip (its limit is fixed).
+        self._full_details = tuple(
+            f"all {limit} slots are taken" for limit in self._capacity.limits
+        )
         self._first_chunk_ms = self._settings.timeout_ms if self._failover else None
 
     # ------------------------------------------------------------------ public
@@ -452,7 +458,8 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
-        self._retry_budget.give_back(request)
+        if request.retrying:
+            self._retry_budget.give_back(request)
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
@@ -534,7 +541,7 @@ class Balancer:
         )
         self._live[request.request_id] = request
         request.started_at = self._now
-        total = self._settings.deadline_ms
+        total = self._deadline_ms
         if total is not None:
             request.expires_at = self._now + total
             self._arm(request, request.expires_at)
@@ -623,7 +630,10 @@ class Balancer:
         else:
             request.deadline = now + timeout
             self._arm(request, request.deadline)
-        self._metrics_for(backend.name).requests += 1
+        counter = self._metrics.get(backend.name)
+        if counter is None:
+            counter = self._metrics[backend.name] = MetricsCounter()
+        counter.requests += 1
         if self._last_selected != backend.name:
             self._mark_selection(backend, actions)
         actions.append(
@@ -681,7 +691,11 @@ class Balancer:
             if threshold is None
             else self._tpm.below_threshold(backend.name, self._now, threshold)
         )
-        limit = self._context_rejection(request, index)
+        # The context limit, as _context_rejection, inline: this runs on every visit.
+        limit = self._context_limits[index]
+        tokens = request.prompt_tokens
+        if limit is not None and (tokens is None or tokens <= limit):
+            limit = None
         if not healthy:
             state = breaker.state if breaker is not None else "open"
             reason, detail = SkipReason.BREAKER_OPEN, f"circuit breaker is {state}"
@@ -703,7 +717,7 @@ class Balancer:
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = SkipReason.AT_CAPACITY
-            detail = f"all {self._capacity.limits[index]} slots are taken"
+            detail = self._full_details[index]
             request.full.append(index)
         else:
             return True
@@ -813,13 +827,16 @@ class Balancer:
         timeout = self._settings.queue_timeout_ms
         request.queue_due = self._now + timeout if timeout is not None else None
         self._arm(request, request.queue_due)
-        dues = [d for d in (request.queue_due, request.expires_at) if d is not None]
+        due, expires = request.queue_due, request.expires_at
+        if due is None or (expires is not None and expires < due):
+            due = expires
+        names = self._names
         actions.append(
             RequestQueued(
                 request_id=request.request_id,
-                waiting_for=tuple(self._backends[i].name for i in request.full),
+                waiting_for=tuple([names[i] for i in request.full]),
                 queued=capacity.queued,
-                due=min(dues) if dues else None,
+                due=due,
             )
         )
 
@@ -931,7 +948,7 @@ class Balancer:
             # Failover counts a request once it succeeded; round-robin did at dispatch.
             self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
             self._total_requests += 1
-            breaker = self._breakers.get(backend.name) if self._breakers_on else None
+            breaker = self._breakers.get(backend.name) if self._breakers else None
             if breaker is not None and breaker.record_success():
                 actions.append(CloseBreaker(backend=backend.name))
             self._set_sticky(request, request.backend_index)

@@ -16,7 +16,7 @@ WINDOW_MINUTES: Final = 5
 
 
 class TokenRate:
-    __slots__ = ("_buckets", "_windows")
+    __slots__ = ("_buckets", "_pruned_at", "_windows")
 
     def __init__(self) -> None:
         # minute -> backend -> tokens
@@ -26,6 +26,8 @@ class TokenRate:
         # the rate and every success adds to it, so the sum is kept up to date
         # by add() within the minute instead of rebuilt from the buckets.
         self._windows: dict[str, list[int]] = {}
+        #: The minute of the last add: buckets too old for it are gone already.
+        self._pruned_at = -1
 
     def add(self, backend: str, tokens: int, now: int) -> None:
         minute = now // MINUTE_MS
@@ -39,6 +41,9 @@ class TokenRate:
                 window[2] += tokens
             else:
                 del self._windows[backend]
+        if minute == self._pruned_at:
+            return
+        self._pruned_at = minute
         old = [m for m in self._buckets if m < minute - WINDOW_MINUTES]
         if old:
             for m in old:
@@ -68,5 +73,13 @@ class TokenRate:
         """The rate when it is above zero but under the threshold (a reason to skip), else None."""
         if threshold is None:
             return None
-        rate = self.rate(backend, now)
-        return rate if 0 < rate < threshold else None
+        # rate(), inline: this runs on every visit of every routing decision.
+        minute = now // MINUTE_MS
+        window = self._windows.get(backend)
+        if window is None or window[0] != minute:
+            window = self._windows[backend] = self._sum(backend, minute)
+        first = window[1]
+        if first < 0:
+            return None
+        rate = window[2] / (minute - first + 1)
+        return rate if rate < threshold else None
