@@ -90,6 +90,7 @@ _ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
 _CONNECTING: Final = Phase.CONNECTING
 _STREAMING: Final = Phase.STREAMING
 _STARTED: Final = Sending.STARTED
+_AT_CAPACITY: Final = SkipReason.AT_CAPACITY
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -716,7 +717,7 @@ class Balancer:
             request.failures.append((backend.name, self._cooling_failure(index, until)))
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
-            reason = SkipReason.AT_CAPACITY
+            reason = _AT_CAPACITY
             detail = self._full_details[index]
             request.full.append(index)
         else:

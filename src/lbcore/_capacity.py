@@ -80,11 +80,14 @@ class Capacity:
         request.ticket = self._tickets
         request.phase = _QUEUED
         self.queued += 1
+        entry = (request.ticket, request)
+        waiting, lines = self.waiting, self._lines
         for index in request.full:
-            self.waiting[index] += 1
-            line = self._lines[index]
-            line.append((request.ticket, request))
-            self._compact(index)
+            waiting[index] += 1
+            line = lines[index]
+            line.append(entry)
+            if len(line) > 2 * waiting[index] + _QUEUE_SLACK:
+                self._compact(index)
 
     def leave(self, request: LiveRequest) -> None:
         """The request stops waiting: its entries become spent."""
@@ -111,10 +114,9 @@ class Capacity:
         # Entries of requests dispatched through another backend stay behind in
         # this line until they reach its front; a backend that stays full would
         # gather them without end. Rebuilding once spent entries outnumber the
-        # live ones keeps each line O(waiting) at an amortised O(1) per entry.
-        line = self._lines[index]
-        if len(line) > 2 * self.waiting[index] + _QUEUE_SLACK:
-            self._lines[index] = deque(entry for entry in line if _holds(*entry))
+        # live ones (enqueue checks, inline) keeps each line O(waiting) at an
+        # amortised O(1) per entry.
+        self._lines[index] = deque(entry for entry in self._lines[index] if _holds(*entry))
 
     def line_lengths(self) -> list[int]:
         """Entries held per backend, spent ones included (for the bounded-state checks)."""
