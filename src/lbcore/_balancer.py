@@ -326,7 +326,14 @@ class Balancer:
             size >= 2 * len(self._live) + _TIMER_SLACK
             and size >= 2 * self._timers_kept + _TIMER_SLACK
         ):
-            timers[:] = [entry for entry in timers if self._armed_now(entry[0], entry[2])]
+            # Most spent entries belong to requests that ended: the live check
+            # first drops them without a call.
+            live, armed_now = self._live, self._armed_now
+            timers[:] = [
+                entry
+                for entry in timers
+                if live.get(entry[2].request_id) is entry[2] and armed_now(entry[0], entry[2])
+            ]
             heapq.heapify(timers)
             self._timers_kept = len(timers)
         self._armed += 1
