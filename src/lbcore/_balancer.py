@@ -94,6 +94,12 @@ from ._validate import check_event
 
 #: The phases in which a request's current attempt is under way at its backend.
 _ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
+# Enum members read on every event, as module constants: several times faster
+# to read than the class attribute (EnumType defines __getattr__).
+_CONNECTING: Final = Phase.CONNECTING
+_STREAMING: Final = Phase.STREAMING
+_STARTED: Final = Sending.STARTED
+_AT_CAPACITY: Final = SkipReason.AT_CAPACITY
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -148,6 +154,8 @@ class Balancer:
         # The middle number only keeps tuples from ever comparing two requests.
         self._timers: list[tuple[int, int, LiveRequest]] = []
         self._armed = 0
+        #: Entries the heap kept at its last rebuild (see _arm).
+        self._timers_kept = 0
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._breakers: dict[str, Breaker] = {}
         self._metrics: dict[str, MetricsCounter] = {}
@@ -191,6 +199,16 @@ class Balancer:
             if self._settings.peer_sharing
             else None
         )
+        # Settings read on every request, kept at hand.
+        self._idle_timeout_ms = self._settings.idle_timeout_ms
+        self._tpm_threshold = self._settings.tpm_threshold
+        self._deadline_ms = self._settings.deadline_ms
+        self._names = tuple(b.name for b in self._backends)
+        #: Per backend index: the detail of its at-capacity skip (its limit is fixed).
+        self._full_details = tuple(
+            f"all {limit} slots are taken" for limit in self._capacity.limits
+        )
+        self._first_chunk_ms = self._settings.timeout_ms if self._failover else None
 
     # ------------------------------------------------------------------ public
 
@@ -221,6 +239,33 @@ class Balancer:
         attempt number, time going backwards, malformed fields.
         """
         kind = type(event)
+        if kind is ChunkReceived:
+            # The most common event by far: a chunk of a stream under way only
+            # counts and moves the idle deadline on, emits nothing and frees no
+            # slot. It is applied here when every check of check_event plainly
+            # passes (exact types, time not going back, the current attempt of
+            # a live request in the streaming phase); anything else takes the
+            # general path below, which checks it in full and raises where due.
+            at, request_id = event.at, event.request_id  # type: ignore[union-attr]
+            if type(at) is int and at >= self._now and type(request_id) is str:
+                request = self._live.get(request_id)
+                attempt = event.attempt  # type: ignore[union-attr]
+                if (
+                    request is not None
+                    and request.phase is _STREAMING
+                    and type(attempt) is int
+                    and attempt == request.attempt
+                ):
+                    self._now = at
+                    request.chunks += 1
+                    idle = self._idle_timeout_ms
+                    if idle is not None:
+                        # Its one heap entry was armed at the first chunk (see _chunk).
+                        request.idle_due = at + idle
+                    self._seq += 1
+                    if self._journal is not None:
+                        self._journal.append(Step(seq=self._seq, event=event, actions=()))
+                    return []
         sharing = self._sharing
         if kind in PEER_EVENTS:
             if sharing is None:
@@ -316,12 +361,28 @@ class Balancer:
         timers = self._timers
         # A transport that drives the core by Tick, or run()/replay(), never
         # calls next_deadline(), so spent entries would pile up without end.
-        # Rebuilding once the heap is twice what live requests can hold keeps
-        # it O(requests in flight) at an amortised O(1) per arm, whatever the
-        # driving style. Which entries exist never changes a decision.
-        if len(timers) >= 2 * len(self._live) + _TIMER_SLACK:
-            timers[:] = [entry for entry in timers if self._armed_now(entry[0], entry[2])]
+        # The heap is rebuilt once it is twice what live requests can hold
+        # and twice what the last rebuild kept: the second rule matters when
+        # every live request holds two deadlines (queued: its queue timeout
+        # and its total deadline), where the first alone would rebuild the
+        # whole heap every few arms. Together they keep the heap O(requests
+        # in flight) at an amortised O(1) per arm, whatever the driving style.
+        # Which entries exist never changes a decision.
+        size = len(timers)
+        if (
+            size >= 2 * len(self._live) + _TIMER_SLACK
+            and size >= 2 * self._timers_kept + _TIMER_SLACK
+        ):
+            # Most spent entries belong to requests that ended: the live check
+            # first drops them without a call.
+            live, armed_now = self._live, self._armed_now
+            timers[:] = [
+                entry
+                for entry in timers
+                if live.get(entry[2].request_id) is entry[2] and armed_now(entry[0], entry[2])
+            ]
             heapq.heapify(timers)
+            self._timers_kept = len(timers)
         self._armed += 1
         heapq.heappush(timers, (due, self._armed, request))
 
@@ -485,7 +546,8 @@ class Balancer:
             )
 
     def _finish(self, request: LiveRequest, terminal: Action, actions: list[Action]) -> None:
-        self._retry_budget.give_back(request)
+        if request.retrying:
+            self._retry_budget.give_back(request)
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
@@ -512,8 +574,13 @@ class Balancer:
         return breaker is not None and breaker.holds_probe(request.request_id)
 
     def _release_slot(self, request: LiveRequest) -> None:
-        freed = self._capacity.release(request)
-        if freed >= 0 and self._capacity.limits[freed] is not None:
+        capacity = self._capacity
+        freed = capacity.release(request)
+        # A slot nobody waits for has no one to go to. Nobody can start waiting
+        # for it later in this event either while it has room (requests wait
+        # only for full backends), and if it fills and frees again, that
+        # release is noted then.
+        if freed >= 0 and capacity.waiting[freed] and capacity.limits[freed] is not None:
             self._freed.append(freed)
 
     def _cool_down(self, index: int, failure: Failure, actions: list[Action]) -> None:
@@ -567,7 +634,7 @@ class Balancer:
         )
         self._live[request.request_id] = request
         request.started_at = self._now
-        total = self._settings.deadline_ms
+        total = self._deadline_ms
         if total is not None:
             request.expires_at = self._now + total
             self._arm(request, request.expires_at)
@@ -626,12 +693,8 @@ class Balancer:
         request.owner = self._sticky_owner = self._claims
         if self._sharing is not None and self._breakers:
             self._sharing.claims(self._now, actions)
-        if self._breakers_on and not any(
-            self._breakers[b.name].can_attempt(self._now, self._settings)
-            if b.name in self._breakers
-            else True
-            for b in self._rotating
-        ):
+        # No breaker exists until a backend fails (or a peer reports one open).
+        if self._breakers_on and self._breakers and not self._any_can_attempt():
             self._fail_request(
                 request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
             )
@@ -640,6 +703,15 @@ class Balancer:
         request.next_index = self._sticky_index if picker is None else picker.pick()
         self._advance(request, actions)
 
+    def _any_can_attempt(self) -> bool:
+        """Whether some backend still in rotation has a breaker that lets a request through."""
+        breakers, now, settings = self._breakers, self._now, self._settings
+        for backend in self._rotating:
+            breaker = breakers.get(backend.name)
+            if breaker is None or breaker.can_attempt(now, settings):
+                return True
+        return False
+
     def _launch(self, request: LiveRequest, index: int, actions: list[Action]) -> None:
         """Start the next attempt of ``request`` on backend ``index``."""
         backend = self._backends[index]
@@ -647,19 +719,25 @@ class Balancer:
         request.attempt += 1
         request.attempts_here += 1
         request.used += 1
-        request.phase = Phase.CONNECTING
-        request.attempt_started_at = self._now
+        request.phase = _CONNECTING
+        now = request.attempt_started_at = request.sending_since = self._now
         request.chunks = 0
-        request.sending = Sending.STARTED
-        request.sending_since = self._now
+        request.sending = _STARTED
         request.retry_due = None
         request.retry_failure = None
         self._capacity.acquire(request, index)
-        timeout = self._settings.timeout_ms
-        request.deadline = self._now + timeout if self._failover and timeout is not None else None
-        self._arm(request, request.deadline)
-        self._metrics_for(backend.name).requests += 1
-        self._mark_selection(backend, actions)
+        timeout = self._first_chunk_ms
+        if timeout is None:
+            request.deadline = None
+        else:
+            request.deadline = now + timeout
+            self._arm(request, request.deadline)
+        counter = self._metrics.get(backend.name)
+        if counter is None:
+            counter = self._metrics[backend.name] = MetricsCounter()
+        counter.requests += 1
+        if self._last_selected != backend.name:
+            self._mark_selection(backend, actions)
         actions.append(
             StartAttempt(
                 request_id=request.request_id,
@@ -667,7 +745,8 @@ class Balancer:
                 backend=backend.name,
                 model=backend.model,
                 first_chunk_deadline=request.deadline,
-                probe=self._holds_probe(request, backend.name),
+                # No breaker exists until a backend fails, and with it no probe.
+                probe=bool(self._breakers) and self._holds_probe(request, backend.name),
             )
         )
 
@@ -679,7 +758,7 @@ class Balancer:
         """
         count = len(self._backends)
         drained = self._drained
-        while request.visited < count and self._budget_left(request):
+        while request.visited < count and (request.budget is None or request.used < request.budget):
             index = request.next_index
             request.visited += 1
             request.next_index = (index + 1) % count
@@ -705,16 +784,24 @@ class Balancer:
         """
         backend = self._backends[index]
         healthy, probe = True, False
-        breaker = self._breakers.get(backend.name) if self._breakers_on else None
+        # No breaker exists until a backend fails (and only with breakers on).
+        breaker = self._breakers.get(backend.name) if self._breakers else None
         if breaker is not None:
             healthy, became_half_open = breaker.take(self._now, self._settings, request.request_id)
             if became_half_open:
                 actions.append(HalfOpenBreaker(backend=backend.name))
             probe = healthy and breaker.holds_probe(request.request_id)
         # Both checks always run, as in the reference: the breaker's has side effects.
-        threshold = self._settings.tpm_threshold
-        slow_rate = self._tpm.below_threshold(backend.name, self._now, threshold)
-        limit = self._context_rejection(request, index)
+        threshold = self._tpm_threshold
+        slow_rate = (
+            None
+            if threshold is None
+            else self._tpm.below_threshold(backend.name, self._now, threshold)
+        )
+        # The context limit; the call is skipped when the backend has none (every visit runs this).
+        limit = (
+            None if self._context_limits[index] is None else self._context_rejection(request, index)
+        )
         if not healthy:
             state = breaker.state if breaker is not None else "open"
             reason, detail = SkipReason.BREAKER_OPEN, f"circuit breaker is {state}"
@@ -736,14 +823,14 @@ class Balancer:
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
             request.context_failures.append((backend.name, failure))
             self._advance_sticky_past(request, index)
-        elif (until := self._cooling_until(index)) is not None:
+        elif (until := self._cooldowns.ends[index]) > self._now:
             reason = SkipReason.COOLING_DOWN
             detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
             request.failures.append((backend.name, self._cooling_failure(index, until)))
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
-            reason = SkipReason.AT_CAPACITY
-            detail = f"all {self._capacity.limits[index]} slots are taken"
+            reason = _AT_CAPACITY
+            detail = self._full_details[index]
             request.full.append(index)
         else:
             return True
@@ -833,7 +920,8 @@ class Balancer:
             self._refuse_retry(request, actions)
             return
         request.attempts_here = 0
-        self._announce_failover(request, index, actions)
+        if request.pending_failover is not None:
+            self._announce_failover(request, index, actions)
         self._launch(request, index, actions)
 
     def _refuse_retry(self, request: LiveRequest, actions: list[Action]) -> None:
@@ -915,13 +1003,16 @@ class Balancer:
         timeout = self._settings.queue_timeout_ms
         request.queue_due = self._now + timeout if timeout is not None else None
         self._arm(request, request.queue_due)
-        dues = [d for d in (request.queue_due, request.expires_at) if d is not None]
+        due, expires = request.queue_due, request.expires_at
+        if due is None or (expires is not None and expires < due):
+            due = expires
+        names = self._names
         actions.append(
             RequestQueued(
                 request_id=request.request_id,
-                waiting_for=tuple(self._backends[i].name for i in request.full),
+                waiting_for=tuple([names[i] for i in request.full]),
                 queued=capacity.queued,
-                due=min(dues) if dues else None,
+                due=due,
             )
         )
 
@@ -1007,13 +1098,13 @@ class Balancer:
 
     def _chunk(self, request: LiveRequest) -> None:
         request.chunks += 1
-        if request.phase is Phase.CONNECTING:
-            request.phase = Phase.STREAMING
+        if request.phase is _CONNECTING:
+            request.phase = _STREAMING
             request.deadline = None
             if self._latency is not None:
                 # From the send when the transport reported one, else from the start (§25).
                 self._latency.observe(request.backend_index, self._now - request.sending_since)
-        idle = self._settings.idle_timeout_ms
+        idle = self._idle_timeout_ms
         if idle is not None:
             request.idle_due = self._now + idle
             # One heap entry per stream, not per chunk: it is moved on lazily.
@@ -1040,7 +1131,7 @@ class Balancer:
             # Failover counts a request once it succeeded; round-robin did at dispatch.
             self._profile_counts[backend.name] = self._profile_counts.get(backend.name, 0) + 1
             self._total_requests += 1
-            breaker = self._breakers.get(backend.name) if self._breakers_on else None
+            breaker = self._breakers.get(backend.name) if self._breakers else None
             if breaker is not None and breaker.record_success():
                 actions.append(CloseBreaker(backend=backend.name))
                 if self._sharing is not None:

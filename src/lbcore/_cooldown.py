@@ -16,11 +16,13 @@ __all__ = ("Cooldowns",)
 
 
 class Cooldowns:
-    __slots__ = ("_cause", "_until")
+    __slots__ = ("_cause", "ends")
 
     def __init__(self, count: int) -> None:
-        #: Per backend index: when its cooldown ends (0 when it never had one).
-        self._until = [0] * count
+        #: Per backend index: when its cooldown ends (0 when it never had one);
+        #: it runs while this is later than now. Read directly on every routing
+        #: decision; only note() writes it.
+        self.ends = [0] * count
         #: Per backend index: the failure that asked for the pause.
         self._cause: list[Failure | None] = [None] * count
 
@@ -30,15 +32,15 @@ class Cooldowns:
         if wait is None:
             return None
         until = now + min(wait, cap_ms)
-        if until <= now or until <= self._until[index]:
+        if until <= now or until <= self.ends[index]:
             return None
-        self._until[index] = until
+        self.ends[index] = until
         self._cause[index] = failure
         return until
 
     def until(self, index: int, now: int) -> int | None:
         """When ``index``'s cooldown ends, while it is still running at ``now``."""
-        until = self._until[index]
+        until = self.ends[index]
         return until if until > now else None
 
     def cause(self, index: int) -> Failure | None:
@@ -46,8 +48,8 @@ class Cooldowns:
 
     def extend(self, index: int, until: int, cause: Failure, now: int) -> bool:
         """A peer's pause (spec §26.2): lengthen the cooldown to ``until``; True if it did."""
-        if until <= now or until <= self._until[index]:
+        if until <= now or until <= self.ends[index]:
             return False
-        self._until[index] = until
+        self.ends[index] = until
         self._cause[index] = cause
         return True

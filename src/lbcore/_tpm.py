@@ -16,34 +16,70 @@ WINDOW_MINUTES: Final = 5
 
 
 class TokenRate:
-    __slots__ = ("_buckets",)
+    __slots__ = ("_buckets", "_pruned_at", "_windows")
 
     def __init__(self) -> None:
         # minute -> backend -> tokens
         self._buckets: dict[int, dict[str, int]] = {}
+        # backend -> [minute, oldest busy minute or -1, tokens]: the window
+        # ending at that minute, summed once. Every routing decision asks for
+        # the rate and every success adds to it, so the sum is kept up to date
+        # by add() within the minute instead of rebuilt from the buckets.
+        self._windows: dict[str, list[int]] = {}
+        #: The minute of the last add: buckets too old for it are gone already.
+        self._pruned_at = -1
 
     def add(self, backend: str, tokens: int, now: int) -> None:
         minute = now // MINUTE_MS
         bucket = self._buckets.setdefault(minute, {})
         bucket[backend] = bucket.get(backend, 0) + tokens
-        for old in [m for m in self._buckets if m < minute - WINDOW_MINUTES]:
-            del self._buckets[old]
+        window = self._windows.get(backend)
+        if window is not None:
+            if window[0] == minute and tokens > 0:
+                if window[1] < 0:
+                    window[1] = minute
+                window[2] += tokens
+            else:
+                del self._windows[backend]
+        if minute == self._pruned_at:
+            return
+        self._pruned_at = minute
+        old = [m for m in self._buckets if m < minute - WINDOW_MINUTES]
+        if old:
+            for m in old:
+                del self._buckets[m]
+            self._windows.clear()
 
     def rate(self, backend: str, now: int) -> float:
         minute = now // MINUTE_MS
-        busy = [
-            m
-            for m in range(minute - WINDOW_MINUTES + 1, minute + 1)
-            if self._buckets.get(m, {}).get(backend, 0) > 0
-        ]
-        if not busy:
-            return 0.0
-        total = sum(self._buckets[m][backend] for m in busy)
-        return total / (minute - busy[0] + 1)
+        window = self._windows.get(backend)
+        if window is None or window[0] != minute:
+            window = self._windows[backend] = self._sum(backend, minute)
+        first = window[1]
+        return 0.0 if first < 0 else window[2] / (minute - first + 1)
+
+    def _sum(self, backend: str, minute: int) -> list[int]:
+        """The window of ``backend`` ending at ``minute``, from the buckets."""
+        first, total = -1, 0
+        for m in range(minute - WINDOW_MINUTES + 1, minute + 1):
+            tokens = self._buckets.get(m, {}).get(backend, 0)
+            if tokens > 0:
+                if first < 0:
+                    first = m
+                total += tokens
+        return [minute, first, total]
 
     def below_threshold(self, backend: str, now: int, threshold: int | None) -> float | None:
         """The rate when it is above zero but under the threshold (a reason to skip), else None."""
         if threshold is None:
             return None
-        rate = self.rate(backend, now)
-        return rate if 0 < rate < threshold else None
+        # rate(), inline: this runs on every visit of every routing decision.
+        minute = now // MINUTE_MS
+        window = self._windows.get(backend)
+        if window is None or window[0] != minute:
+            window = self._windows[backend] = self._sum(backend, minute)
+        first = window[1]
+        if first < 0:
+            return None
+        rate = window[2] / (minute - first + 1)
+        return rate if rate < threshold else None

@@ -60,6 +60,9 @@ _EVENT_TYPES: Final = frozenset(
     }
 )
 _TIMEOUT_PHASES: Final = tuple(TimeoutPhase)
+# Module constants: much faster to read than the enum class's attribute.
+_CONNECTING: Final = Phase.CONNECTING
+_HELD: Final = Sending.HELD
 
 
 def _show_id(request_id: object) -> str:
@@ -131,7 +134,11 @@ def check_event(
             f"the current attempt is {request.attempt}"
         )
     if kind is AttemptSucceeded:
-        if not (_is_count(event.input_tokens) and _is_count(event.output_tokens)):  # type: ignore[union-attr]
+        tokens_in, tokens_out = event.input_tokens, event.output_tokens  # type: ignore[union-attr]
+        # Plain ints first: the common case needs no call.
+        if not ((type(tokens_in) is int and tokens_in >= 0) or _is_count(tokens_in)) or not (
+            (type(tokens_out) is int and tokens_out >= 0) or _is_count(tokens_out)
+        ):
             raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
     elif kind is AttemptFailed:
         failure = event.failure  # type: ignore[union-attr]
@@ -142,7 +149,7 @@ def check_event(
     elif kind is AttemptTimedOut and event.phase not in _TIMEOUT_PHASES:  # type: ignore[union-attr]
         raise InvalidEvent(f"AttemptTimedOut.phase must be one of {list(_TIMEOUT_PHASES)}")
     # Last, as spec/behaviour.md section 3.4 lists it.
-    if request.phase is Phase.CONNECTING:
+    if request.phase is _CONNECTING:
         _check_sending(kind, event, request)
 
 
@@ -154,7 +161,7 @@ def _check_sending(kind: type, event: Event, request: LiveRequest) -> None:
             f"can't handle {kind.__name__} for request {_show_id(request.request_id)}: "
             f"its attempt {request.attempt} {state}"
         )
-    if kind in ANSWER_EVENTS and stage is Sending.HELD:
+    if kind in ANSWER_EVENTS and stage is _HELD:
         raise InvalidEvent(
             f"can't handle {kind.__name__} for request {_show_id(request.request_id)}: "
             f"its attempt {request.attempt} is held and was never sent"
@@ -183,7 +190,9 @@ def _check_start(
         raise InvalidEvent("RequestStarted.request_id must be a non-empty string")
     if request_id in live or request_id in finished:
         raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
-    for field in ("prompt_tokens", "attempt_budget"):
-        value = getattr(event, field)
-        if value is not None and not _is_count(value):
+    for field, value in (
+        ("prompt_tokens", event.prompt_tokens),
+        ("attempt_budget", event.attempt_budget),
+    ):
+        if value is not None and not ((type(value) is int and value >= 0) or _is_count(value)):
             raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")

@@ -78,6 +78,7 @@ from lbcore import (
     replay,
     verify_trace,
 )
+from lbcore._capacity import _holds
 
 NAMES = ("a", "b", "c", "d", "e")
 STATUSES = (400, 401, 402, 403, 404, 408, 429, 500, 502, 503, 504, None)
@@ -783,6 +784,12 @@ class BalancerMachine(RuleBasedStateMachine):
             assert under_way <= stats.backend_slots_used[name], (name, stats)
         assert stats.backend_queued == {name: len(self._waiters(name)) for name in self.specs}
         assert stats.queued == sum(r.queued_at is not None for r in self.live.values())
+        # Each backend's count of waiters is exactly the live entries of its line: a
+        # slot freed while the count is 0 is given to nobody (Balancer._release_slot).
+        capacity = self.balancer._capacity
+        for index, line in enumerate(capacity._lines):
+            holding = sum(_holds(ticket, request) for ticket, request in line)
+            assert capacity.waiting[index] == holding, (index, capacity.waiting, holding)
 
     @invariant()
     def deadline_is_not_in_the_past(self) -> None:

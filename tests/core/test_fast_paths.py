@@ -1,0 +1,185 @@
+"""The shortcuts the hot paths take decide exactly what the long way would.
+
+* A chunk of a stream under way skips ``check_event``: any misuse must still
+  fall through to it, raise, and change nothing.
+* The TPM window sums are kept up to date instead of rebuilt per decision:
+  they must equal the sums over the buckets, float for float.
+* The timer heap is rebuilt at an amortised O(1) per armed deadline, also
+  while every live request holds two deadlines (queued).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lbcore import (
+    AttemptSucceeded,
+    Balancer,
+    ChunkReceived,
+    Event,
+    InvalidEvent,
+    RequestStarted,
+    Step,
+)
+from lbcore._tpm import MINUTE_MS, WINDOW_MINUTES, TokenRate
+
+from .scenarios import config
+
+STREAMING = config("failover", "ab", timeout_ms=1_000, idle_timeout_ms=500)
+
+
+def _streaming(record: bool = False) -> Balancer:
+    """r1 streams on its first attempt (one chunk in), r0 has finished."""
+    balancer = Balancer(STREAMING, record=record)
+    for event in (
+        RequestStarted(at=0, request_id="r0"),
+        AttemptSucceeded(at=1, request_id="r0", attempt=1),
+        RequestStarted(at=10, request_id="r1"),
+        ChunkReceived(at=20, request_id="r1", attempt=1),
+    ):
+        balancer.handle(event)
+    return balancer
+
+
+def _fingerprint(balancer: Balancer) -> tuple[object, ...]:
+    return (msgspec.json.encode(balancer.stats()), balancer.next_deadline(), repr(balancer))
+
+
+class _Text(str):
+    """A str subclass: not the exact type the fast path takes."""
+
+
+MISUSE: list[Event] = [
+    ChunkReceived(at=30, request_id="r1", attempt=True),  # type: ignore[arg-type]
+    ChunkReceived(at=30, request_id="r1", attempt=2),
+    ChunkReceived(at=30, request_id="r1", attempt=0),
+    ChunkReceived(at=19, request_id="r1", attempt=1),
+    ChunkReceived(at=-1, request_id="r1", attempt=1),
+    ChunkReceived(at=30.0, request_id="r1", attempt=1),  # type: ignore[arg-type]
+    ChunkReceived(at=30, request_id="r0", attempt=1),
+    ChunkReceived(at=30, request_id="nobody", attempt=1),
+    ChunkReceived(at=30, request_id=5, attempt=1),  # type: ignore[arg-type]
+    ChunkReceived(at=30, request_id="", attempt=1),
+]
+
+
+@pytest.mark.parametrize("event", MISUSE, ids=repr)
+def test_a_misused_chunk_mid_stream_is_refused_and_changes_nothing(event: Event) -> None:
+    balancer = _streaming(record=True)
+    balancer.take_steps()
+    before = _fingerprint(balancer)
+    with pytest.raises(InvalidEvent):
+        balancer.handle(event)
+    assert _fingerprint(balancer) == before
+    assert balancer.take_steps() == []
+
+
+def test_a_chunk_mid_stream_counts_moves_the_idle_deadline_and_is_recorded() -> None:
+    balancer = _streaming(record=True)
+    balancer.take_steps()
+    assert balancer.next_deadline() == 520
+    event = ChunkReceived(at=30, request_id="r1", attempt=1)
+    assert balancer.handle(event) == []
+    assert balancer.next_deadline() == 530
+    assert balancer.now == 30
+    assert balancer.take_steps() == [Step(seq=5, event=event, actions=())]
+    # A str subclass takes the general path, with the same outcome.
+    assert balancer.handle(ChunkReceived(at=40, request_id=_Text("r1"), attempt=1)) == []
+    assert balancer.next_deadline() == 540
+    assert balancer._live["r1"].chunks == 3
+
+
+def _rate_by_hand(adds: list[tuple[str, int, int]], backend: str, now: int) -> float:
+    """By definition: the window's tokens over the minutes since its oldest busy one."""
+    minute = now // MINUTE_MS
+    buckets: dict[int, int] = {}
+    for name, tokens, at in adds:
+        if name == backend:
+            buckets[at // MINUTE_MS] = buckets.get(at // MINUTE_MS, 0) + tokens
+    busy = [m for m in range(minute - WINDOW_MINUTES + 1, minute + 1) if buckets.get(m, 0) > 0]
+    if not busy:
+        return 0.0
+    return sum(buckets[m] for m in busy) / (minute - busy[0] + 1)
+
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "rate", "below"]),
+        st.sampled_from(["a", "b"]),
+        st.integers(0, 3 * MINUTE_MS),
+        st.integers(0, 50),
+    ),
+    max_size=60,
+)
+
+
+@given(steps)
+def test_token_rate_keeps_the_window_sums_of_the_buckets(
+    script: list[tuple[str, str, int, int]],
+) -> None:
+    rate = TokenRate()
+    adds: list[tuple[str, int, int]] = []
+    now = 0
+    for action, backend, gap, tokens in script:
+        now += gap  # the balancer's clock never goes back
+        if action == "add":
+            rate.add(backend, tokens, now)
+            adds.append((backend, tokens, now))
+            continue
+        expected = _rate_by_hand(adds, backend, now)
+        if action == "rate":
+            assert rate.rate(backend, now) == expected
+        else:
+            slow = expected if 0 < expected < 30 else None
+            assert rate.below_threshold(backend, now, 30) == slow
+            assert rate.below_threshold(backend, now, None) is None
+
+
+def _counting_heapify(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch heapq.heapify to note the size of every heap rebuilt."""
+    sizes: list[int] = []
+    original: Callable[[list[object]], None] = heapq.heapify
+
+    def counting(heap: list[object]) -> None:
+        sizes.append(len(heap))
+        original(heap)
+
+    monkeypatch.setattr(heapq, "heapify", counting)
+    return sizes
+
+
+def test_the_timer_heap_is_rebuilt_at_amortised_constant_cost_with_a_full_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two slots, 2,000 requests waiting, each holding its queue timeout and its
+    # total deadline in the heap; then 500 requests pass through the slot.
+    queued, cycles = 2_000, 500
+    balancer = Balancer(
+        config(
+            "failover",
+            "ab",
+            max_concurrent=1,
+            max_queued=10_000,
+            queue_timeout_ms=10**9,
+            deadline_ms=10**9,
+        )
+    )
+    for n in range(queued + 2):
+        balancer.handle(RequestStarted(at=0, request_id=f"r{n}"))
+    sizes = _counting_heapify(monkeypatch)
+    for n in range(cycles):
+        # r{n} holds a slot; its end hands the slot to the oldest waiter.
+        balancer.handle(RequestStarted(at=n, request_id=f"new{n}"))
+        balancer.handle(ChunkReceived(at=n, request_id=f"r{n}", attempt=1))
+        balancer.handle(AttemptSucceeded(at=n, request_id=f"r{n}", attempt=1))
+    assert balancer.stats().queued == queued
+    # About three deadlines are armed per cycle; a rebuild on every few arms
+    # would scan some 4,000 entries each time.
+    assert sum(sizes) <= 4 * 3 * cycles + 4 * queued
+    assert len(balancer._timers) <= 2 * 2 * (queued + 2) + 64 + 4 * 3 * cycles
