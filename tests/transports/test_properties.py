@@ -507,7 +507,32 @@ def check(scenario: Scenario, result: Run) -> list[dict[str, Any]]:
 @settings(max_examples=100, deadline=None, derandomize=True)
 @given(scenario=scenarios())
 def test_every_request_ends_as_its_trace_says(scenario: Scenario) -> None:
-    sync_decisions = check(scenario, run("sync", scenario))
-    async_decisions = check(scenario, run(scenario.async_mode, scenario))
+    sync_run = run("sync", scenario)
+    async_run = run(scenario.async_mode, scenario)
+    sync_decisions = check(scenario, sync_run)
+    async_decisions = check(scenario, async_run)
     if not scenario.timed:
-        assert async_decisions == sync_decisions
+        # Both clients hand the core every chunk that one network read brought
+        # (transports §5), so a caller who stops reading may leave one client's
+        # core a chunk or two ahead of the other's: those chunks decide nothing.
+        stopped = {
+            seen.request_id
+            for abandon_after, seen in zip(scenario.requests, sync_run.seen, strict=True)
+            if abandon_after is not None
+        }
+        assert _deciding(async_decisions, stopped) == _deciding(sync_decisions, stopped)
+
+
+def _deciding(decisions: list[dict[str, Any]], stopped: set[str]) -> list[dict[str, Any]]:
+    """The steps that decide something, numbered afresh: chunks that emitted
+    nothing, of requests whose caller stopped reading, are left out."""
+    kept = [
+        step
+        for step in decisions
+        if not (
+            step["event"]["type"] == "ChunkReceived"
+            and step["event"]["request_id"] in stopped
+            and not step["actions"]
+        )
+    ]
+    return [{**step, "seq": None} for step in kept]
