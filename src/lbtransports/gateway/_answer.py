@@ -15,6 +15,7 @@ neutral chunks (spec/gateway.md, "Passthrough and translation").
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import urllib.parse
@@ -44,6 +45,7 @@ from lbtransports.wire import Chunk
 from ._caller import Answer, CallerFormat, Parsed
 from ._http import CallerGone, Connection
 from ._metrics import Latencies
+from ._outbox import Outbox
 from ._passthrough import Passthrough
 
 __all__ = ("answer", "new_request_id", "upstream_status")
@@ -103,24 +105,39 @@ def _lb_headers(request_id: str, backend: str, attempts: int) -> list[tuple[str,
     ]
 
 
-async def _watching(conn: Connection, job: Callable[[], Awaitable[bool]]) -> bool:
-    """Run ``job`` while watching for the caller leaving; False if they left."""
+async def _watching(conn: Connection, job: Callable[[Outbox], Awaitable[bool]]) -> bool:
+    """Run ``job`` while watching for the caller leaving; False if they left.
+
+    ``job`` writes a streamed answer through the outbox it is given, whose
+    writer runs beside it (:mod:`._outbox`); a whole answer writes directly.
+    """
     result = False
+    outbox = Outbox(conn)
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
             await conn.watch_for_leaving()
             group.cancel_scope.cancel()
 
+        async def write() -> None:
+            with contextlib.suppress(CallerGone):
+                await outbox.run()
+            # Closed (its job is done with it) or the caller is gone: either way
+            # nothing more is written; a failure cancels the job.
+            if conn.gone:
+                group.cancel_scope.cancel()
+
         async def run() -> None:
             nonlocal result
             try:
-                result = await job()
+                result = await job(outbox)
+                await outbox.close()
             except CallerGone:
                 result = False
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
+        group.start_soon(write)
         group.start_soon(run)
     return result and not conn.gone
 
@@ -137,7 +154,9 @@ async def answer(
 ) -> bool:
     """Answer ``parsed``; whether the connection may serve another request."""
     job = _Job(conn, client, caller, parsed, group, request_id, latencies)
-    return await _watching(conn, lambda: (_streamed if parsed.stream else _whole)(job))
+    if parsed.stream:
+        return await _watching(conn, lambda outbox: _streamed(job, outbox))
+    return await _watching(conn, lambda _: _whole(job))
 
 
 def _caller_message(error: LoadBalancerError, client: AsyncClient) -> str:
@@ -176,7 +195,7 @@ def _passthrough(job: _Job, upstream: Upstream | None, *, streamed: bool) -> Pas
     return Passthrough(upstream, job.group, drop_usage_only=drop)
 
 
-async def _streamed(job: _Job) -> bool:
+async def _streamed(job: _Job, outbox: Outbox) -> bool:
     conn, client, caller, parsed = job.conn, job.client, job.caller, job.parsed
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
@@ -193,37 +212,37 @@ async def _streamed(job: _Job) -> bool:
         backend, attempts = _where(stream)
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
-        await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        head = conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
         if passing is not None:
-            await conn.send_body(passing.take())
+            outbox.put(head + conn.body(passing.take()))
         else:
-            await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
+            outbox.put(
+                head + conn.body(renderer.start() + (renderer.chunk(first) if first else b""))
+            )
         try:
             async for chunk in stream:
                 if passing is not None:
-                    # Several chunks of one read share their events: sent with the first.
+                    # Several chunks of one event share it: it goes with the first.
                     if data := passing.take():
-                        await conn.send_body(data)
-                    continue
-                if upstream is not None:
-                    upstream.take_events()  # another format's events: not kept
-                await conn.send_body(renderer.chunk(chunk))
+                        outbox.put(conn.body(data))
+                else:
+                    if upstream is not None:
+                        upstream.take_events()  # another format's events: not kept
+                    outbox.put(conn.body(renderer.chunk(chunk)))
+                await outbox.room()
         except LoadBalancerError as error:
             message = _caller_message(error, client)
-            await conn.send_body(renderer.error(upstream_status(error), message))
-            await conn.end_response()
+            outbox.put(conn.body(renderer.error(upstream_status(error), message)) + conn.end())
             return False  # a failed stream is not followed by another request
         if passing is not None:
             # What followed the last chunk, the terminator included.
-            await conn.send_body(passing.take())
+            tail = passing.take()
         else:
             usage = stream.usage
-            await conn.send_body(
-                renderer.finish(
-                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
-                )
+            tail = renderer.finish(
+                usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
             )
-        await conn.end_response()
+        outbox.put(conn.body(tail) + conn.end())
         latencies.observe(group, backend, time.monotonic() - started)
     return True
 
