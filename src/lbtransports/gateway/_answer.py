@@ -212,37 +212,39 @@ async def _streamed(job: _Job, outbox: Outbox) -> bool:
         backend, attempts = _where(stream)
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
-        head = conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        outbox.start(
+            conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        )
         if passing is not None:
-            outbox.put(head + conn.body(passing.take()))
+            outbox.put(passing.take())
         else:
-            outbox.put(
-                head + conn.body(renderer.start() + (renderer.chunk(first) if first else b""))
-            )
+            outbox.put(renderer.start() + (renderer.chunk(first) if first else b""))
         try:
             async for chunk in stream:
                 if passing is not None:
                     # Several chunks of one event share it: it goes with the first.
-                    if data := passing.take():
-                        outbox.put(conn.body(data))
+                    outbox.put(passing.take())
                 else:
                     if upstream is not None:
                         upstream.take_events()  # another format's events: not kept
-                    outbox.put(conn.body(renderer.chunk(chunk)))
+                    outbox.put(renderer.chunk(chunk))
                 await outbox.room()
         except LoadBalancerError as error:
             message = _caller_message(error, client)
-            outbox.put(conn.body(renderer.error(upstream_status(error), message)) + conn.end())
+            outbox.put(renderer.error(upstream_status(error), message))
+            outbox.end()
             return False  # a failed stream is not followed by another request
         if passing is not None:
             # What followed the last chunk, the terminator included.
-            tail = passing.take()
+            outbox.put(passing.take())
         else:
             usage = stream.usage
-            tail = renderer.finish(
-                usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
+            outbox.put(
+                renderer.finish(
+                    usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
+                )
             )
-        outbox.put(conn.body(tail) + conn.end())
+        outbox.end()
         latencies.observe(group, backend, time.monotonic() - started)
     return True
 
