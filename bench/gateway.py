@@ -49,11 +49,19 @@ from _harness import (
     spread,
 )
 
+
+def _count(flag: str, default: int) -> int:
+    """``--flag N`` from the command line (fewer rounds for a quick look), else ``default``."""
+    if flag in sys.argv[:-1]:
+        return int(sys.argv[sys.argv.index(flag) + 1])
+    return default
+
+
 CHUNKS = 20
 KEY = "sk-bench-not-a-real-key"
-ROUNDS = 2 if quick() else 5
+ROUNDS = _count("--rounds", 2 if quick() else 5)
 PER_ROUND = 4 if quick() else 40
-THROUGHPUT_ROUNDS = 1 if quick() else 3
+THROUGHPUT_ROUNDS = _count("--load-rounds", 1 if quick() else 3)
 THROUGHPUT_REQUESTS = 20 if quick() else 300
 CONCURRENCY = (2, 4) if quick() else (50, 200)
 LITELLM = BENCH_DIR.parent / ".peers-venv" / "bin" / "litellm"
@@ -378,7 +386,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", action="store_true", help="add LiteLLM's proxy")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, not for the record")
+    parser.add_argument("--rounds", type=int, help=f"latency rounds (default {ROUNDS})")
+    parser.add_argument(
+        "--load-rounds", type=int, help=f"throughput rounds (default {THROUGHPUT_ROUNDS})"
+    )
     args = parser.parse_args()
+    # --rounds and --load-rounds were read with the module's constants (_count).
     began = time.monotonic()
     with (
         tempfile.TemporaryDirectory() as scratch,

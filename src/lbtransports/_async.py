@@ -437,9 +437,7 @@ class AsyncClient(ClientBase):
             # Closed while this attempt ran: the last one out closes the pools.
             await self._close_pools()
 
-    def _pool(
-        self, stack: contextlib.AsyncExitStack, backend: str
-    ) -> httpcore.AsyncConnectionPool:
+    def _pool(self, stack: contextlib.AsyncExitStack, backend: str) -> httpcore.AsyncConnectionPool:
         """A pool with a connection free for this attempt, held until ``stack`` closes.
 
         A backend's connections are spread over pools of :data:`POOL_SHARD`:
@@ -455,8 +453,7 @@ class AsyncClient(ClientBase):
             # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
             shards = self._pools[backend] = [
-                _PoolShard(min(POOL_SHARD, size - start))
-                for start in range(0, size, POOL_SHARD)
+                _PoolShard(min(POOL_SHARD, size - start)) for start in range(0, size, POOL_SHARD)
             ]
         shard = next(s for s in shards if s.busy < s.size)
         shard.busy += 1

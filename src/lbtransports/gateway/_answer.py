@@ -212,9 +212,7 @@ async def _streamed(job: _Job, outbox: Outbox) -> bool:
         backend, attempts = _where(stream)
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
-        outbox.start(
-            conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
-        )
+        outbox.start(conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)]))
         if passing is not None:
             outbox.put(passing.take())
         else:
