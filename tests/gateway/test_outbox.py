@@ -100,4 +100,4 @@ def test_a_caller_who_does_not_read_holds_the_answer_back_and_then_gets_all_of_i
     assert body == PIECE * PIECES
     # Pieces were put one by one but sent many at a time, each send one HTTP chunk.
     assert chunks < PIECES / 10
-    assert MAX_PENDING < len(body)
+    assert len(body) > MAX_PENDING
