@@ -214,7 +214,18 @@ async def _streamed(job: _Job, outbox: Outbox) -> bool:
         passing = _passthrough(job, upstream, streamed=True)
         outbox.start(conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)]))
         if passing is not None:
+            assert upstream is not None
             outbox.put(passing.take())
+
+            def forward() -> None:
+                # At each hand-over, before the client reads on: the terminator
+                # and the response's end leave without waiting for the client to
+                # finish with the upstream connection.
+                outbox.put(passing.take())
+                if passing.ended:
+                    outbox.end()
+
+            upstream.on_receive = forward
         else:
             outbox.put(renderer.start() + (renderer.chunk(first) if first else b""))
         try:

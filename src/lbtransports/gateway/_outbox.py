@@ -32,6 +32,7 @@ class Outbox:
         "_conn",
         "_done",
         "_end",
+        "_ended",
         "_failed",
         "_head",
         "_last",
@@ -44,7 +45,8 @@ class Outbox:
         self._conn = conn
         self._head = b""
         self._pending = bytearray()
-        self._end = False  # the body is complete: end the response after it
+        self._end = False  # the response's end is to go with the next send
+        self._ended = False  # ... or went already: nothing more is put
         self._ready = anyio.Event()
         self._room: anyio.Event | None = None
         self._last = False  # nothing more will be put: return once it is sent
@@ -58,14 +60,15 @@ class Outbox:
 
     def put(self, data: bytes) -> None:
         """Queue ``data``, a piece of the body; the writer sends it soon."""
-        if data:
+        if data and not self._ended:
             self._pending += data
             self._ready.set()
 
     def end(self) -> None:
-        """The body is complete: the response ends after what is pending."""
-        self._end = True
-        self._ready.set()
+        """The body is complete: the response ends after what is pending (once)."""
+        if not self._ended:
+            self._end = self._ended = True
+            self._ready.set()
 
     async def room(self) -> None:
         """Wait while more than :data:`MAX_PENDING` bytes wait for the caller."""
