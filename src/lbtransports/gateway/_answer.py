@@ -105,11 +105,14 @@ def _lb_headers(request_id: str, backend: str, attempts: int) -> list[tuple[str,
     ]
 
 
-async def _watching(conn: Connection, job: Callable[[Outbox], Awaitable[bool]]) -> bool:
+async def _watching(
+    conn: Connection, job: Callable[[Outbox], Awaitable[bool]], *, streamed: bool
+) -> bool:
     """Run ``job`` while watching for the caller leaving; False if they left.
 
-    ``job`` writes a streamed answer through the outbox it is given, whose
-    writer runs beside it (:mod:`._outbox`); a whole answer writes directly.
+    A streamed answer writes through the outbox it is given, whose writer
+    runs beside it (:mod:`._outbox`); a whole answer writes directly. The job
+    runs in this task: one task fewer to start per request.
     """
     result = False
     outbox = Outbox(conn)
@@ -127,18 +130,16 @@ async def _watching(conn: Connection, job: Callable[[Outbox], Awaitable[bool]]) 
             if conn.gone:
                 group.cancel_scope.cancel()
 
-        async def run() -> None:
-            nonlocal result
-            try:
-                result = await job(outbox)
-                await outbox.close()
-            except CallerGone:
-                result = False
-            group.cancel_scope.cancel()
-
         group.start_soon(watch)
-        group.start_soon(write)
-        group.start_soon(run)
+        if streamed:
+            group.start_soon(write)
+        try:
+            result = await job(outbox)
+            if streamed:
+                await outbox.close()
+        except CallerGone:
+            result = False
+        group.cancel_scope.cancel()
     return result and not conn.gone
 
 
@@ -155,8 +156,8 @@ async def answer(
     """Answer ``parsed``; whether the connection may serve another request."""
     job = _Job(conn, client, caller, parsed, group, request_id, latencies)
     if parsed.stream:
-        return await _watching(conn, lambda outbox: _streamed(job, outbox))
-    return await _watching(conn, lambda _: _whole(job))
+        return await _watching(conn, lambda outbox: _streamed(job, outbox), streamed=True)
+    return await _watching(conn, lambda _: _whole(job), streamed=False)
 
 
 def _caller_message(error: LoadBalancerError, client: AsyncClient) -> str:
