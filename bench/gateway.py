@@ -8,6 +8,10 @@ stopped by its PID. Two callers send the same 20-chunk streamed request:
 
 * the ``openai`` SDK (``AsyncOpenAI``, no retries), iterating the stream;
 * a raw httpcore client that splits lines and ``json.loads`` each ``data:`` line.
+  Its connections are spread over pools of 8: one httpcore pool of 200
+  connections walks them all (and polls each idle socket) whenever a request
+  comes or goes, and caps the caller near 20 requests/s at 200 streams, which
+  would measure the caller's pool instead of the route.
 
 Straight to the backend, through ``lb serve`` and through LiteLLM's proxy are
 measured interleaved, round by round: the added latency (p50 and p90 of each
@@ -49,11 +53,19 @@ from _harness import (
     spread,
 )
 
+
+def _count(flag: str, default: int) -> int:
+    """``--flag N`` from the command line (fewer rounds for a quick look), else ``default``."""
+    if flag in sys.argv[:-1]:
+        return int(sys.argv[sys.argv.index(flag) + 1])
+    return default
+
+
 CHUNKS = 20
 KEY = "sk-bench-not-a-real-key"
-ROUNDS = 2 if quick() else 5
+ROUNDS = _count("--rounds", 2 if quick() else 5)
 PER_ROUND = 4 if quick() else 40
-THROUGHPUT_ROUNDS = 1 if quick() else 3
+THROUGHPUT_ROUNDS = _count("--load-rounds", 1 if quick() else 3)
 THROUGHPUT_REQUESTS = 20 if quick() else 300
 CONCURRENCY = (2, 4) if quick() else (50, 200)
 LITELLM = BENCH_DIR.parent / ".peers-venv" / "bin" / "litellm"
@@ -182,32 +194,47 @@ def sdk_caller(clients: dict[str, openai.AsyncOpenAI]) -> Caller:
     return call
 
 
-def raw_caller(pool: httpcore.AsyncConnectionPool) -> Caller:
+#: Connections per pool of the raw caller (why: the module's docstring).
+RAW_POOL_SIZE = 8
+
+
+def raw_caller(pools: list[httpcore.AsyncConnectionPool]) -> Caller:
+    busy = [0] * len(pools)
+
     async def call(route: Route) -> int:
-        body = json.dumps({"model": route.model, "messages": MESSAGES, "stream": True}).encode()
-        headers = [
-            (b"Content-Type", b"application/json"),
-            (b"Authorization", f"Bearer {route.key}".encode()),
-        ]
-        count = 0
-        rest = b""
-        async with pool.stream(
-            "POST", f"{route.base_url}/chat/completions", headers=headers, content=body
-        ) as response:
-            if response.status != 200:
-                raise RuntimeError(f"{route.name} answered {response.status}")
-            stream = response.stream
-            assert isinstance(stream, AsyncIterable)
-            async for data in stream:
-                *lines, rest = (rest + data).split(b"\n")
-                for line in lines:
-                    if line.startswith(b"data: ") and line != b"data: [DONE]":
-                        event = json.loads(line[6:])
-                        choices = event.get("choices") or [{}]
-                        count += bool(choices[0].get("delta", {}).get("content"))
-        return count
+        index = next(i for i, taken in enumerate(busy) if taken < RAW_POOL_SIZE)
+        busy[index] += 1
+        try:
+            return await _raw_call(pools[index], route)
+        finally:
+            busy[index] -= 1
 
     return call
+
+
+async def _raw_call(pool: httpcore.AsyncConnectionPool, route: Route) -> int:
+    body = json.dumps({"model": route.model, "messages": MESSAGES, "stream": True}).encode()
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"Authorization", f"Bearer {route.key}".encode()),
+    ]
+    count = 0
+    rest = b""
+    async with pool.stream(
+        "POST", f"{route.base_url}/chat/completions", headers=headers, content=body
+    ) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{route.name} answered {response.status}")
+        stream = response.stream
+        assert isinstance(stream, AsyncIterable)
+        async for data in stream:
+            *lines, rest = (rest + data).split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    event = json.loads(line[6:])
+                    choices = event.get("choices") or [{}]
+                    count += bool(choices[0].get("delta", {}).get("content"))
+    return count
 
 
 # -- measures ----------------------------------------------------------------------
@@ -262,8 +289,14 @@ async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[s
         route.name: openai.AsyncOpenAI(base_url=route.base_url, api_key=route.key, max_retries=0)
         for route in routes
     }
-    async with httpcore.AsyncConnectionPool(max_connections=top, retries=0) as pool:
-        callers = {"SDK": sdk_caller(clients), "raw httpcore": raw_caller(pool)}
+    async with contextlib.AsyncExitStack() as stack:
+        pools = [
+            await stack.enter_async_context(
+                httpcore.AsyncConnectionPool(max_connections=RAW_POOL_SIZE, retries=0)
+            )
+            for _ in range(-(-top // RAW_POOL_SIZE))
+        ]
+        callers = {"SDK": sdk_caller(clients), "raw httpcore": raw_caller(pools)}
         for caller in callers.values():  # every route works, and warm up
             for route in routes:
                 for _ in range(3):
@@ -378,7 +411,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", action="store_true", help="add LiteLLM's proxy")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, not for the record")
+    parser.add_argument("--rounds", type=int, help=f"latency rounds (default {ROUNDS})")
+    parser.add_argument(
+        "--load-rounds", type=int, help=f"throughput rounds (default {THROUGHPUT_ROUNDS})"
+    )
     args = parser.parse_args()
+    # --rounds and --load-rounds were read with the module's constants (_count).
     began = time.monotonic()
     with (
         tempfile.TemporaryDirectory() as scratch,

@@ -58,6 +58,8 @@ DEFAULT_POOL_TIMEOUT_MS: Final = 30_000
 #: to come, for the connection to be pooled (spec/transports.md section 5).
 BODY_END_WAIT_S: Final = 0.05
 BODY_END_READS: Final = 8
+#: Connections per httpcore pool (AsyncClient._pool says why they are split).
+POOL_SHARD: Final = 8
 #: Bounds on finishing an abandoned body: it is closed, so this is only a safety net.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_READS: Final = 10_000
@@ -143,7 +145,7 @@ class AsyncClient(ClientBase):
         guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
-        self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
+        self._pools: dict[str, list[_PoolShard]] = {}
         # Our own count of connections in use, in front of httpcore's pool:
         # a wait here is visible to the core (AttemptHeld), and httpcore's
         # pool, whose bookkeeping grows with every queued request, never queues.
@@ -204,10 +206,10 @@ class AsyncClient(ClientBase):
         self._close_trace()
 
     async def _close_pools(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
+        shards, self._pools = [s for each in self._pools.values() for s in each], {}
         with anyio.CancelScope(shield=True):
-            for pool in pools:
-                await pool.aclose()
+            for shard in shards:
+                await shard.pool.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -422,6 +424,7 @@ class AsyncClient(ClientBase):
         assert http is not None
         if not await self._take_slot(stack, run, attempt):
             return None
+        pool = self._pool(stack, attempt.backend)
         # A wait for a slot is the client's own: the idle timer (and the connect
         # bound taken from it) starts once the attempt can go out.
         link.resumed(attempt)
@@ -460,7 +463,7 @@ class AsyncClient(ClientBase):
                 opened = False
                 try:
                     return await stack.enter_async_context(
-                        self._pool(attempt.backend).stream(
+                        pool.stream(
                             http.method,
                             http.url,
                             headers=_request_headers(http),
@@ -521,16 +524,43 @@ class AsyncClient(ClientBase):
             # Closed while this attempt ran: the last one out closes the pools.
             await self._close_pools()
 
-    def _pool(self, backend: str) -> httpcore.AsyncConnectionPool:
+    def _pool(self, stack: contextlib.AsyncExitStack, backend: str) -> httpcore.AsyncConnectionPool:
+        """A pool with a connection free for this attempt, held until ``stack`` closes.
+
+        A backend's connections are spread over pools of :data:`POOL_SHARD`:
+        httpcore's pool walks every connection it holds (asking each idle one's
+        socket whether it is readable, and counting idle ones once per idle one)
+        whenever a request comes or goes, so one pool of hundreds of connections
+        costs more per request than the request itself. The first pool with
+        room is taken, so sequential requests keep reusing the same connection.
+        """
         self._check_open()
-        pool = self._pools.get(backend)
-        if pool is None:
-            # retries=0: the core owns retries; nothing may retry underneath it.
+        shards = self._pools.get(backend)
+        if shards is None:
+            # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
-            pool = self._pools[backend] = httpcore.AsyncConnectionPool(
-                max_connections=size, retries=0
-            )
-        return pool
+            shards = self._pools[backend] = [
+                _PoolShard(min(POOL_SHARD, size - start)) for start in range(0, size, POOL_SHARD)
+            ]
+        shard = next(s for s in shards if s.busy < s.size)
+        shard.busy += 1
+        stack.callback(shard.leave)
+        return shard.pool
+
+
+class _PoolShard:
+    """One of a backend's httpcore pools, and how many attempts are using it."""
+
+    __slots__ = ("busy", "pool", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = 0
+        # retries=0: the core owns retries; nothing may retry underneath it.
+        self.pool = httpcore.AsyncConnectionPool(max_connections=size, retries=0)
+
+    def leave(self) -> None:
+        self.busy -= 1
 
 
 class _BodyIterator:

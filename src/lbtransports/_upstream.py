@@ -9,6 +9,7 @@ chunks: what a failed attempt sent before failing over is never seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .wire import SseEvent
@@ -25,6 +26,10 @@ class Upstream:
     events: list[SseEvent] = field(default_factory=list)
     #: A whole (non-streamed) answer's body, once it succeeded.
     body: bytes | None = None
+    #: Called after each hand-over, before the attempt reads on: a forwarder can
+    #: send what just came (the terminator with the last chunk) without waiting
+    #: for the client to finish with the connection.
+    on_receive: Callable[[], None] | None = None
 
     def receive(self, provider: str, events: list[SseEvent], body: bytes | None = None) -> None:
         """Take over what the attempt the caller is seeing has read so far."""
@@ -33,6 +38,8 @@ class Upstream:
             self.events += events
         if body is not None:
             self.body = body
+        if self.on_receive is not None:
+            self.on_receive()
 
     def take_events(self) -> list[SseEvent]:
         events, self.events = self.events, []

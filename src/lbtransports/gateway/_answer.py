@@ -15,6 +15,7 @@ neutral chunks (spec/gateway.md, "Passthrough and translation").
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import urllib.parse
@@ -44,6 +45,7 @@ from lbtransports.wire import Chunk
 from ._caller import Answer, CallerFormat, Parsed
 from ._http import CallerGone, Connection
 from ._metrics import Latencies
+from ._outbox import Outbox
 from ._passthrough import Passthrough
 
 __all__ = ("answer", "new_request_id", "upstream_status")
@@ -103,25 +105,41 @@ def _lb_headers(request_id: str, backend: str, attempts: int) -> list[tuple[str,
     ]
 
 
-async def _watching(conn: Connection, job: Callable[[], Awaitable[bool]]) -> bool:
-    """Run ``job`` while watching for the caller leaving; False if they left."""
+async def _watching(
+    conn: Connection, job: Callable[[Outbox], Awaitable[bool]], *, streamed: bool
+) -> bool:
+    """Run ``job`` while watching for the caller leaving; False if they left.
+
+    A streamed answer writes through the outbox it is given, whose writer
+    runs beside it (:mod:`._outbox`); a whole answer writes directly. The job
+    runs in this task: one task fewer to start per request.
+    """
     result = False
+    outbox = Outbox(conn)
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
             await conn.watch_for_leaving()
             group.cancel_scope.cancel()
 
-        async def run() -> None:
-            nonlocal result
-            try:
-                result = await job()
-            except CallerGone:
-                result = False
-            group.cancel_scope.cancel()
+        async def write() -> None:
+            with contextlib.suppress(CallerGone):
+                await outbox.run()
+            # Closed (its job is done with it) or the caller is gone: either way
+            # nothing more is written; a failure cancels the job.
+            if conn.gone:
+                group.cancel_scope.cancel()
 
         group.start_soon(watch)
-        group.start_soon(run)
+        if streamed:
+            group.start_soon(write)
+        try:
+            result = await job(outbox)
+            if streamed:
+                await outbox.close()
+        except CallerGone:
+            result = False
+        group.cancel_scope.cancel()
     return result and not conn.gone
 
 
@@ -137,7 +155,9 @@ async def answer(
 ) -> bool:
     """Answer ``parsed``; whether the connection may serve another request."""
     job = _Job(conn, client, caller, parsed, group, request_id, latencies)
-    return await _watching(conn, lambda: (_streamed if parsed.stream else _whole)(job))
+    if parsed.stream:
+        return await _watching(conn, lambda outbox: _streamed(job, outbox), streamed=True)
+    return await _watching(conn, lambda _: _whole(job), streamed=False)
 
 
 def _caller_message(error: LoadBalancerError, client: AsyncClient) -> str:
@@ -176,7 +196,7 @@ def _passthrough(job: _Job, upstream: Upstream | None, *, streamed: bool) -> Pas
     return Passthrough(upstream, job.group, drop_usage_only=drop)
 
 
-async def _streamed(job: _Job) -> bool:
+async def _streamed(job: _Job, outbox: Outbox) -> bool:
     conn, client, caller, parsed = job.conn, job.client, job.caller, job.parsed
     group, request_id, latencies = job.group, job.request_id, job.latencies
     started = time.monotonic()
@@ -193,37 +213,48 @@ async def _streamed(job: _Job) -> bool:
         backend, attempts = _where(stream)
         upstream = stream.upstream
         passing = _passthrough(job, upstream, streamed=True)
-        await conn.start_response(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)])
+        outbox.start(conn.head(200, [*_SSE_HEADERS, *_lb_headers(request_id, backend, attempts)]))
         if passing is not None:
-            await conn.send_body(passing.take())
+            assert upstream is not None
+            outbox.put(passing.take())
+
+            def forward() -> None:
+                # At each hand-over, before the client reads on: the terminator
+                # and the response's end leave without waiting for the client to
+                # finish with the upstream connection.
+                outbox.put(passing.take())
+                if passing.ended:
+                    outbox.end()
+
+            upstream.on_receive = forward
         else:
-            await conn.send_body(renderer.start() + (renderer.chunk(first) if first else b""))
+            outbox.put(renderer.start() + (renderer.chunk(first) if first else b""))
         try:
             async for chunk in stream:
                 if passing is not None:
-                    # Several chunks of one read share their events: sent with the first.
-                    if data := passing.take():
-                        await conn.send_body(data)
-                    continue
-                if upstream is not None:
-                    upstream.take_events()  # another format's events: not kept
-                await conn.send_body(renderer.chunk(chunk))
+                    # Several chunks of one event share it: it goes with the first.
+                    outbox.put(passing.take())
+                else:
+                    if upstream is not None:
+                        upstream.take_events()  # another format's events: not kept
+                    outbox.put(renderer.chunk(chunk))
+                await outbox.room()
         except LoadBalancerError as error:
             message = _caller_message(error, client)
-            await conn.send_body(renderer.error(upstream_status(error), message))
-            await conn.end_response()
+            outbox.put(renderer.error(upstream_status(error), message))
+            outbox.end()
             return False  # a failed stream is not followed by another request
         if passing is not None:
             # What followed the last chunk, the terminator included.
-            await conn.send_body(passing.take())
+            outbox.put(passing.take())
         else:
             usage = stream.usage
-            await conn.send_body(
+            outbox.put(
                 renderer.finish(
                     usage.input_tokens if usage else 0, usage.output_tokens if usage else 0
                 )
             )
-        await conn.end_response()
+        outbox.end()
         latencies.observe(group, backend, time.monotonic() - started)
     return True
 

@@ -53,6 +53,15 @@ def _usage_only(data: str) -> bool:
         return False
 
 
+def _is_terminator(event: SseEvent) -> bool:
+    """OpenAI's ``data: [DONE]`` or Anthropic's ``message_stop`` (named, or by its type)."""
+    if event.event == "message_stop":
+        return True
+    data = event.data
+    # Inside a JSON string a quote is escaped: only a member can match.
+    return data.strip() == "[DONE]" or (event.event == "message" and '"message_stop"' in data)
+
+
 class Passthrough:
     """Renders one answer's upstream events (or whole body) for its caller."""
 
@@ -63,6 +72,9 @@ class Passthrough:
         self._model = member
         self._model_bytes = member.encode()
         self._drop_usage_only = drop_usage_only
+        #: The format's last event (``data: [DONE]``, ``message_stop``) was rendered:
+        #: the wire layer hands it over only once the core took the success.
+        self.ended = False
 
     def take(self) -> bytes:
         """The events the backend sent since the last call, for the caller."""
@@ -72,6 +84,7 @@ class Passthrough:
         out = bytearray()
         for event in events:
             data = event.data
+            self.ended = self.ended or _is_terminator(event)
             if self._drop_usage_only and '"usage"' in data and _usage_only(data):
                 continue
             if '"model"' in data:
