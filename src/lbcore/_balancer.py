@@ -1242,7 +1242,9 @@ class Balancer:
             and request.phase is Phase.CONNECTING
         ):
             # A nested balancer already failed over and says retrying cannot help:
-            # its failure is the answer, charged to nothing (section 5.10).
+            # its failure is the answer, charged to nothing (section 5.10). A probe
+            # it held goes back, or the breaker would wait for this request forever.
+            self._hand_back_probe(request)
             self._fail_raw(request, failure, actions, record=False)
             return
         if self._honour_retry_after:

@@ -23,7 +23,14 @@ from ._observers import Observer, Observers
 from ._reader import AttemptReader, Failed
 from ._run import Attempt, RequestRun
 from ._tracefile import TraceTarget, open_trace
-from .wire import ChatRequest, WireError, build_request, estimate_tokens
+from .wire import (
+    ChatRequest,
+    WireError,
+    build_request,
+    estimate_tokens,
+    redact,
+    resolve_credential,
+)
 
 if TYPE_CHECKING:
     from ._shared_redis import RedisShare
@@ -232,8 +239,22 @@ class ClientBase:
         self._link.compressed(run, estimate_tokens(target, result).tokens, None)
 
     def _hook_failed(self, run: RequestRun, error: Exception) -> None:
-        cause = clean_text(str(error), 200) or type(error).__name__
+        # The hook's text goes into the trace, the caller's error and observations:
+        # the backends' keys and anything shaped like a key are masked first.
+        cause = clean_text(redact(str(error), self._known_keys()), 200) or type(error).__name__
         self._link.compressed(run, None, cause)
+
+    def _known_keys(self) -> tuple[str, ...]:
+        """Every backend key that resolves now (a source that fails to resolve holds none)."""
+        keys = []
+        for target in self.config.targets:
+            try:
+                key = resolve_credential(target.credential, target.name)
+            except WireError:
+                continue
+            if key:
+                keys.append(key)
+        return tuple(keys)
 
     def _close_trace(self) -> None:
         self._closed = True

@@ -233,6 +233,30 @@ def test_a_terminal_failure_ends_failover_at_once_and_charges_nothing() -> None:
     assert stats.backend_metrics["a"].failures == 0 and stats.circuit_breaker_states == {}
 
 
+def test_a_terminal_failure_on_a_probe_hands_the_probe_back() -> None:
+    lb = Balancer(
+        config(
+            "failover",
+            "ab",
+            failover_retry_count=1,
+            circuit_breaker_enabled=True,
+            circuit_breaker_failure_threshold=1,
+            circuit_breaker_recovery_timeout_ms=100,
+        )
+    )
+    lb.handle(start(0, "r1"))
+    lb.handle(fail(1, "r1", 1, 503))  # a's breaker opens; r1 moves on to b
+    lb.handle(ok(2, "r1", 2))
+    lb.reset_failover_index()  # b was sticky: start at a again
+    (probe,) = lb.handle(start(200, "r2"))[-1:]  # a's recovery time is over: r2 probes it
+    assert isinstance(probe, StartAttempt) and probe.backend == "a" and probe.probe
+    lb.handle(fail(201, "r2", 1, kind=FailureKind.TERMINAL, message="inner said no"))
+    # The probe went back with r2: the next request probes a again.
+    actions = lb.handle(start(300, "r3"))
+    (started,) = _of(StartAttempt, actions)
+    assert started.backend == "a" and started.probe
+
+
 def test_a_terminal_failure_after_output_is_recorded_like_any_mid_stream_failure() -> None:
     lb = Balancer(config("failover", "ab"))
     lb.handle(start(0, "r1"))

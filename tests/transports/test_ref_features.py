@@ -156,6 +156,40 @@ def test_a_failing_hook_moves_failover_on_and_is_compression_error_in_round_robi
     assert verify_trace(trace) is None
 
 
+def test_a_failing_hook_never_carries_a_key_into_the_error_or_the_trace(mode: str) -> None:
+    inline = "inline-secret-0123456789abcdef"
+    shaped = "sk-proj-" + "Q" * 32
+
+    def leaky(request: ChatRequest, backend: str, limit: int) -> ChatRequest:
+        raise RuntimeError(f"summariser said no to {inline} and {shaped}")
+
+    backends = LocalBackends()
+    backends.add("a", "openai", default=Stream(1))
+    with backends:
+        config = ClientConfig.from_mapping(
+            {
+                "strategy": "round-robin",
+                "profile_name": "lb",
+                "context_limit": 100_000,
+                "backends": [
+                    {
+                        "name": "a",
+                        "provider": "openai",
+                        "model": "model-a",
+                        "base_url": backends["a"].base_url,
+                        "context_window": 50,
+                        "credential": {"key": inline},
+                    }
+                ],
+            }
+        )
+        (error,), trace, _ = _complete(mode, config, compress=leaky)
+    assert isinstance(error, CompressionError)
+    for seen in (str(error), repr(error), trace.decode()):
+        assert inline not in seen and shaped not in seen
+    assert "summariser said no" in str(error)
+
+
 @pytest.mark.parametrize("mode", ["asyncio", "trio"])
 def test_the_async_client_awaits_a_coroutine_hook(mode: str) -> None:
     seen: list[str] = []
