@@ -271,6 +271,8 @@ class AsyncClient(ClientBase):
         attempt's deadline, as a read from a backend does.
         """
         link = self._link
+        # Only this attempt's inner error may become the caller's (an earlier one is spent).
+        run.nested_error = None
         link.sent(run, attempt)
         try:
             async with inner.chat(run.request_for(attempt.backend)) as stream:

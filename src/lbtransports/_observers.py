@@ -12,6 +12,7 @@ request it watches.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from collections import deque
@@ -156,11 +157,13 @@ class Observers:
                 return
             self._complained.add(id(callback))
             name = getattr(callback, "__qualname__", type(callback).__name__)
-            warnings.warn(
-                ObserverWarning(
-                    f"observer {clean_text(str(name), 64)} raised "
-                    f"{type(error).__name__}: {clean_text(str(error), 200)}; "
-                    "it is reported once and its later failures are ignored"
-                ),
-                stacklevel=2,
-            )
+            # With warnings turned into errors the warning itself raises: contained too.
+            with contextlib.suppress(Exception):
+                warnings.warn(
+                    ObserverWarning(
+                        f"observer {clean_text(str(name), 64)} raised "
+                        f"{type(error).__name__}: {clean_text(str(error), 200)}; "
+                        "it is reported once and its later failures are ignored"
+                    ),
+                    stacklevel=2,
+                )

@@ -461,7 +461,10 @@ def _load_profile(
                 chain=chain,
             )
             model = inner.balancer.backends[0].model
-            specs.append(BackendSpec(name=member, provider=NESTED_PROVIDER, model=model))
+            spec = BackendSpec(name=member, provider=NESTED_PROVIDER, model=model)
+            if member in profile.weights:
+                spec = msgspec.structs.replace(spec, weight=profile.weights[member])
+            specs.append(spec)
             targets.append(BackendTarget(name=member, provider=NESTED_PROVIDER, model=model))
             nested[member] = inner
             continue

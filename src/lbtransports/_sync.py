@@ -218,6 +218,8 @@ class Client(ClientBase):
         each chunk it yields (spec/transports.md section 11.3).
         """
         link = self._link
+        # Only this attempt's inner error may become the caller's (an earlier one is spent).
+        run.nested_error = None
         link.sent(run, attempt)
         stream = inner.chat(run.request_for(attempt.backend))
         try:

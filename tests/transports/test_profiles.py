@@ -681,6 +681,21 @@ def test_weights_go_to_the_named_members(tmp_path: Path) -> None:
     assert [s.weight for s in specs] == [3, 1, 0]
 
 
+def test_weights_reach_a_nested_load_balancer_member(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write(tmp_path, name, member("openai", "m"))
+    write(tmp_path, "inner", lb_profile(["b", "a"], "failover"))
+    write(
+        tmp_path,
+        LB,
+        lb_profile(["a", "inner"], "weighted-round-robin", weights={"a": 2, "inner": 0}),
+    )
+    specs = load_profile(tmp_path, LB).balancer.backends
+    assert [(s.name, s.weight) for s in specs] == [("a", 2), ("inner", 0)]
+    path = write(tmp_path, LB, lb_profile(["a", "inner"], "failover", weights={"inner": 5}))
+    assert load_error(tmp_path).startswith(f'{path}: Backend "inner": weight is read only by')
+
+
 @pytest.mark.parametrize(
     ("weights", "message"),
     [

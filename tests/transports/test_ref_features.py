@@ -284,6 +284,24 @@ def test_an_observer_that_raises_is_reported_once_and_breaks_nothing(mode: str) 
     assert len(reads) >= 4
 
 
+def test_an_observer_that_raises_breaks_nothing_with_warnings_as_errors() -> None:
+    seen: list[str] = []
+
+    def broken(observation: Observation) -> None:
+        raise ValueError("observer bug")
+
+    backends = LocalBackends()
+    backends.add("a", "openai", default=Stream(1))
+    backends.add("b", "openai", default=Stream(1))
+    with backends, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Client(_config(backends), observers=[broken, lambda o: seen.append(o.kind)]) as client:
+            answers = [client.complete(SHORT) for _ in range(2)]
+    assert [a.backend for a in answers] == ["a", "a"]
+    # The second observer saw every decision, the first one's included.
+    assert seen.count("attempt_start") == 2 and seen.count("terminal") == 2
+
+
 # ------------------------------------------------------------------ read-outs
 
 
