@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo replay lint typecheck pytest bench bench-peers peers-lock clean lock
+.PHONY: test demo replay lint typecheck pytest redis-server bench bench-peers peers-lock clean lock
 
 LOCK := requirements/dev.lock
 
@@ -36,7 +36,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-pytest: $(STAMP)
+# The shared-state tests run a real redis-server (Debian's package). On a machine
+# without it, root installs it; anyone else is told how, and the tests fail.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+		else \
+			echo "redis-server is missing: install it (Debian/Ubuntu: apt-get install redis-server)"; \
+			exit 1; \
+		fi; }
+
+pytest: $(STAMP) redis-server
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -64,7 +64,7 @@ class RedisServer:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
+        pytest.fail("redis-server is not installed: `make test` installs it (as root) or says how")
     server = RedisServer(_free_port())
     server.start()
     try:
