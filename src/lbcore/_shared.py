@@ -31,6 +31,7 @@ from ._peer_records import (
     TokensUsed,
 )
 from ._tpm import TokenRate
+from ._validate import check_time
 
 __all__ = ("PEER_EVENTS", "Sharing")
 
@@ -121,11 +122,7 @@ class Sharing:
         kind = type(event).__name__
         if not self._settings.peer_sharing:
             raise InvalidEvent(f"{kind} needs settings.peer_sharing")
-        at = event.at
-        if type(at) is not int or at < 0:
-            raise InvalidEvent(f"{kind}.at must be a non-negative integer of milliseconds")
-        if at < now:
-            raise InvalidEvent(f"time went backwards: {kind} at {at} is before {now}")
+        check_time(kind, event.at, now)
         if type(event) is not PeerReport:
             self._check_backend(kind, event.backend)
             return

@@ -87,11 +87,7 @@ def check_event(
     """
     if kind not in _EVENT_TYPES:
         raise InvalidEvent(f"not an lbcore event: {kind.__name__}")
-    at = event.at
-    if type(at) is not int or at < 0:
-        raise InvalidEvent(f"{kind.__name__}.at must be a non-negative integer of milliseconds")
-    if at < now:
-        raise InvalidEvent(f"time went backwards: {kind.__name__} at {at} is before {now}")
+    check_time(kind.__name__, event.at, now)
     if kind is Tick or kind is StatsReset or kind is FailoverIndexReset:
         return
     if kind is RequestStarted:
@@ -196,3 +192,11 @@ def _check_start(
     ):
         if value is not None and not ((type(value) is int and value >= 0) or _is_count(value)):
             raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
+
+
+def check_time(kind: str, at: object, now: int) -> None:
+    """Raise InvalidEvent unless ``at`` is a time in ms no earlier than ``now``."""
+    if type(at) is not int or at < 0:
+        raise InvalidEvent(f"{kind}.at must be a non-negative integer of milliseconds")
+    if at < now:
+        raise InvalidEvent(f"time went backwards: {kind} at {at} is before {now}")
