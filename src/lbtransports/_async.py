@@ -28,6 +28,7 @@ import httpcore
 from lbcore import ConfigError, TimeoutPhase, truncate
 
 from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
+from ._coalesce import CoalescingBackend
 from ._completion import Completion
 from ._config import ClientConfig
 from ._errors import LoadBalancerError
@@ -557,7 +558,9 @@ class _PoolShard:
         self.size = size
         self.busy = 0
         # retries=0: the core owns retries; nothing may retry underneath it.
-        self.pool = httpcore.AsyncConnectionPool(max_connections=size, retries=0)
+        self.pool = httpcore.AsyncConnectionPool(
+            max_connections=size, retries=0, network_backend=CoalescingBackend()
+        )
 
     def leave(self) -> None:
         self.busy -= 1
