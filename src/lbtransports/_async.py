@@ -459,17 +459,24 @@ class AsyncClient(ClientBase):
                     # now, and the wait for the status line with it.
                     link.sent(run, attempt)
                     aim()
+                    # Nothing later is wanted: httpcore reads the trace from the
+                    # request's extensions at each step, so the response's
+                    # steps (a dozen awaits per request) skip the callback.
+                    extensions.pop("trace", None)
 
+            headers = _request_headers(http)
             for last_try in (False, True):
                 opened = False
+                # Fresh for each try: a retried send is traced again.
+                extensions: dict[str, object] = {"timeout": timeouts, "trace": on_progress}
                 try:
                     return await stack.enter_async_context(
                         pool.stream(
                             http.method,
                             http.url,
-                            headers=_request_headers(http),
+                            headers=headers,
                             content=_BodyIterator(http.body, uploaded),
-                            extensions={"timeout": timeouts, "trace": on_progress},
+                            extensions=extensions,
                         )
                     )
                 except HTTPCORE_ERRORS as error:

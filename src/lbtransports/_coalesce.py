@@ -21,10 +21,10 @@ __all__ = ("CoalescingBackend",)
 
 
 class CoalescingBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's own backend choice (anyio or trio), with coalescing streams."""
+    """``inner``'s streams (by default httpcore's own choice, anyio or trio), coalescing."""
 
-    def __init__(self) -> None:
-        self._inner = AutoBackend()
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._inner = AutoBackend() if inner is None else inner
 
     async def connect_tcp(
         self,
@@ -83,15 +83,13 @@ class _CoalescingStream(httpcore.AsyncNetworkStream):
             buffer, self._held = self._held + buffer, b""
         await self._inner.write(buffer, timeout=timeout)
 
-    async def _flush(self) -> None:
+    async def _flush(self, timeout: float | None = None) -> None:
         if self._held:
             held, self._held = self._held, b""
-            await self._inner.write(held)
+            await self._inner.write(held, timeout=timeout)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._held:
-            await self._inner.write(self._held, timeout=timeout)
-            self._held = b""
+        await self._flush(timeout)
         self._reading = True
         return await self._inner.read(max_bytes, timeout=timeout)
 
