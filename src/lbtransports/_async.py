@@ -28,6 +28,7 @@ import httpcore
 from lbcore import ConfigError, TimeoutPhase, truncate
 
 from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
+from ._coalesce import CoalescingBackend
 from ._completion import Completion
 from ._config import ClientConfig
 from ._errors import LoadBalancerError
@@ -460,17 +461,24 @@ class AsyncClient(ClientBase):
                     # now, and the wait for the status line with it.
                     link.sent(run, attempt)
                     aim()
+                    # Nothing later is wanted: httpcore reads the trace from the
+                    # request's extensions at each step, so the response's
+                    # steps (a dozen awaits per request) skip the callback.
+                    extensions.pop("trace", None)
 
+            headers = _request_headers(http)
             for last_try in (False, True):
                 opened = False
+                # Fresh for each try: a retried send is traced again.
+                extensions: dict[str, object] = {"timeout": timeouts, "trace": on_progress}
                 try:
                     return await stack.enter_async_context(
                         pool.stream(
                             http.method,
                             http.url,
-                            headers=_request_headers(http),
+                            headers=headers,
                             content=_BodyIterator(http.body, uploaded),
-                            extensions={"timeout": timeouts, "trace": on_progress},
+                            extensions=extensions,
                         )
                     )
                 except HTTPCORE_ERRORS as error:
@@ -559,7 +567,9 @@ class _PoolShard:
         self.size = size
         self.busy = 0
         # retries=0: the core owns retries; nothing may retry underneath it.
-        self.pool = httpcore.AsyncConnectionPool(max_connections=size, retries=0)
+        self.pool = httpcore.AsyncConnectionPool(
+            max_connections=size, retries=0, network_backend=CoalescingBackend()
+        )
 
     def leave(self) -> None:
         self.busy -= 1
