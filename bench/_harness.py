@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from lbtransports import ClientConfig
+
 T = TypeVar("T")
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -164,12 +166,43 @@ def backends_in_child(specs: Sequence[str]) -> Iterator[ServedBackends]:
             raise RuntimeError("the backend process ended before it was ready")
         yield ServedBackends(urls, child.pid)
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=10)
+        stop_child(child, grace_s=10)
+
+
+def stop_child(child: subprocess.Popen[str], *, grace_s: float) -> None:
+    """Stop a process the bench started, by its PID: terminate, then kill after ``grace_s``."""
+    child.terminate()
+    try:
+        child.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=10)
+
+
+#: The key every bench backend is given: a made-up one, so redaction is exercised.
+KEY = "sk-bench-not-a-real-key"
+
+
+def client_config(
+    urls: Mapping[str, str], *names: str, strategy: str = "failover", **settings: object
+) -> ClientConfig:
+    """A client over the named local openai-format backends, as the benches use it."""
+    return ClientConfig.from_mapping(
+        {
+            "strategy": strategy,
+            "settings": {"timeout_ms": 30_000, "failover_retry_count": 1, **settings},
+            "backends": [
+                {
+                    "name": name,
+                    "provider": "openai",
+                    "model": "bench-model",
+                    "base_url": urls[name],
+                    "credential": {"key": KEY},
+                }
+                for name in names
+            ],
+        }
+    )
 
 
 def alternating(first: str, second: str, pairs: int) -> str:

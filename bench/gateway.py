@@ -40,6 +40,7 @@ import httpcore
 import openai
 from _harness import (
     BENCH_DIR,
+    KEY,
     Section,
     Table,
     backends_in_child,
@@ -51,6 +52,7 @@ from _harness import (
     ratio,
     rounds_async,
     spread,
+    stop_child,
 )
 
 
@@ -62,7 +64,6 @@ def _count(flag: str, default: int) -> int:
 
 
 CHUNKS = 20
-KEY = "sk-bench-not-a-real-key"
 ROUNDS = _count("--rounds", 2 if quick() else 5)
 PER_ROUND = 4 if quick() else 40
 THROUGHPUT_ROUNDS = _count("--load-rounds", 1 if quick() else 3)
@@ -99,12 +100,7 @@ def stopped_by_pid(
     try:
         yield child
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(timeout=10)
+        stop_child(child, grace_s=15)
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ from _harness import (
     Table,
     alternating,
     backends_in_child,
+    client_config,
     difference,
     median_of,
     publish,
@@ -48,7 +49,6 @@ from lbtransports import AsyncClient, ClientConfig
 from lbtransports.wire import ChatRequest, UserMessage
 
 CHUNKS = 20
-KEY = "sk-bench-not-a-real-key"
 ROUNDS = 2 if quick() else 5
 PER_ROUND = 4 if quick() else 40
 PICKS = 50 if quick() else 2_000
@@ -110,25 +110,6 @@ class Worker:
         self.child.stdin.close()
 
 
-def client_config(urls: dict[str, str], strategy: str, *names: str) -> ClientConfig:
-    return ClientConfig.from_mapping(
-        {
-            "strategy": strategy,
-            "settings": {"timeout_ms": 30_000, "failover_retry_count": 1},
-            "backends": [
-                {
-                    "name": name,
-                    "provider": "openai",
-                    "model": "bench-model",
-                    "base_url": urls[name],
-                    "credential": {"key": KEY},
-                }
-                for name in names
-            ],
-        }
-    )
-
-
 async def one_stream(client: AsyncClient) -> int:
     count = 0
     async with client.chat(REQUEST) as stream:
@@ -179,10 +160,10 @@ def our_load(client: AsyncClient) -> Callable[[], Awaitable[float]]:
 
 
 async def bench(urls: dict[str, str], worker: Worker) -> dict[str, list[Any]]:
-    spread3 = client_config(urls, "round-robin", "a", "b", "c")
+    spread3 = client_config(urls, "a", "b", "c", strategy="round-robin")
     async with (
         AsyncClient(spread3) as ours,
-        AsyncClient(client_config(urls, "failover", "first", "second")) as hop,
+        AsyncClient(client_config(urls, "first", "second")) as hop,
     ):
         for _ in range(WARMUP):
             await one_stream(ours)

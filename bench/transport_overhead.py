@@ -41,6 +41,7 @@ import anyio
 import httpcore
 import requests
 from _harness import (
+    KEY,
     Section,
     ServedBackends,
     Spread,
@@ -57,9 +58,12 @@ from _harness import (
     rounds_async,
     spread,
 )
+from _harness import (
+    client_config as config,  # one attempt per backend: a failure moves on at once
+)
 
 from lbcore import LBError
-from lbtransports import AsyncClient, Client, ClientConfig
+from lbtransports import AsyncClient, Client
 from lbtransports.wire import (
     BackendTarget,
     ChatRequest,
@@ -82,7 +86,6 @@ THROUGHPUT_REQUESTS = 16 if quick() else 300
 THROUGHPUT_ROUNDS = 2 if quick() else 3
 PROFILE_REQUESTS = 20 if quick() else 1_000
 PROFILE_ROWS = 12
-KEY = "sk-bench-not-a-real-key"
 REQUEST = ChatRequest(messages=(UserMessage(content="Say something short."),))
 MODES = ("sync", "asyncio")
 
@@ -112,26 +115,6 @@ def target(name: str, url: str) -> BackendTarget:
         model="bench-model",
         base_url=url,
         credential=CredentialSource(key=KEY),
-    )
-
-
-def config(urls: dict[str, str], *names: str, **settings: object) -> ClientConfig:
-    # One attempt per backend: a failure moves on to the next backend at once.
-    return ClientConfig.from_mapping(
-        {
-            "strategy": "failover",
-            "settings": {"timeout_ms": 30_000, "failover_retry_count": 1, **settings},
-            "backends": [
-                {
-                    "name": name,
-                    "provider": "openai",
-                    "model": "bench-model",
-                    "base_url": urls[name],
-                    "credential": {"key": KEY},
-                }
-                for name in names
-            ],
-        }
     )
 
 
