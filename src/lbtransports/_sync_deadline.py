@@ -18,6 +18,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ._sync_head import StrictResponse
 from ._timer import UPLOAD_PIECE
 
 __all__ = ("WaitLeft", "deadline_response", "send_in_pieces")
@@ -73,7 +74,7 @@ def deadline_response(wait_left: WaitLeft) -> Callable[..., http.client.HTTPResp
     """An http.client ``response_class`` whose every ``recv`` is bounded by ``wait_left``."""
 
     def response(sock: socket.socket, *args: Any, **kwargs: Any) -> http.client.HTTPResponse:
-        return http.client.HTTPResponse(_DeadlineSocket(sock, wait_left), *args, **kwargs)  # type: ignore[arg-type]
+        return StrictResponse(_DeadlineSocket(sock, wait_left), *args, **kwargs)  # type: ignore[arg-type]
 
     return response
 

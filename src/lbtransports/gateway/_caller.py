@@ -75,3 +75,6 @@ def decode_body(body: bytes, shape: type[_T]) -> _T:
         raise InvalidRequest(f"invalid request body: {error}") from None
     except msgspec.DecodeError as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        # msgspec stops at its depth limit (about 1000 levels) this way, not as a DecodeError.
+        raise InvalidRequest("the body is not valid JSON: nested too deeply") from None

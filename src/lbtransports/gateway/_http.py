@@ -67,6 +67,8 @@ class Connection:
         # h11 refuses a head larger than this with a 431 hint.
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.gone = False
+        #: The request being answered is a HEAD: its answers carry no body.
+        self._head_only = False
 
     @property
     def reusable(self) -> bool:
@@ -79,12 +81,17 @@ class Connection:
         requests. Raises :class:`BadRequest` and :class:`CallerGone`."""
         head: h11.Request | None = None
         started = False
+        # What h11 holds and is given until the head is parsed, less what it
+        # holds after: the head's own size. h11 alone refuses only a head still
+        # incomplete past the limit, not a whole one that came in one read.
+        head_bytes = len(self._h11.trailing_data[0])
         with anyio.move_on_after(self._limits.header_timeout_s) as waiting:
             while head is None:
                 event = self._next_event()
                 if event is h11.NEED_DATA:
                     data = await self._receive()
                     started = started or bool(data)
+                    head_bytes += len(data)
                     self._h11.receive_data(data)
                 elif isinstance(event, h11.Request):
                     head = event
@@ -96,11 +103,18 @@ class Connection:
             if not started:
                 return None  # an idle keep-alive connection: just close it
             raise BadRequest(408, "the request's headers took too long to arrive")
+        if head_bytes - len(self._h11.trailing_data[0]) > self._limits.max_header_bytes:
+            raise BadRequest(431, _protocol_message(431))
+        self._head_only = head.method == b"HEAD"
         headers = tuple(
             (name.decode("latin-1").lower(), value.decode("latin-1"))
             for name, value in head.headers
         )
-        path = head.target.decode("latin-1")
+        path = origin_form(head.target.decode("latin-1"))
+        if _has(headers, "transfer-encoding") and _has(headers, "content-length"):
+            # Two framings: which one a proxy in front used is unknowable (request
+            # smuggling). RFC 9112 6.1 allows refusing it; the connection is closed.
+            raise BadRequest(400, "the request has both Transfer-Encoding and Content-Length", path)
         declared = _content_length(headers)
         if declared is not None and declared > self._limits.max_body_bytes:
             raise BadRequest(413, f"the body exceeds {self._limits.max_body_bytes} bytes", path)
@@ -148,7 +162,11 @@ class Connection:
 
     async def watch_for_leaving(self) -> None:
         """Return once the caller closes or breaks the connection (used while answering)."""
-        while True:
+        # Pipelined requests are kept for later, but no more of them than one
+        # whole request: beyond that the caller is left unread (TCP holds it
+        # back), and a write failing tells whether it left.
+        room = self._limits.max_header_bytes + self._limits.max_body_bytes
+        while room > 0:
             try:
                 data = await self._stream.receive(_READ_SIZE)
             except _NETWORK_ERRORS:
@@ -157,7 +175,9 @@ class Connection:
             if not data:
                 self.gone = True
                 return
-            self._h11.receive_data(data)  # a pipelined request: kept for later
+            room -= len(data)
+            self._h11.receive_data(data)
+        await anyio.sleep_forever()
 
     # ------------------------------------------------------------ writing
     #
@@ -192,6 +212,8 @@ class Connection:
     ) -> None:
         """A whole response with a ``Content-Length``, in one send."""
         head = self.head(status, [*headers, ("content-length", str(len(body)))], close=close)
+        if self._head_only:
+            body = b""  # the length says what a GET would get (RFC 9110 9.3.2)
         await self.send(head + self.body(body) + self.end())
 
     def start_next(self) -> None:
@@ -226,6 +248,22 @@ class Connection:
             contextlib.suppress(*_NETWORK_ERRORS),
         ):
             await self._stream.aclose()
+
+
+def origin_form(target: str) -> str:
+    """The path and query of a request target; an absolute-form target
+    (``http://host/v1/models``, as sent to a proxy) loses its scheme and host,
+    which a server must accept (RFC 9112 3.2.2)."""
+    scheme, separator, rest = target.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        return target
+    ends = [at for at in (rest.find("/"), rest.find("?")) if at >= 0]
+    remainder = rest[min(ends) :] if ends else ""
+    return remainder if remainder.startswith("/") else "/" + remainder
+
+
+def _has(headers: tuple[tuple[str, str], ...], name: str) -> bool:
+    return any(key == name for key, _ in headers)
 
 
 def _content_length(headers: tuple[tuple[str, str], ...]) -> int | None:

@@ -16,6 +16,7 @@ from ._types import ChatRequest, ChatResponse, HttpRequest, Tool, ToolCall, Tool
 
 # Internal helpers: nothing here is re-exported.
 __all__ = (
+    "MAX_COUNT",
     "ErrorParser",
     "ResponseParser",
     "ShapeError",
@@ -37,6 +38,11 @@ __all__ = (
 )
 
 _ENCODER: Final = msgspec.json.Encoder()
+
+#: The largest token count or index read from a backend (2**53 - 1, the largest integer
+#: JSON numbers carry exactly): a larger one is a broken answer, not a count (10**400
+#: tokens would overflow the core's float token rates).
+MAX_COUNT: Final = 2**53 - 1
 
 
 class ShapeError(Exception):
@@ -140,6 +146,8 @@ def opt_int(parent: dict[str, Any], key: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ShapeError(f"{key} is not an integer")
+    if value > MAX_COUNT:
+        raise ShapeError(f"{key} is out of range")
     return max(value, 0)
 
 

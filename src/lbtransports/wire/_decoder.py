@@ -20,7 +20,7 @@ import msgspec
 
 from lbcore import Failure, FailureKind
 
-from ._common import ShapeError
+from ._common import MAX_COUNT, ShapeError
 from ._errors import WireError, failure, redact_secrets
 from ._sse import DEFAULT_MAX_EVENT, DEFAULT_MAX_LINE, SseEvent, SseParser
 from ._target import Provider
@@ -211,6 +211,8 @@ class StreamDecoder(abc.ABC):
 
     def set_usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> Usage:
         """Record the latest cumulative counts the backend reported and return the total."""
+        if (input_tokens or 0) > MAX_COUNT or (output_tokens or 0) > MAX_COUNT:
+            raise ShapeError("a token count is out of range")
         if input_tokens is not None:
             self._input_tokens = input_tokens
         if output_tokens is not None:
