@@ -11,7 +11,7 @@ from typing import Final
 
 import msgspec
 
-from lbcore import Failure, FailureKind
+from lbcore import Failure, FailureKind, clean_text
 
 from .wire import (
     Chunk,
@@ -25,6 +25,7 @@ from .wire import (
     header_value,
     parse_error,
     parse_response,
+    redact,
     redact_secrets,
     stream_decoder,
     with_url_tried,
@@ -49,8 +50,11 @@ class Failed(msgspec.Struct, frozen=True):
 Ending = Succeeded | Failed
 
 
-def _is_json(headers: Headers) -> bool:
-    media = (header_value(headers, "content-type") or "").split(";", 1)[0].strip().lower()
+def _media_type(headers: Headers) -> str:
+    return (header_value(headers, "content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
@@ -75,6 +79,8 @@ class AttemptReader:
         self._headers: Headers = ()
         self._body = bytearray()
         self._decoder: StreamDecoder | None = None
+        #: A 2xx whose body is a web page (a proxy's or a captive portal's), not an answer.
+        self._html = False
         self.ending: Ending | None = None
         #: The answer ended at its terminator, before the body's own end: the
         #: client may read on to that end, to keep the connection (spec/transports.md §5).
@@ -86,9 +92,12 @@ class AttemptReader:
 
     def start(self, status: int, headers: tuple[tuple[str, str], ...]) -> None:
         self._status, self._headers = status, headers
-        if 200 <= status <= 299 and self._request.stream and not _is_json(headers):
+        media = _media_type(headers)
+        self._html = 200 <= status <= 299 and media == "text/html"
+        if 200 <= status <= 299 and self._request.stream and not (_is_json(media) or self._html):
             # A JSON body answering a stream request (an error object sent
-            # with 200, or a server that ignored stream) is read whole.
+            # with 200, or a server that ignored stream) is read whole; so is
+            # a web page, to say what it was instead of "the stream ended early".
             self._decoder = stream_decoder(
                 self._provider, secrets=self._secrets, keep_events=self._keep_events
             )
@@ -121,7 +130,9 @@ class AttemptReader:
                 self.ended_before_body = True
             return chunks
         self._body += data
-        if not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
+        if self._html and len(self._body) >= ERROR_BODY_LIMIT:
+            self.ending = Failed(self._html_failure())
+        elif not self._ok and len(self._body) >= ERROR_BODY_LIMIT:
             # Enough to read the error; the rest is not worth waiting for.
             self.ending = Failed(self._error_failure())
         elif self._ok and len(self._body) > WHOLE_BODY_LIMIT:
@@ -140,6 +151,9 @@ class AttemptReader:
             return chunks
         if not self._ok:
             self.ending = Failed(self._error_failure())
+            return []
+        if self._html:
+            self.ending = Failed(self._html_failure())
             return []
         try:
             answer = parse_response(
@@ -207,6 +221,11 @@ class AttemptReader:
         )
         # A 404 from a wrong base_url must say where the request went.
         return with_url_tried(failure, self._request.url, self._secrets)
+
+    def _html_failure(self) -> Failure:
+        start = bytes(self._body[:200]).decode("utf-8", "replace")
+        message = f"HTTP {self._status} with a text/html body, not an answer: {start}"
+        return _protocol(clean_text(redact(message, self._secrets)))
 
     def _decoder_failed(self, error: WireError) -> list[Chunk]:
         # Chunks completed before the failure still belong to the answer.
