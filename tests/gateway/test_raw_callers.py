@@ -9,6 +9,7 @@ or a hang.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -303,3 +304,26 @@ def test_pipelined_bytes_sent_while_answering_are_not_buffered_without_bound() -
     # Before the fix the gateway read (and kept) all of it; now the socket
     # buffers fill: what the kernel holds, a few MiB, plus one request's worth.
     assert sent < 64 * 1024 * 1024
+
+
+def test_a_caller_that_stops_reading_is_let_go_after_the_body_timeout() -> None:
+    # The answer waits for a slow caller (memory stays bounded), but not for
+    # ever: one that takes nothing for body_timeout_s is taken as gone, so it
+    # cannot hold a connection, a task and an upstream stream indefinitely.
+    backends = LocalBackends()
+    backend = backends.add("big", "openai", default=Stream(chunks=12000, text="x" * 1000))
+    with backends:
+        config = make_config({"gpt": group(backend, strategy="round-robin")}, body_timeout_s=0.3)
+        with serving(config) as gw:
+            assert gw.port is not None
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                sock.sendall(closing(post(json.dumps({**CHAT, "stream": True}).encode())))
+                time.sleep(1.5)  # reads nothing; the answer is 12 MB, more than socket buffers hold
+                received = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := sock.recv(65536):
+                        received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert b"data: [DONE]" not in received  # cut off, not waited for
+    assert len(received) < 10_000_000

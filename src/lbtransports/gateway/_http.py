@@ -71,6 +71,10 @@ class Connection:
         self._head_only = False
 
     @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
     def reusable(self) -> bool:
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
 

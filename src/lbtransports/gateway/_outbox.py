@@ -8,7 +8,8 @@ answer puts its bytes here, and the writer frames and sends everything
 pending whenever it gets to run, which is when the answering task waits for
 the upstream: one HTTP chunk in one send per upstream read, whatever the
 number of events in it. A caller slower than the backend holds the answer
-back once :data:`MAX_PENDING` bytes wait.
+back once :data:`MAX_PENDING` bytes wait; one that takes nothing of it for
+``patience_s`` (the gateway's ``body_timeout_s``) is taken as gone.
 """
 
 from __future__ import annotations
@@ -36,13 +37,15 @@ class Outbox:
         "_failed",
         "_head",
         "_last",
+        "_patience",
         "_pending",
         "_ready",
         "_room",
     )
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, patience_s: float = 60.0) -> None:
         self._conn = conn
+        self._patience = patience_s
         self._head = b""
         self._pending = bytearray()
         self._end = False  # the response's end is to go with the next send
@@ -73,8 +76,7 @@ class Outbox:
     async def room(self) -> None:
         """Wait while more than :data:`MAX_PENDING` bytes wait for the caller."""
         while len(self._pending) > MAX_PENDING and not self._done.is_set():
-            self._room = anyio.Event()
-            await self._room.wait()
+            await self._sent_more()
         if self._failed:
             raise CallerGone
 
@@ -82,8 +84,21 @@ class Outbox:
         """Wait until everything queued has been sent; :class:`CallerGone` if it could not be."""
         self._last = True
         self._ready.set()
-        await self._done.wait()
+        while not self._done.is_set():
+            await self._sent_more()
         if self._failed:
+            raise CallerGone
+
+    async def _sent_more(self) -> None:
+        """Wait for the writer's next send to complete (or its end); a caller that takes
+        nothing for ``patience_s`` is gone: the connection is given up (its writer,
+        blocked in a send, is cancelled with the answer)."""
+        self._room = anyio.Event()
+        with anyio.move_on_after(self._patience) as waiting:
+            await self._room.wait()
+        if waiting.cancelled_caught:
+            self._conn.gone = True
+            self._failed = True
             raise CallerGone
 
     async def run(self) -> None:
