@@ -62,6 +62,8 @@ def _head_problem(response: StrictResponse) -> str:
     Sets the length a list of equal ``Content-Length`` values gives.
     """
     message = response.msg
+    if response.status == 101:
+        return "the server switched protocols, which was never asked for"
     if message.defects:
         return "a response header line is malformed"
     for value in message.values():

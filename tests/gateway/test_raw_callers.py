@@ -232,6 +232,7 @@ def test_wrong_methods_and_paths_get_405_and_404(gateway: Gateway) -> None:
         + closing(post(b"{}", target=b"/v1/../v1/chat%2Fcompletions")),
     )
     assert statuses(answer) == [405, 405, 404]
+    assert answer.count(b"allow: POST\r\n") == 2
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,9 @@ REFUSED_HEADS = {
     "a NUL in a header value": sized(extra=b"X-Nul: a\x00b\r\n"),
     "a 200 KB header": sized(extra=b"X-Big: " + b"a" * 200_000 + b"\r\n"),
     "a status line that is not one": b"HELLO WORLD\r\n\r\n",
+    "101 Switching Protocols, never asked for": b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n" + sized(),
+    "an HTTP/2 status line": b"HTTP/2 200\r\ncontent-length: 2\r\n\r\n{}",
 }
 
 #: (answer, kind, what the message says, whether the connection is reused; None

@@ -40,10 +40,13 @@ async def send_error(
     *,
     request_id: str = "",
     close: bool = False,
+    allow: str = "",
 ) -> None:
     headers = [*_JSON, ("x-request-id", request_id or new_request_id())]
     if status == 401:
         headers.append(("www-authenticate", "Bearer"))
+    if allow:
+        headers.append(("allow", allow))  # a 405 must say what is allowed (RFC 9110 15.5.6)
     await conn.respond(
         status, caller_for_path(path).error_body(status, message), headers, close=close
     )
@@ -78,7 +81,9 @@ class Router:
             return True
         wanted = "POST" if caller is not None else "GET"
         if request.method != wanted:
-            await send_error(conn, path, 405, f"{path} takes {wanted} only", request_id=rid)
+            await send_error(
+                conn, path, 405, f"{path} takes {wanted} only", request_id=rid, allow=wanted
+            )
             return True
         # Checked before the body is even decoded: an unknown caller reaches no backend.
         if not self._keys.allows(presented_key(request.headers)):
