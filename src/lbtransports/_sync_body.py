@@ -20,6 +20,7 @@ the response closes the connection (spec/transports.md section 5).
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import ssl
@@ -36,6 +37,10 @@ PIECE: Final = 64 * 1024
 MAX_LINE: Final = 64 * 1024
 
 _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+#: A chunk-size line as h11 reads it (under AsyncClient): hex digits only, then an
+#: optional extension. Python's int() would also take "+5", "0x5", "5_0" and " 5",
+#: which h11 refuses: the two clients must agree on where a body ends.
+_SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*\r?\n")
 
 
 class FramingError(urllib3.exceptions.ProtocolError):
@@ -105,13 +110,10 @@ class ChunkedFraming:
 
 
 def _chunk_size(line: bytes) -> int:
-    try:
-        size = int(line.split(b";", 1)[0], 16)
-    except ValueError:
-        raise FramingError("a chunk size is not a hexadecimal number") from None
-    if size < 0:
-        raise FramingError("a chunk size is negative")
-    return size
+    match = _SIZE_LINE.fullmatch(line)
+    if match is None:
+        raise FramingError("a chunk size is not a hexadecimal number")
+    return int(match[1], 16)
 
 
 class LengthFraming:

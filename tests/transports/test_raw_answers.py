@@ -76,6 +76,12 @@ def sse(events: bytes, piece: int = 1 << 20, extra: bytes = b"") -> bytes:
     return whole(SSE + extra, chunked(events, piece))
 
 
+def _sized_chunk(size_line: bytes) -> bytes:
+    return whole(
+        JSON + b"Transfer-Encoding: chunked\r\n", size_line + b"\r\n%s\r\n0\r\n\r\n" % BODY
+    )
+
+
 # ------------------------------------------------------------ the answers, and how each ends
 
 #: Whole and cleanly framed, however odd: a success, and the connection is reused.
@@ -103,6 +109,7 @@ WHOLE_AND_REUSED = {
         b"\xef\xbb\xbf: keep-alive\n\nevent: message\nid: 7\nretry: 1000\nfoo: bar\n" + EVENTS
     ),
     "SSE in one-byte HTTP chunks": sse(EVENTS, piece=1),
+    "upper-case hex, a space after a chunk size": _sized_chunk(b"%X " % len(BODY)),
     "a second answer after the terminator, in the same body": sse(EVENTS + EVENTS),
 }
 
@@ -116,9 +123,11 @@ WHOLE_AND_CLOSED = {
     "bytes past the end of a streamed body": sse(EVENTS) + b"\r\n",
 }
 
-#: A head h11 refuses: a lost connection for both clients, at once (the sync
-#: client's http.client took these as bodies read until the server closes).
-REFUSED_HEADS = {
+
+#: A head or chunk framing h11 refuses: a lost connection for both clients, at
+#: once (the sync client's http.client took such heads as bodies read until the
+#: server closes, and Python's int() read such chunk sizes).
+REFUSED_FRAMING = {
     "conflicting content-lengths": sized(extra=b"Content-Length: 3\r\n"),
     "a negative content-length": whole(JSON + b"Content-Length: -1\r\n"),
     "a signed content-length": whole(JSON + b"Content-Length: +%d\r\n" % len(BODY)),
@@ -133,6 +142,12 @@ REFUSED_HEADS = {
     "101 Switching Protocols, never asked for": b"HTTP/1.1 101 Switching Protocols\r\n"
     b"Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n" + sized(),
     "an HTTP/2 status line": b"HTTP/2 200\r\ncontent-length: 2\r\n\r\n{}",
+    "a signed chunk size": _sized_chunk(b"+%x" % len(BODY)),
+    "a chunk size with 0x": _sized_chunk(b"0x%x" % len(BODY)),
+    "a chunk size with an underscore": _sized_chunk(b"%x_%x" % divmod(len(BODY), 16)),
+    "a space before a chunk size": _sized_chunk(b" %x" % len(BODY)),
+    "a space before a chunk extension": _sized_chunk(b"%x ;a=b" % len(BODY)),
+    "a chunk size of 21 digits": _sized_chunk(b"%021x" % len(BODY)),
 }
 
 #: (answer, kind, what the message says, whether the connection is reused; None
@@ -260,9 +275,9 @@ def test_a_whole_answer_on_a_connection_not_to_reuse_succeeds_and_closes_it(
     assert requests == [1, 1]
 
 
-@pytest.mark.parametrize("name", REFUSED_HEADS)
-def test_a_head_that_breaks_http_framing_is_a_lost_connection_at_once(mode: str, name: str) -> None:
-    outcomes, requests = _run(mode, REFUSED_HEADS[name])
+@pytest.mark.parametrize("name", REFUSED_FRAMING)
+def test_framing_h11_refuses_is_a_lost_connection_at_once(mode: str, name: str) -> None:
+    outcomes, requests = _run(mode, REFUSED_FRAMING[name])
     first, second = outcomes
     assert isinstance(first, BackendError), first
     assert first.failure.kind is FailureKind.NETWORK
