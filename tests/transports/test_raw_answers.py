@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import anyio
 import pytest
@@ -328,3 +329,38 @@ def test_a_huge_token_count_leaves_the_clients_stats_readable(mode: str) -> None
             stats = anyio.run(main, backend=mode)
     assert stats.backend_metrics["raw"].failures == 1
     assert stats.current_tpm["raw"] == 0
+
+
+def test_bytes_that_arrive_after_a_clean_answer_are_never_read_as_the_next_one(mode: str) -> None:
+    # The first answer ended cleanly and its connection was pooled; a second,
+    # unasked-for answer arrives while it idles. The next request must not take it.
+    def late_smuggler(connection: RawConnection) -> None:
+        if connection.index == 0:
+            if connection.read_request():
+                connection.send(answer("first"))
+                connection.stop.wait(0.05)
+                connection.send(answer("smuggled"))
+            while connection.read_request():
+                connection.send(answer("reused"))
+        else:
+            while connection.read_request():
+                connection.send(answer("fresh"))
+
+    texts: list[str] = []
+    with raw_backend(late_smuggler) as backend:
+        if mode == "sync":
+            with Client(config(backend.url)) as client:
+                texts.append(client.complete(REQUEST).text)
+                time.sleep(0.2)
+                texts.append(client.complete(REQUEST).text)
+        else:
+
+            async def main() -> None:
+                async with AsyncClient(config(backend.url)) as client:
+                    texts.append((await client.complete(REQUEST)).text)
+                    await anyio.sleep(0.2)
+                    texts.append((await client.complete(REQUEST)).text)
+
+            anyio.run(main, backend=mode)
+    assert texts == ["first", "fresh"]
+    assert backend.requests == [1, 1]
