@@ -103,6 +103,9 @@ WHOLE_AND_REUSED = {
     "103 Early Hints twice first": b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
     b"HTTP/1.1 103 Early Hints\r\n\r\n" + sse(EVENTS),
     "LF line ends and no reason phrase": sized().replace(b"\r\n", b"\n").replace(b" OK", b"", 1),
+    "a charset parameter (ignored: JSON is UTF-8)": sized().replace(
+        b"application/json", b"application/json; charset=ISO-8859-1"
+    ),
     "non-ASCII header values": sized(extra="X-Latin: caf\xe9\r\n".encode("latin-1")),
     "SSE with CRLF line ends": sse(EVENTS.replace(b"\n", b"\r\n")),
     "SSE with CR line ends": sse(EVENTS.replace(b"\n", b"\r")),
@@ -188,6 +191,18 @@ FAILED = {
     ),
     "JSON nested 100 000 deep": (
         sized(b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
+        FailureKind.PROTOCOL,
+        "openai response",
+        True,
+    ),
+    "JSON in UTF-16": (
+        sized(BODY.decode().encode("utf-16"), b"X-Note: charset=utf-16\r\n"),
+        FailureKind.PROTOCOL,
+        "openai response",
+        True,
+    ),
+    "a byte order mark before the JSON": (
+        sized(b"\xef\xbb\xbf" + BODY),
         FailureKind.PROTOCOL,
         "openai response",
         True,
