@@ -224,6 +224,14 @@ def test_invalid_http_gets_400_and_a_close(gateway: Gateway, data: bytes) -> Non
     assert b"not valid HTTP/1.1" in answer
 
 
+def test_a_transfer_coding_other_than_chunked_gets_501_and_a_close(gateway: Gateway) -> None:
+    body = json.dumps(CHAT).encode()
+    data = post(body, extra=b"transfer-encoding: gzip, chunked\r\n", length=False)
+    answer = exchange(gateway, data + GOOD)
+    assert statuses(answer) == [501]
+    assert b"transfer coding is not supported" in answer
+
+
 def test_wrong_methods_and_paths_get_405_and_404(gateway: Gateway) -> None:
     answer = exchange(
         gateway,

@@ -280,4 +280,6 @@ def _content_length(headers: tuple[tuple[str, str], ...]) -> int | None:
 def _protocol_message(status: int) -> str:
     if status == 431:
         return "the request's headers are too large"
+    if status == 501:
+        return "the request's transfer coding is not supported (only chunked is)"
     return "the request is not valid HTTP/1.1"
