@@ -5,6 +5,9 @@ answer or waits for nothing:
 
 - it passes on every interim (1xx) answer but ``100 Continue`` as the answer
   itself, so a ``103 Early Hints`` before the real answer failed as "HTTP 103";
+- it reads a status line by splitting it on any whitespace, so ``HTTP/1.1  200``,
+  a tab, ``HTTP/1.10`` or a status of ``2_00`` (Python's int()) passed, which
+  h11 refuses;
 - a ``Transfer-Encoding`` other than ``chunked`` (``gzip, chunked``), a
   ``Content-Length`` it cannot read (``12, 12``, ``-1``), or a header line it
   cannot parse (``Content-Type : x``, which puts every later header in the body)
@@ -26,6 +29,10 @@ from typing import Final
 __all__ = ("StrictResponse",)
 
 _DIGITS: Final = re.compile(r"[0-9]+")
+#: The status line as h11 reads it: one space each side of three digits.
+_STATUS_LINE: Final = re.compile(r"(HTTP/[0-9]\.[0-9]) ([0-9]{3})(?: ([^\r\n]*))?\r?\n")
+#: http.client's own limit on a line of the head.
+_MAX_LINE: Final = 65536
 #: Control characters h11 refuses in a header value (HTAB is allowed), and the line
 #: break of an obsolete folded line (which h11 accepts), taken out before looking.
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -41,7 +48,17 @@ class StrictResponse(http.client.HTTPResponse):
 
     def _read_status(self) -> tuple[str, int, str]:
         while True:
-            version, status, reason = super()._read_status()  # type: ignore[misc]
+            line = self.fp.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise http.client.LineTooLong("status line")
+            if not line:
+                # What http.client raises here: urllib3 takes it for a stale connection.
+                raise http.client.RemoteDisconnected("closed without a response")
+            text = line.decode("latin-1")
+            match = _STATUS_LINE.fullmatch(text)
+            if match is None:
+                raise http.client.BadStatusLine(text)
+            version, status, reason = match[1], int(match[2]), match[3] or ""
             if not 100 <= status <= 199 or status == 101:
                 return version, status, reason
             # An interim answer (100 Continue, 103 Early Hints): its headers are dropped.

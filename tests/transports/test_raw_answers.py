@@ -146,6 +146,10 @@ REFUSED_FRAMING = {
     "101 Switching Protocols, never asked for": b"HTTP/1.1 101 Switching Protocols\r\n"
     b"Upgrade: h2c\r\nConnection: Upgrade\r\n\r\n" + sized(),
     "an HTTP/2 status line": b"HTTP/2 200\r\ncontent-length: 2\r\n\r\n{}",
+    "two spaces in the status line": sized().replace(b"HTTP/1.1 ", b"HTTP/1.1  ", 1),
+    "a tab in the status line": sized().replace(b"HTTP/1.1 ", b"HTTP/1.1\t", 1),
+    "HTTP/1.10": sized().replace(b"HTTP/1.1 ", b"HTTP/1.10 ", 1),
+    "a status of 2_00": sized().replace(b"200 OK", b"2_00 OK", 1),
     "a signed chunk size": _sized_chunk(b"+%x" % len(BODY)),
     "a chunk size with 0x": _sized_chunk(b"0x%x" % len(BODY)),
     "a chunk size with an underscore": _sized_chunk(b"%x_%x" % divmod(len(BODY), 16)),
