@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Final, Self
@@ -40,6 +41,7 @@ from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
+from ._tls import tls_context
 from ._tracefile import TraceTarget
 from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
 from ._upstream import Upstream
@@ -549,8 +551,10 @@ class AsyncClient(ClientBase):
         if shards is None:
             # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
+            tls = tls_context(self.config.ca_file)
             shards = self._pools[backend] = [
-                _PoolShard(min(POOL_SHARD, size - start)) for start in range(0, size, POOL_SHARD)
+                _PoolShard(min(POOL_SHARD, size - start), tls)
+                for start in range(0, size, POOL_SHARD)
             ]
         shard = next(s for s in shards if s.busy < s.size)
         shard.busy += 1
@@ -563,12 +567,12 @@ class _PoolShard:
 
     __slots__ = ("busy", "pool", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, tls: ssl.SSLContext | None) -> None:
         self.size = size
         self.busy = 0
         # retries=0: the core owns retries; nothing may retry underneath it.
         self.pool = httpcore.AsyncConnectionPool(
-            max_connections=size, retries=0, network_backend=CoalescingBackend()
+            ssl_context=tls, max_connections=size, retries=0, network_backend=CoalescingBackend()
         )
 
     def leave(self) -> None:

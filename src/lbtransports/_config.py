@@ -9,6 +9,7 @@ or from a profile directory with :func:`lbtransports.load_profile`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ import msgspec
 from lbcore import BackendSpec, BalancerConfig, ConfigError, Settings, clean_text, truncate
 
 from ._shared_config import DEFAULT_PREFIX, SharedState
+from ._tls import check_ca_file
 from .wire import BackendTarget, CredentialSource, redact_settings
 
 # Everything in __all__ is re-exported by lbtransports.
@@ -68,6 +70,8 @@ class _ConfigShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: A Redis URL: share breakers, TPM and cooldowns with other processes (spec §26).
     shared_state: str | None = None
     shared_prefix: str = DEFAULT_PREFIX
+    #: A PEM bundle of the authorities https backends are verified against.
+    ca_file: str | None = None
 
 
 def _check_base_url(backend: str, url: str | None) -> None:
@@ -107,6 +111,9 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
     nested: dict[str, ClientConfig] = msgspec.field(default_factory=dict)
     #: Where to share backend state with other processes; None keeps it local.
     shared_state: SharedState | None = None
+    #: A PEM bundle of certificate authorities: https backends are verified
+    #: against it instead of the default store (a private CA). None: the default.
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.balancer, BalancerConfig):
@@ -140,6 +147,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigError(
                     "shared_state: needs settings.peer_sharing = true (from_mapping sets it)"
                 )
+        check_ca_file(self.ca_file)
         for field in ("connect_timeout_ms", "idle_timeout_ms"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -169,8 +177,10 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
         except msgspec.ValidationError as error:
             # msgspec names the path ("at `$.backends[0].name`"); no value is echoed.
             raise ConfigError(f"config: {error}") from None
+        ca_file = os.path.expanduser(shape.ca_file) if shape.ca_file else shape.ca_file
+        # A nested balancer trusts what its parent trusts unless it names its own.
         nested = {
-            b.name: _nested_config(b.name, b.balancer)
+            b.name: _nested_config(b.name, {"ca_file": ca_file, **b.balancer})
             for b in shape.backends
             if b.balancer is not None
         }
@@ -222,6 +232,7 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             idle_timeout_ms=shape.idle_timeout_ms,
             nested=nested,
             shared_state=shared,
+            ca_file=ca_file,
         )
 
     def shared(self, state: SharedState) -> ClientConfig:
@@ -238,7 +249,8 @@ class ClientConfig(msgspec.Struct, frozen=True, kw_only=True):
             f"settings={redact_settings(self.settings)!r}, "
             f"model_params={redact_settings(self.model_params)!r}, "
             f"connect_timeout_ms={self.connect_timeout_ms}, idle_timeout_ms={self.idle_timeout_ms}"
-            + (f", shared_state={self.shared_state!r})" if self.shared_state is not None else ")")
+            + (f", shared_state={self.shared_state!r}" if self.shared_state is not None else "")
+            + (f", ca_file={self.ca_file!r})" if self.ca_file is not None else ")")
         )
 
 

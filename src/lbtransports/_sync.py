@@ -369,7 +369,9 @@ class Client(ClientBase):
             session = self._sessions.get(backend)
             if session is None:
                 size = self._connections_for(backend, self._pool_size, closing=True)
-                session = self._sessions[backend] = _new_session(size, trust_env=self._trust_env)
+                session = self._sessions[backend] = _new_session(
+                    size, trust_env=self._trust_env, ca_file=self.config.ca_file
+                )
             return session
 
 
@@ -392,9 +394,12 @@ def _read_to_body_end(body: BodyReader, deadline: float) -> None:
             return
 
 
-def _new_session(pool_size: int, *, trust_env: bool) -> requests.Session:
+def _new_session(pool_size: int, *, trust_env: bool, ca_file: str | None) -> requests.Session:
     session = requests.Session()
     session.trust_env = trust_env
+    if ca_file is not None:
+        # Wins over REQUESTS_CA_BUNDLE even with trust_env, as the config said so.
+        session.verify = ca_file
     # Cookies one backend sets must never travel anywhere; keep none.
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     session.headers.clear()

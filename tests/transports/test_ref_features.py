@@ -25,7 +25,7 @@ from lbtransports import (
     Observation,
     ObserverWarning,
 )
-from lbtransports.testing import Fail, LocalBackends, Reset, Stream
+from lbtransports.testing import Fail, LocalBackends, Reset, Stall, Stream
 from lbtransports.wire import UserMessage
 
 LONG = ChatRequest(messages=(UserMessage(content="word " * 400),))
@@ -457,3 +457,42 @@ def test_context_compression_without_a_hook_is_refused() -> None:
         Client(config)
     with pytest.raises(ConfigError, match="needs a compress hook"):
         AsyncClient(config)
+
+
+def test_an_earlier_nested_error_never_becomes_the_callers(mode: str) -> None:
+    # Attempt 1 on "team": the inner balancer is exhausted (a retryable aggregate the
+    # outer retries). Attempt 2 on "team": a chunk, then silence past the outer
+    # idle timeout. The caller must get that timeout, not attempt 1's spent aggregate.
+    # Async clients bound the wait by the outer timer ("team" times out); the sync
+    # client's wait is the inner balancer's own (spec/transports.md §11.3): "x" does.
+    then_stall = (Fail(503), Stall(after_chunks=1))
+    backends = LocalBackends()
+    backends.add("x", "openai", *then_stall)
+    backends.add("y", "anthropic", *then_stall)
+    backends.add("c", "openai")
+    with backends:
+        inner = {
+            "strategy": "failover",
+            "profile_name": "inner",
+            "settings": {"failover_retry_count": 1},
+            "idle_timeout_ms": 1_000,
+            "backends": [_backend(backends, "x"), _backend(backends, "y")],
+        }
+        config = ClientConfig.from_mapping(
+            {
+                "strategy": "failover",
+                "profile_name": "outer",
+                "settings": {"failover_retry_count": 2, "failover_retry_delay_ms": 0},
+                "idle_timeout_ms": 300,
+                "backends": [
+                    {"name": "team", "provider": "load-balancer", "balancer": inner},
+                    _backend(backends, "c"),
+                ],
+            }
+        )
+        (error,), trace, _ = _complete(mode, config, SHORT)
+        received_c = len(backends["c"].received)
+    assert type(error).__name__ == "BackendError"
+    assert error.backend == ("x" if mode == "sync" else "team")  # type: ignore[attr-defined]
+    assert "exhausted" not in str(error) and received_c == 0
+    assert b'"kind":"nested"' in trace and verify_trace(trace) is None

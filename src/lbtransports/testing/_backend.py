@@ -55,6 +55,7 @@ class LocalBackend:
         self._received: list[Received] = []
         self._errors: list[str] = []
         self._port: int | None = None
+        self._scheme = "http"
         self._open = 0
         self._connections_total = 0
         self._requests_total = 0
@@ -96,9 +97,9 @@ class LocalBackend:
         """The ``BackendTarget.base_url`` that makes the wire layer's URLs land here.
 
         OpenAI ``http://127.0.0.1:PORT/v1``, Anthropic ``http://127.0.0.1:PORT``,
-        Gemini ``http://127.0.0.1:PORT/v1beta``.
+        Gemini ``http://127.0.0.1:PORT/v1beta`` (``https`` when served over TLS).
         """
-        return f"http://127.0.0.1:{self.port}{self._format.base_path}"
+        return f"{self._scheme}://127.0.0.1:{self.port}{self._format.base_path}"
 
     # ------------------------------------------------------------ what
 
@@ -163,9 +164,10 @@ class LocalBackend:
     def _wire_format(self) -> ProviderFormat:
         return self._format
 
-    def _bind(self, port: int | None) -> None:
+    def _bind(self, port: int | None, *, tls: bool = False) -> None:
         with self._lock:
             self._port = port
+            self._scheme = "https" if tls else "http"
 
     def _connection_opened(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
+from anyio.streams.tls import TLSListener
 
 from ._backend import LocalBackend
 from ._behaviours import Behaviour
@@ -42,12 +44,16 @@ class LocalBackends:
     serving starts; a container may serve again after it stopped, on new ports.
 
     ``thread_backend`` is the event loop ``with backends:`` runs on its
-    thread: "asyncio" or "trio".
+    thread: "asyncio" or "trio". With ``tls`` (a server-side SSL context)
+    every backend serves HTTPS, and its ``base_url`` says ``https``.
     """
 
-    def __init__(self, *, thread_backend: str = "asyncio") -> None:
+    def __init__(
+        self, *, thread_backend: str = "asyncio", tls: ssl.SSLContext | None = None
+    ) -> None:
         self._backends: dict[str, LocalBackend] = {}
         self._thread_backend = thread_backend
+        self._tls = tls
         self._stack: AsyncExitStack | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -120,23 +126,27 @@ class LocalBackends:
         """Bind every port and start serving; the stack undoes it all."""
         stack = AsyncExitStack()
         try:
-            servers = []
+            servers: list[tuple[LocalBackend, anyio.abc.Listener[anyio.abc.ByteStream]]] = []
             for backend in self._backends.values():
                 if backend.refused:
                     refusing = _refusing_socket()
                     stack.callback(refusing.close)
                     backend._bind(refusing.getsockname()[1])
                 else:
-                    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-                    stack.push_async_callback(listener.aclose)
-                    backend._bind(listener.extra(anyio.abc.SocketAttribute.local_port))
-                    servers.append((backend, listener))
+                    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+                    stack.push_async_callback(tcp.aclose)
+                    backend._bind(
+                        tcp.extra(anyio.abc.SocketAttribute.local_port), tls=bool(self._tls)
+                    )
+                    servers.append(
+                        (backend, tcp if self._tls is None else _QuietTLSListener(tcp, self._tls))
+                    )
             task_group = await stack.enter_async_context(anyio.create_task_group())
             # Runs first on the way out: every connection is cancelled, then the
             # task group has nothing left to wait for.
             stack.callback(task_group.cancel_scope.cancel)
-            for backend, listener in servers:
-                task_group.start_soon(serve_backend, backend, listener)
+            for backend, serving in servers:
+                task_group.start_soon(serve_backend, backend, serving)
         except BaseException:
             await stack.aclose()
             raise
@@ -255,6 +265,17 @@ async def _stop(
     # would bring it back wrapped in an ExceptionGroup.
     await stack.aclose()
     return False
+
+
+class _QuietTLSListener(TLSListener):
+    """A TLS listener that drops a failed handshake without logging it: a
+    client refusing the certificate is what some tests are about."""
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
+        await anyio.aclose_forcefully(stream)
+        if not isinstance(exc, Exception) or isinstance(exc, anyio.get_cancelled_exc_class()):
+            raise exc
 
 
 def _refusing_socket() -> socket.socket:

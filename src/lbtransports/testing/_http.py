@@ -65,7 +65,7 @@ class IncomingRequest(msgspec.Struct, frozen=True, kw_only=True):
 class ServerConnection:
     """Reads requests and writes responses on one accepted connection."""
 
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
         self._h11 = h11.Connection(h11.SERVER)
         self._gone = False

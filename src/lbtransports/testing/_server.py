@@ -27,18 +27,18 @@ BACKEND_HEADER = "x-local-backend"
 
 
 async def serve_backend(
-    backend: LocalBackend, listener: anyio.abc.Listener[anyio.abc.SocketStream]
+    backend: LocalBackend, listener: anyio.abc.Listener[anyio.abc.ByteStream]
 ) -> None:
     """Serve ``backend`` on ``listener`` until cancelled."""
 
-    async def handle(stream: anyio.abc.SocketStream) -> None:
+    async def handle(stream: anyio.abc.ByteStream) -> None:
         await _connection(backend, stream)
 
     async with anyio.create_task_group() as connections:
         await listener.serve(handle, task_group=connections)
 
 
-async def _connection(backend: LocalBackend, stream: anyio.abc.SocketStream) -> None:
+async def _connection(backend: LocalBackend, stream: anyio.abc.ByteStream) -> None:
     backend._connection_opened()
     connection = ServerConnection(stream)
     ending = Ending.CLOSE
