@@ -218,7 +218,13 @@ class Connection:
         head = self.head(status, [*headers, ("content-length", str(len(body)))], close=close)
         if self._head_only:
             body = b""  # the length says what a GET would get (RFC 9110 9.3.2)
-        await self.send(head + self.body(body) + self.end())
+        # A caller that takes nothing of it for body_timeout_s is gone (the
+        # socket buffers hold a few MiB; an answer up to 32 MiB may not fit).
+        with anyio.move_on_after(self._limits.body_timeout_s) as sending:
+            await self.send(head + self.body(body) + self.end())
+        if sending.cancelled_caught:
+            self.gone = True
+            raise CallerGone
 
     def start_next(self) -> None:
         self._h11.start_next_cycle()
