@@ -149,6 +149,8 @@ class AsyncClient(ClientBase):
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
         self._pools: dict[str, list[_PoolShard]] = {}
+        # Loaded once for all of this client's pools (a bundle takes milliseconds to read).
+        self._tls = tls_context(config.ca_file)
         # Our own count of connections in use, in front of httpcore's pool:
         # a wait here is visible to the core (AttemptHeld), and httpcore's
         # pool, whose bookkeeping grows with every queued request, never queues.
@@ -551,9 +553,8 @@ class AsyncClient(ClientBase):
         if shards is None:
             # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
-            tls = tls_context(self.config.ca_file)
             shards = self._pools[backend] = [
-                _PoolShard(min(POOL_SHARD, size - start), tls)
+                _PoolShard(min(POOL_SHARD, size - start), self._tls)
                 for start in range(0, size, POOL_SHARD)
             ]
         shard = next(s for s in shards if s.busy < s.size)

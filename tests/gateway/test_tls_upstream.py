@@ -6,6 +6,7 @@ import ssl
 from pathlib import Path
 
 import openai
+import pytest
 
 from lbtransports.testing import LocalBackends, Stream
 
@@ -36,17 +37,13 @@ def test_an_https_backend_behind_a_private_authority_serves_sdk_callers() -> Non
                 model="trusted", messages=[{"role": "user", "content": "hi"}], stream=True
             )
             text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
-            try:
+            with pytest.raises(openai.APIStatusError) as refused:
                 client.chat.completions.create(
                     model="untrusted", messages=[{"role": "user", "content": "hi"}]
                 )
-            except openai.APIStatusError as error:
-                refused = error
-            else:  # pragma: no cover - the assertion below names what went wrong
-                refused = None
         requests_seen = backends["oa"].requests_total
     assert whole.choices[0].message.content == "oa-0 oa-1 oa-2 "
     assert text == "oa-0 oa-1 oa-2 "
-    assert refused is not None and refused.status_code == 502
-    assert "TLS handshake failed" in str(refused.message)
+    assert refused.value.status_code == 502
+    assert "TLS handshake failed" in str(refused.value.message)
     assert requests_seen == 2

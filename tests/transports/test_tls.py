@@ -47,19 +47,17 @@ def backends() -> Iterator[LocalBackends]:
         yield backends
 
 
+def _backend(backends: LocalBackends, name: str, host: str = "127.0.0.1") -> dict[str, Any]:
+    b = backends[name]
+    url = b.base_url.replace("127.0.0.1", host)
+    return {"name": name, "provider": b.provider, "model": f"m-{name}", "base_url": url}
+
+
 def _config(backends: LocalBackends, host: str = "127.0.0.1", **more: Any) -> ClientConfig:
     return ClientConfig.from_mapping(
         {
             "strategy": "failover",
-            "backends": [
-                {
-                    "name": name,
-                    "provider": backends[name].provider,
-                    "model": f"m-{name}",
-                    "base_url": backends[name].base_url.replace("127.0.0.1", host),
-                }
-                for name in ("a", "b")
-            ],
+            "backends": [_backend(backends, name, host) for name in ("a", "b")],
             **more,
         }
     )
@@ -125,25 +123,20 @@ def test_the_host_name_is_still_checked_with_ca_file(mode: str, backends: LocalB
 
 
 def test_a_nested_balancer_trusts_its_parents_ca_file(backends: LocalBackends) -> None:
-    inner = {"strategy": "round-robin", "backends": [_config_backend(backends, "a")]}
+    inner = {"strategy": "round-robin", "backends": [_backend(backends, "a")]}
     config = ClientConfig.from_mapping(
         {
             "strategy": "failover",
             "ca_file": CA,
             "backends": [
                 {"name": "team", "provider": "load-balancer", "balancer": inner},
-                _config_backend(backends, "b"),
+                _backend(backends, "b"),
             ],
         }
     )
     assert config.nested["team"].ca_file == CA
     (answer,) = _complete("sync", config)
     assert isinstance(answer, Completion) and answer.text == "a-0 a-1 a-2 "
-
-
-def _config_backend(backends: LocalBackends, name: str) -> dict[str, Any]:
-    b = backends[name]
-    return {"name": name, "provider": b.provider, "model": f"m-{name}", "base_url": b.base_url}
 
 
 @pytest.mark.parametrize(

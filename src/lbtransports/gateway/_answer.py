@@ -115,7 +115,7 @@ async def _watching(
     runs in this task: one task fewer to start per request.
     """
     result = False
-    outbox = Outbox(conn, conn.limits.body_timeout_s)
+    outbox = Outbox(conn)
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:

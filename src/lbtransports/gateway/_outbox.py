@@ -9,7 +9,7 @@ pending whenever it gets to run, which is when the answering task waits for
 the upstream: one HTTP chunk in one send per upstream read, whatever the
 number of events in it. A caller slower than the backend holds the answer
 back once :data:`MAX_PENDING` bytes wait; one that takes nothing of it for
-``patience_s`` (the gateway's ``body_timeout_s``) is taken as gone.
+the gateway's ``body_timeout_s`` is taken as gone.
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ class Outbox:
         "_failed",
         "_head",
         "_last",
-        "_patience",
         "_pending",
         "_ready",
         "_room",
     )
 
-    def __init__(self, conn: Connection, patience_s: float = 60.0) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
-        self._patience = patience_s
         self._head = b""
         self._pending = bytearray()
         self._end = False  # the response's end is to go with the next send
@@ -91,10 +89,10 @@ class Outbox:
 
     async def _sent_more(self) -> None:
         """Wait for the writer's next send to complete (or its end); a caller that takes
-        nothing for ``patience_s`` is gone: the connection is given up (its writer,
+        nothing for ``body_timeout_s`` is gone: the connection is given up (its writer,
         blocked in a send, is cancelled with the answer)."""
         self._room = anyio.Event()
-        with anyio.move_on_after(self._patience) as waiting:
+        with anyio.move_on_after(self._conn.limits.body_timeout_s) as waiting:
             await self._room.wait()
         if waiting.cancelled_caught:
             self._conn.gone = True
