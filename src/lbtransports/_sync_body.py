@@ -40,6 +40,7 @@ _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 #: A chunk-size line as h11 reads it (under AsyncClient): hex digits only, then an
 #: optional extension. Python's int() would also take "+5", "0x5", "5_0" and " 5",
 #: which h11 refuses: the two clients must agree on where a body ends.
+_CRLF: Final = b"\r\n"
 _SIZE_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*\r?\n")
 
 
@@ -51,11 +52,13 @@ class ChunkedFraming:
     """Undoes chunked transfer coding over pieces split anywhere, as http.client reads it.
 
     A size line (hex, optional ``;extensions``) ends at LF; a chunk's data is
-    followed by two bytes http.client skips unread (its CRLF); the zero-size
-    chunk is followed by trailer lines up to an empty one.
+    followed by CRLF, exactly (h11 refuses anything else there, and a body that
+    says where its chunks end must end there); the zero-size chunk is followed
+    by trailer lines up to an empty one. Data decoded before a malformed byte in
+    the same piece is handed over first; the error is raised by the next feed.
     """
 
-    __slots__ = ("_left", "_line", "_state", "done", "extra")
+    __slots__ = ("_left", "_line", "_state", "broken", "done", "extra")
 
     def __init__(self) -> None:
         self._state = _SIZE
@@ -65,15 +68,28 @@ class ChunkedFraming:
         self.done = False
         #: Bytes fed after that end: a server out of step.
         self.extra = 0
+        #: The framing error found after data already handed over, raised next.
+        self.broken: FramingError | None = None
 
     def feed(self, data: bytes) -> bytes:
         """The body bytes in ``data``; raises :class:`FramingError` if it is malformed."""
+        if self.broken is not None:
+            raise self.broken
         if self.done:
             self.extra += len(data)
             return b""
         if self._line:
             data, self._line = self._line + data, b""
         out: list[bytes] = []
+        try:
+            self._undo(data, out)
+        except FramingError as error:
+            if not out:
+                raise
+            self.broken = error
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _undo(self, data: bytes, out: list[bytes]) -> None:
         position, size, state = 0, len(data), self._state
         while position < size:
             if state == _DATA:
@@ -85,6 +101,9 @@ class ChunkedFraming:
                     state, self._left = _DATA_END, 2
             elif state == _DATA_END:
                 end = min(position + self._left, size)
+                expected = _CRLF[2 - self._left : 2 - self._left + end - position]
+                if data[position:end] != expected:
+                    raise FramingError("a chunk's data is not followed by CRLF")
                 self._left -= end - position
                 position = end
                 if not self._left:
@@ -106,7 +125,6 @@ class ChunkedFraming:
                     self.extra = size - position
                     break
         self._state = state
-        return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _chunk_size(line: bytes) -> int:
@@ -120,12 +138,13 @@ class LengthFraming:
     """A body of ``Content-Length`` bytes; with ``length`` None, one that ends when the
     server closes (which is never a clean end: the connection goes with it)."""
 
-    __slots__ = ("_left", "done", "extra")
+    __slots__ = ("_left", "broken", "done", "extra")
 
     def __init__(self, length: int | None) -> None:
         self._left = length
         self.done = length == 0
         self.extra = 0
+        self.broken: FramingError | None = None  # a length cannot be malformed mid-body
 
     def feed(self, data: bytes) -> bytes:
         left = self._left
@@ -184,6 +203,8 @@ class BodyReader:
             raise urllib3.exceptions.ProtocolError("the response has no body to read")
         try:
             while not framing.done:
+                if framing.broken is not None:
+                    raise framing.broken
                 piece = fp.read1(PIECE)
                 if not piece:
                     if isinstance(framing, LengthFraming) and framing.closed():

@@ -59,6 +59,8 @@ class StrictResponse(http.client.HTTPResponse):
             if match is None:
                 raise http.client.BadStatusLine(text)
             version, status, reason = match[1], int(match[2]), match[3] or ""
+            if status < 100:
+                raise http.client.BadStatusLine(text)  # h11 refuses these too
             if not 100 <= status <= 199 or status == 101:
                 return version, status, reason
             # An interim answer (100 Continue, 103 Early Hints): its headers are dropped.

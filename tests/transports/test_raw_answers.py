@@ -83,6 +83,10 @@ def _sized_chunk(size_line: bytes) -> bytes:
     )
 
 
+def _chunked_raw(framed: bytes) -> bytes:
+    return whole(JSON + b"Transfer-Encoding: chunked\r\n", framed)
+
+
 # ------------------------------------------------------------ the answers, and how each ends
 
 #: Whole and cleanly framed, however odd: a success, and the connection is reused.
@@ -125,6 +129,10 @@ WHOLE_AND_CLOSED = {
     "Connection: close, with the socket left open": sized(extra=b"Connection: close\r\n"),
     "bytes past the end of the body": sized() + b"HTTP/1.1 200 OK\r\n",
     "bytes past the end of a streamed body": sse(EVENTS) + b"\r\n",
+    # The terminator came before the break: the answer is whole, its connection is not.
+    "a bare LF after the chunk that held the terminator": whole(
+        SSE, b"%x\r\n%s\n0\r\n\r\n" % (len(EVENTS), EVENTS)
+    ),
 }
 
 
@@ -156,6 +164,16 @@ REFUSED_FRAMING = {
     "a space before a chunk size": _sized_chunk(b" %x" % len(BODY)),
     "a space before a chunk extension": _sized_chunk(b"%x ;a=b" % len(BODY)),
     "a chunk size of 21 digits": _sized_chunk(b"%021x" % len(BODY)),
+    # The sync client skipped the two bytes after a chunk's data unread: "XY"
+    # passed as its CRLF, and the answer as whole, on a connection then reused.
+    "bytes other than CRLF after a chunk's data": _chunked_raw(
+        b"%x\r\n%sXY0\r\n\r\n" % (len(BODY), BODY)
+    ),
+    "a bare LF after a chunk's data": _chunked_raw(b"%x\r\n%s\n0\r\n\r\n" % (len(BODY), BODY)),
+    "no CRLF between a chunk's data and the next size": _chunked_raw(
+        b"%x\r\n%s0\r\n\r\n" % (len(BODY), BODY)
+    ),
+    "a status below 100": sized(status=b"099 Odd"),
 }
 
 #: (answer, kind, what the message says, whether the connection is reused; None
@@ -383,3 +401,19 @@ def test_bytes_that_arrive_after_a_clean_answer_are_never_read_as_the_next_one(m
             anyio.run(main, backend=mode)
     assert texts == ["first", "fresh"]
     assert backend.requests == [1, 1]
+
+
+def test_chunk_sizes_ended_by_a_bare_lf_are_refused_or_bounded_by_the_idle_timer(mode: str) -> None:
+    # h11 ends a chunk-size line only at CRLF, so AsyncClient waits for one until
+    # its idle timer (1 s here) ends the attempt; the sync client refuses at once.
+    # Either way a classified failure, and the connection is not reused.
+    framed = _chunked_raw(b"%x\n%s\n0\n\n" % (len(BODY), BODY))
+    outcomes, requests = _run(mode, framed)
+    first, second = outcomes
+    assert isinstance(first, BackendError), first
+    if mode == "sync":
+        assert first.failure.kind is FailureKind.NETWORK
+        assert first.failure.message.startswith("connection lost before the answer ended")
+    else:
+        assert first.failure.kind is FailureKind.TIMEOUT
+    assert (second, requests) == ("fresh", [1, 1])
