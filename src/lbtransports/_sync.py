@@ -1,4 +1,4 @@
-"""The blocking client: ``requests`` underneath, one pooled session per backend.
+"""The blocking client: ``requests`` underneath, one connection pool per backend.
 
 Its twin is :mod:`lbtransports._async`; the two differ only in how they wait
 and which HTTP library they call. Decisions come from :class:`CoreLink`,
@@ -10,17 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
-from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Final, Self
 
 import requests
-import requests.adapters
 import urllib3
 
 from lbcore import TimeoutPhase
 
-from ._client_base import CLIENT_HEADERS, ClientBase, CompressHook
+from ._client_base import ClientBase, CompressHook
 from ._completion import Completion
 from ._config import ClientConfig
 from ._errors import LoadBalancerError
@@ -31,7 +29,8 @@ from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._sync_body import BodyReader
-from ._sync_sent import SendWatch, SentAdapter, watching
+from ._sync_route import Route
+from ._sync_sent import SendWatch, watching
 from ._tracefile import TraceTarget
 from ._troubles import REQUESTS_ERRORS, REQUESTS_TROUBLES, Trouble, report, reported, trouble_of
 from .wire import ChatRequest, Chunk, Usage
@@ -111,8 +110,8 @@ class Client(ClientBase):
         super().__init__(config, trace, compress=compress, observers=observers)
         self._pool_size = pool_size
         self._trust_env = trust_env
-        self._sessions: dict[str, requests.Session] = {}
-        self._sessions_lock = threading.Lock()
+        self._routes: dict[str, Route] = {}
+        self._routes_lock = threading.Lock()
         #: Each running request's latest response (closed by then, but for an interrupt).
         self._responses: dict[RequestRun, requests.Response] = {}
 
@@ -150,11 +149,11 @@ class Client(ClientBase):
         Streams still reading keep their connections and may finish (urllib3's
         pools close only their idle ones); spec/transports.md section 5.
         """
-        with self._sessions_lock:
+        with self._routes_lock:
             self._closed = True
-            sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            _close_session(session)
+            routes, self._routes = list(self._routes.values()), {}
+        for route in routes:
+            route.close()
         for inner in list(self._inner.values()):
             assert isinstance(inner, Client)
             inner.close()
@@ -304,16 +303,11 @@ class Client(ClientBase):
                 with watching(watch):
                     # Noted in the same statement: an interrupt landing before
                     # the ``with response`` below must not leave it open.
-                    response = self._responses[run] = self._session(attempt.backend).request(
-                        http.method,
-                        http.url,
-                        headers=dict(http.headers),
-                        data=http.body,
-                        stream=True,
+                    response = self._responses[run] = self._route(attempt.backend).send(
+                        http,
                         # Connecting only: sending and reading are bounded by the
                         # attempt's timers, before every piece (_sync_deadline.py).
-                        timeout=(min(config.connect_timeout_ms / 1000, limit), limit),
-                        allow_redirects=False,
+                        (min(config.connect_timeout_ms / 1000, limit), limit),
                     )
                 break
             except REQUESTS_ERRORS as error:
@@ -363,16 +357,16 @@ class Client(ClientBase):
             # Not given back, the connection is closed with the response.
             body.finish()
 
-    def _session(self, backend: str) -> requests.Session:
-        with self._sessions_lock:
+    def _route(self, backend: str) -> Route:
+        with self._routes_lock:
             self._check_open()
-            session = self._sessions.get(backend)
-            if session is None:
+            route = self._routes.get(backend)
+            if route is None:
                 size = self._connections_for(backend, self._pool_size, closing=True)
-                session = self._sessions[backend] = _new_session(
+                route = self._routes[backend] = Route(
                     size, trust_env=self._trust_env, ca_file=self.config.ca_file
                 )
-            return session
+            return route
 
 
 def _read_to_body_end(body: BodyReader, deadline: float) -> None:
@@ -392,41 +386,3 @@ def _read_to_body_end(body: BodyReader, deadline: float) -> None:
             return
         if body.ended:
             return
-
-
-def _new_session(pool_size: int, *, trust_env: bool, ca_file: str | None) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = trust_env
-    if ca_file is not None:
-        # Wins over REQUESTS_CA_BUNDLE even with trust_env, as the config said so.
-        session.verify = ca_file
-    # Cookies one backend sets must never travel anywhere; keep none.
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    session.headers.clear()
-    session.headers.update(dict(CLIENT_HEADERS))
-    # The core owns retries: urllib3 must never retry underneath it.
-    adapter = SentAdapter(
-        pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def _close_session(session: requests.Session) -> None:
-    """Close every connection ``session`` pools, then the session.
-
-    ``Session.close`` only makes urllib3 forget its pools; each pool closes its
-    connections when it is garbage collected, which a reference cycle (an
-    exception's traceback holds the pool) can put off indefinitely.
-    """
-    for adapter in session.adapters.values():
-        manager = getattr(adapter, "poolmanager", None)
-        if manager is None:
-            continue
-        # keys() takes the container's lock; iterating it directly is refused.
-        for key in manager.pools.keys():  # noqa: SIM118
-            pool = manager.pools.get(key)
-            if pool is not None:
-                pool.close()
-    session.close()

@@ -1,0 +1,94 @@
+"""How the sync client reaches one backend: its own connection pool, and a
+``requests.Session`` only when the environment may have a say.
+
+A session's own work per request (merging its settings, headers, cookies
+and environment into the request, then dispatching hooks and storing
+cookies) changes nothing here: no cookie is ever kept, no hook is set, and
+without ``trust_env`` nothing comes from the environment. So the request is
+prepared once, as the session would prepare it, and handed straight to the
+pool's adapter. With ``trust_env`` (proxies, ``.netrc``, ``REQUESTS_CA_BUNDLE``)
+the session does the sending, as before.
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import DefaultCookiePolicy
+
+import requests
+import requests.structures
+
+from ._client_base import CLIENT_HEADERS
+from ._sync_sent import SentAdapter
+from .wire import HttpRequest
+
+__all__ = ("Route",)
+
+
+class Route:
+    """One backend's pooled connections, and how a request goes out over them."""
+
+    __slots__ = ("_adapter", "_session", "_verify")
+
+    def __init__(self, pool_size: int, *, trust_env: bool, ca_file: str | None) -> None:
+        # The core owns retries: urllib3 must never retry underneath it.
+        self._adapter = SentAdapter(
+            pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=False
+        )
+        #: What certificates are checked against: the config's CA file, or the defaults.
+        self._verify: str | bool = ca_file if ca_file is not None else True
+        self._session = _session(self._adapter, ca_file) if trust_env else None
+
+    def send(self, http: HttpRequest, timeout: tuple[float, float]) -> requests.Response:
+        """Send ``http`` and return its response once the head came (the body streams)."""
+        if self._session is not None:
+            return self._session.request(
+                http.method,
+                http.url,
+                headers=dict(http.headers),
+                data=http.body,
+                stream=True,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        # The session's header merge: its own headers, then the request's over them.
+        headers = requests.structures.CaseInsensitiveDict(CLIENT_HEADERS)
+        headers.update(http.headers)
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=http.method, url=http.url, headers=headers, data=http.body)
+        return self._adapter.send(
+            prepared, stream=True, timeout=timeout, verify=self._verify, cert=None, proxies={}
+        )
+
+    def close(self) -> None:
+        """Close every connection pooled here (idle ones; a streaming one when it ends).
+
+        ``HTTPAdapter.close`` only makes urllib3 forget its pools; each pool closes
+        its connections when it is garbage collected, which a reference cycle (an
+        exception's traceback holds the pool) can put off indefinitely.
+        """
+        manager = self._adapter.poolmanager
+        # keys() takes the container's lock; iterating it directly is refused.
+        for key in manager.pools.keys():  # noqa: SIM118
+            pool = manager.pools.get(key)
+            if pool is not None:
+                pool.close()
+        if self._session is not None:
+            self._session.close()
+        self._adapter.close()
+
+
+def _session(adapter: SentAdapter, ca_file: str | None) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = True
+    if ca_file is not None:
+        # Wins over REQUESTS_CA_BUNDLE, as the config said so.
+        session.verify = ca_file
+    # Cookies one backend sets must never travel anywhere; keep none.
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    session.headers.clear()
+    session.headers.update(dict(CLIENT_HEADERS))
+    for adapter_of_session in session.adapters.values():
+        adapter_of_session.close()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
