@@ -106,6 +106,22 @@ GOALS = (
         " µs",
     ),
     Goal(
+        "Failover hop (refused connection) within 0.3 ms of the refused connect and "
+        "the request by hand, `Client`",
+        "client.sync.hop_refused_vs_hand_us",
+        "<=",
+        300,
+        " µs",
+    ),
+    Goal(
+        "Failover hop (refused connection) within 0.3 ms of the refused connect and "
+        "the request by hand, `AsyncClient`",
+        "client.asyncio.hop_refused_vs_hand_us",
+        "<=",
+        300,
+        " µs",
+    ),
+    Goal(
         "Gateway: added p50 latency under 0.5 ms at concurrency 1 (raw httpcore caller)",
         "gateway.lb.raw.added_p50_us",
         "<=",

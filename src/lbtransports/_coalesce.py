@@ -7,7 +7,8 @@ yet. The streams here hold the first write of each request (its head) and
 send it together with the next write (the body's first piece, or the empty
 write of its end), so a request small enough for one piece leaves in one
 write. Nothing waits on a held head: it goes out before any read, close or
-TLS start, so a request whose body never comes still reaches the backend.
+TLS start, so a request whose body never comes still reaches the backend. A
+backend given by IP address is connected without resolving (:mod:`._direct_connect`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import httpcore
 from httpcore._backends.auto import AutoBackend
 
+from ._direct_connect import connect_ip, direct_address
+
 __all__ = ("CoalescingBackend",)
 
 
@@ -25,6 +28,8 @@ class CoalescingBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         self._inner = AutoBackend() if inner is None else inner
+        #: httpcore's own backend may be bypassed to connect to an IP address.
+        self._direct = inner is None
 
     async def connect_tcp(
         self,
@@ -34,6 +39,10 @@ class CoalescingBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
+        family = direct_address(host, local_address) if self._direct else None
+        if family is not None:
+            direct = await connect_ip(family, host, port, timeout, socket_options)
+            return _CoalescingStream(direct)
         stream = await self._inner.connect_tcp(
             host,
             port,

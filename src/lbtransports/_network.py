@@ -15,6 +15,7 @@ from lbcore import Failure, FailureKind
 
 __all__ = (
     "connect_failure",
+    "forget_tracebacks",
     "os_error_code",
     "stale_failure",
     "stream_failure",
@@ -40,6 +41,17 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         # anyio reports a failed connect as an OSError caused by a group of them.
         wrapped += list(getattr(current, "exceptions", ()))
         pending += [inner for inner in wrapped if isinstance(inner, BaseException)]
+
+
+def forget_tracebacks(error: BaseException) -> None:
+    """Drop the tracebacks of a handled ``error`` and of what it wraps.
+
+    A traceback keeps every frame it passed through alive (a pool, a
+    connection, the attempt), often in a reference cycle only the garbage
+    collector frees; a failure classified and reported needs none of it.
+    """
+    for cause in _causes(error):
+        cause.__traceback__ = None
 
 
 def os_error_code(error: BaseException) -> str | None:

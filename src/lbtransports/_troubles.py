@@ -20,7 +20,13 @@ import urllib3.exceptions
 from lbcore import Failure, TimeoutPhase
 
 from ._link import CoreLink
-from ._network import connect_failure, stale_failure, stream_failure, timed_out
+from ._network import (
+    connect_failure,
+    forget_tracebacks,
+    stale_failure,
+    stream_failure,
+    timed_out,
+)
 from ._reader import Failed
 from ._run import Attempt, RequestRun
 
@@ -54,9 +60,13 @@ Row = tuple[tuple[type[BaseException], ...], Callable[[BaseException], bool] | N
 
 
 def trouble_of(table: tuple[Row, ...], error: BaseException) -> Trouble | None:
-    """The trouble of the first row ``error`` matches; None if it is no network trouble."""
+    """The trouble of the first row ``error`` matches; None if it is no network trouble.
+
+    A matched error is handled from here on: its tracebacks are dropped.
+    """
     for types, test, trouble in table:
         if isinstance(error, types) and (test is None or test(error)):
+            forget_tracebacks(error)
             return trouble
     return None
 
