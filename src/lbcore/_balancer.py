@@ -13,7 +13,6 @@ Rules that keep it honest:
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from typing import Final
 
@@ -88,6 +87,7 @@ from ._shared import PEER_EVENTS, Sharing
 from ._state import LiveRequest, Phase, Sending
 from ._strategies import FastestFirst, picker_for
 from ._text import truncate
+from ._timers import Timers
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
 from ._validate import check_event
@@ -111,8 +111,6 @@ ALL_UNHEALTHY_MESSAGE: Final = (
 BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
 #: How many finished request ids are remembered to report reuse and late events clearly.
 FINISHED_MEMORY: Final = 4096
-#: Spent deadline entries tolerated before the heap is rebuilt (see _arm).
-_TIMER_SLACK: Final = 64
 _PHASE_VERBS: Final = {TimeoutPhase.CONNECT: "connecting", TimeoutPhase.READ: "reading"}
 
 
@@ -148,14 +146,8 @@ class Balancer:
         self._sticky_owner = 0
         self._claims = 0
         self._live: dict[str, LiveRequest] = {}
-        # Every deadline ever armed, soonest first. Entries whose request ended or
-        # whose deadline moved are dropped when they reach the top, so finding
-        # the next deadline costs O(log n), not a scan of every live request.
-        # The middle number only keeps tuples from ever comparing two requests.
-        self._timers: list[tuple[int, int, LiveRequest]] = []
-        self._armed = 0
-        #: Entries the heap kept at its last rebuild (see _arm).
-        self._timers_kept = 0
+        #: Where each live request's deadlines stand, soonest first (see _timers).
+        self._timers = Timers(self._live)
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._breakers: dict[str, Breaker] = {}
         self._metrics: dict[str, MetricsCounter] = {}
@@ -317,74 +309,7 @@ class Balancer:
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
-        timers = self._timers
-        while timers:
-            due, _, request = timers[0]
-            if self._armed_now(due, request):
-                if not self._idle_lags(due, request):
-                    return due
-                heapq.heappop(timers)
-                self._rearm_idle(request)
-                continue
-            # Forgetting a spent entry changes nothing any event could observe.
-            heapq.heappop(timers)
-        return None
-
-    @staticmethod
-    def _idle_lags(due: int, request: LiveRequest) -> bool:
-        """Whether the entry is the idle deadline's, left behind by chunks that moved it on."""
-        idle = request.idle_due
-        return due == request.idle_mark and idle is not None and idle > due
-
-    def _rearm_idle(self, request: LiveRequest) -> int:
-        """Move the idle deadline's heap entry (already taken off) to where chunks moved it."""
-        due = request.idle_due
-        assert due is not None
-        request.idle_mark = due
-        self._armed += 1
-        heapq.heappush(self._timers, (due, self._armed, request))
-        return due
-
-    def _armed_now(self, due: int, request: LiveRequest) -> bool:
-        """Whether a heap entry still stands for a deadline the request holds."""
-        return self._live.get(request.request_id) is request and due in (
-            request.deadline,
-            request.retry_due,
-            request.queue_due,
-            request.expires_at,
-            request.idle_mark,
-        )
-
-    def _arm(self, request: LiveRequest, due: int | None) -> None:
-        if due is None:
-            return
-        timers = self._timers
-        # A transport that drives the core by Tick, or run()/replay(), never
-        # calls next_deadline(), so spent entries would pile up without end.
-        # The heap is rebuilt once it is twice what live requests can hold
-        # and twice what the last rebuild kept: the second rule matters when
-        # every live request holds two deadlines (queued: its queue timeout
-        # and its total deadline), where the first alone would rebuild the
-        # whole heap every few arms. Together they keep the heap O(requests
-        # in flight) at an amortised O(1) per arm, whatever the driving style.
-        # Which entries exist never changes a decision.
-        size = len(timers)
-        if (
-            size >= 2 * len(self._live) + _TIMER_SLACK
-            and size >= 2 * self._timers_kept + _TIMER_SLACK
-        ):
-            # Most spent entries belong to requests that ended: the live check
-            # first drops them without a call.
-            live, armed_now = self._live, self._armed_now
-            timers[:] = [
-                entry
-                for entry in timers
-                if live.get(entry[2].request_id) is entry[2] and armed_now(entry[0], entry[2])
-            ]
-            heapq.heapify(timers)
-            self._timers_kept = len(timers)
-        self._armed += 1
-        heapq.heappush(timers, (due, self._armed, request))
+        return self._timers.next_due()
 
     def reset_stats(self) -> list[Action]:
         """Shorthand for ``handle(StatsReset(at=self.now))``."""
@@ -637,7 +562,7 @@ class Balancer:
         total = self._deadline_ms
         if total is not None:
             request.expires_at = self._now + total
-            self._arm(request, request.expires_at)
+            self._timers.arm_in(self._timers.expiry, request, request.expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -731,7 +656,7 @@ class Balancer:
             request.deadline = None
         else:
             request.deadline = now + timeout
-            self._arm(request, request.deadline)
+            self._timers.arm_in(self._timers.first_chunk, request, request.deadline)
         counter = self._metrics.get(backend.name)
         if counter is None:
             counter = self._metrics[backend.name] = MetricsCounter()
@@ -1001,8 +926,11 @@ class Balancer:
         capacity.enqueue(request)
         request.queued_at = self._now
         timeout = self._settings.queue_timeout_ms
-        request.queue_due = self._now + timeout if timeout is not None else None
-        self._arm(request, request.queue_due)
+        if timeout is None:
+            request.queue_due = None
+        else:
+            request.queue_due = self._now + timeout
+            self._timers.arm_in(self._timers.queue, request, request.queue_due)
         due, expires = request.queue_due, request.expires_at
         if due is None or (expires is not None and expires < due):
             due = expires
@@ -1076,7 +1004,7 @@ class Balancer:
         if not self._failover or timeout is None:
             return
         request.deadline = self._now + timeout
-        self._arm(request, request.deadline)
+        self._timers.arm_in(self._timers.first_chunk, request, request.deadline)
         actions.append(
             FirstChunkDue(
                 request_id=request.request_id, attempt=request.attempt, due=request.deadline
@@ -1110,7 +1038,7 @@ class Balancer:
             # One heap entry per stream, not per chunk: it is moved on lazily.
             if request.idle_mark is None:
                 request.idle_mark = request.idle_due
-                self._arm(request, request.idle_due)
+                self._timers.arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -1279,7 +1207,7 @@ class Balancer:
 
     def _schedule_retry(self, request: LiveRequest, delay: int, actions: list[Action]) -> None:
         request.retry_due = self._now + delay
-        self._arm(request, request.retry_due)
+        self._timers.arm(request, request.retry_due)
         name = self._backends[request.backend_index].name
         actions.append(
             RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
@@ -1330,31 +1258,9 @@ class Balancer:
 
     # ------------------------------------------------------------------ clock
 
-    def _due_now(self) -> list[LiveRequest]:
-        """The requests with a timer due, by due time then arrival, taken off the heap.
-
-        Only due entries are looked at, so a tick costs O(due log n), not a
-        scan of every live (or queued) request.
-        """
-        now, timers = self._now, self._timers
-        earliest: dict[str, tuple[int, int, LiveRequest]] = {}
-        while timers and timers[0][0] <= now:
-            due, _, request = heapq.heappop(timers)
-            if not self._armed_now(due, request):
-                continue
-            if self._idle_lags(due, request):
-                # Chunks moved the idle deadline on since this entry was armed.
-                due = self._rearm_idle(request)
-                if due > now:
-                    continue
-            known = earliest.get(request.request_id)
-            if known is None or due < known[0]:
-                earliest[request.request_id] = (due, request.order, request)
-        return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
-
     def _tick(self, actions: list[Action]) -> None:
         now = self._now
-        for request in self._due_now():
+        for request in self._timers.take_due(now):
             # What an earlier request did on this tick may have changed this one.
             if self._live.get(request.request_id) is not request:
                 continue

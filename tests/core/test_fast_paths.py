@@ -4,14 +4,14 @@
   fall through to it, raise, and change nothing.
 * The TPM window sums are kept up to date instead of rebuilt per decision:
   they must equal the sums over the buckets, float for float.
-* The timer heap is rebuilt at an amortised O(1) per armed deadline, also
-  while every live request holds two deadlines (queued).
+* The timers' heap and lines are rebuilt at an amortised O(1) per armed
+  deadline, also while every live request holds two deadlines (queued), and a
+  long-lived request at the front of a line does not let spent entries pile up.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import msgspec
 import pytest
@@ -27,6 +27,7 @@ from lbcore import (
     RequestStarted,
     Step,
 )
+from lbcore._timers import Entry, Timers
 from lbcore._tpm import MINUTE_MS, WINDOW_MINUTES, TokenRate
 
 from .scenarios import config
@@ -141,24 +142,24 @@ def test_token_rate_keeps_the_window_sums_of_the_buckets(
             assert rate.below_threshold(backend, now, None) is None
 
 
-def _counting_heapify(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Patch heapq.heapify to note the size of every heap rebuilt."""
+def _counting_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch Timers._standing to note the size of every heap or line rebuilt."""
     sizes: list[int] = []
-    original: Callable[[list[object]], None] = heapq.heapify
+    original = Timers._standing
 
-    def counting(heap: list[object]) -> None:
-        sizes.append(len(heap))
-        original(heap)
+    def counting(self: Timers, entries: Sequence[Entry]) -> list[Entry]:
+        sizes.append(len(entries))
+        return original(self, entries)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(heapq, "heapify", counting)
+    monkeypatch.setattr(Timers, "_standing", counting)
     return sizes
 
 
-def test_the_timer_heap_is_rebuilt_at_amortised_constant_cost_with_a_full_queue(
+def test_the_timers_are_rebuilt_at_amortised_constant_cost_with_a_full_queue(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Two slots, 2,000 requests waiting, each holding its queue timeout and its
-    # total deadline in the heap; then 500 requests pass through the slot.
+    # total deadline (one line each); then 500 requests pass through the slot.
     queued, cycles = 2_000, 500
     balancer = Balancer(
         config(
@@ -168,18 +169,34 @@ def test_the_timer_heap_is_rebuilt_at_amortised_constant_cost_with_a_full_queue(
             max_queued=10_000,
             queue_timeout_ms=10**9,
             deadline_ms=10**9,
+            idle_timeout_ms=10**9,
         )
     )
     for n in range(queued + 2):
         balancer.handle(RequestStarted(at=0, request_id=f"r{n}"))
-    sizes = _counting_heapify(monkeypatch)
+    sizes = _counting_rebuilds(monkeypatch)
     for n in range(cycles):
         # r{n} holds a slot; its end hands the slot to the oldest waiter.
         balancer.handle(RequestStarted(at=n, request_id=f"new{n}"))
         balancer.handle(ChunkReceived(at=n, request_id=f"r{n}", attempt=1))
         balancer.handle(AttemptSucceeded(at=n, request_id=f"r{n}", attempt=1))
     assert balancer.stats().queued == queued
-    # About three deadlines are armed per cycle; a rebuild on every few arms
-    # would scan some 4,000 entries each time.
-    assert sum(sizes) <= 4 * 3 * cycles + 4 * queued
-    assert len(balancer._timers) <= 2 * 2 * (queued + 2) + 64 + 4 * 3 * cycles
+    # About four deadlines are armed per cycle; a rebuild on every few arms
+    # would scan some 2,000 entries each time.
+    assert sum(sizes) <= 4 * 4 * cycles + 4 * queued
+    live = queued + 2
+    # Three lines of at most 2 * live + 64 entries, and the heap of idle deadlines.
+    assert len(balancer._timers) <= 3 * (2 * live + 64) + 2 * 2 + 64
+
+
+def test_a_long_lived_request_at_the_front_of_a_line_does_not_let_it_grow() -> None:
+    # r0 streams for the whole test and holds the front of the expiry line;
+    # 5,000 short requests pass behind it, and nobody asks for next_deadline().
+    balancer = Balancer(config("failover", "ab", deadline_ms=10**9))
+    balancer.handle(RequestStarted(at=0, request_id="r0"))
+    balancer.handle(ChunkReceived(at=0, request_id="r0", attempt=1))
+    for n in range(1, 5_001):
+        balancer.handle(RequestStarted(at=n, request_id=f"r{n}"))
+        balancer.handle(AttemptSucceeded(at=n, request_id=f"r{n}", attempt=1))
+    assert len(balancer._timers) <= 2 * (2 * 2 + 64)
+    assert balancer.next_deadline() == 10**9
