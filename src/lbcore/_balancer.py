@@ -67,6 +67,7 @@ from ._events import (
     TimeoutPhase,
 )
 from ._failure import Failure, FailureKind
+from ._full_rotation import skips_when_all_full
 from ._metrics import MetricsCounter, ModelInfo, Stats
 from ._outcomes import (
     AllBackendsUnhealthy,
@@ -90,7 +91,7 @@ from ._text import truncate
 from ._timers import Timers
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
-from ._validate import check_event
+from ._validate import check_event, check_start, check_time
 
 #: The phases in which a request's current attempt is under way at its backend.
 _ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
@@ -100,6 +101,7 @@ _CONNECTING: Final = Phase.CONNECTING
 _STREAMING: Final = Phase.STREAMING
 _STARTED: Final = Sending.STARTED
 _AT_CAPACITY: Final = SkipReason.AT_CAPACITY
+_CLOSED: Final = BreakerState.CLOSED
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -162,6 +164,10 @@ class Balancer:
         # The limit a prompt must fit on each backend, worked out once: the
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
+        #: A prompt of at most this many tokens fits every backend (None: no limit anywhere).
+        self._tightest_limit = min(
+            (limit for limit in self._context_limits if limit is not None), default=None
+        )
         self._capacity = Capacity(self._backends, self._settings)
         # Strategy hooks: where a rotation starts, which backends it leaves out
         # (weight 0 drains), and the latency estimates' samples.
@@ -259,7 +265,11 @@ class Balancer:
                         self._journal.append(Step(seq=self._seq, event=event, actions=()))
                     return []
         sharing = self._sharing
-        if kind in PEER_EVENTS:
+        if kind is RequestStarted:
+            # The other common event: its checks, without check_event's dispatch.
+            check_time("RequestStarted", event.at, self._now)
+            check_start(event, self._live, self._finished)  # type: ignore[arg-type]
+        elif kind in PEER_EVENTS:
             if sharing is None:
                 raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
             sharing.check(event, self._now)  # type: ignore[arg-type]
@@ -476,6 +486,8 @@ class Balancer:
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
+        # The timers' lines read these to tell a spent entry (see _timers).
+        request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
         self._finished[request.request_id] = None
         if len(self._finished) > FINISHED_MEMORY:
@@ -626,7 +638,8 @@ class Balancer:
             return
         picker = self._picker
         request.next_index = self._sticky_index if picker is None else picker.pick()
-        self._advance(request, actions)
+        if not self._skip_a_full_pool(request, actions):
+            self._advance(request, actions)
 
     def _any_can_attempt(self) -> bool:
         """Whether some backend still in rotation has a breaker that lets a request through."""
@@ -695,6 +708,57 @@ class Balancer:
             if request.phase is Phase.COMPRESSING:
                 return
         self._end_rotation(request, actions)
+
+    def _skip_a_full_pool(self, request: LiveRequest, actions: list[Action]) -> bool:
+        """Queue a new request at once when only capacity stands in its way everywhere.
+
+        The whole rotation's visits in one loop (``_full_rotation``), when
+        nothing but the token rate and capacity could skip a backend: no
+        breaker other than closed, no cooldown running, no backend drained,
+        a prompt that fits every backend and an attempt budget that allows a
+        visit. Otherwise, or when some backend has room, False: the visits
+        run one by one in ``_advance``.
+        """
+        capacity, start = self._capacity, request.next_index
+        # The first backend decides most requests: a free slot there means no burst.
+        if not capacity.waiting[start]:
+            limit = capacity.limits[start]
+            if limit is None or capacity.in_flight[start] < limit:
+                return False
+        if (
+            self._drained is not None
+            or self._cooldowns.latest > self._now
+            or (request.budget is not None and request.used >= request.budget)
+        ):
+            return False
+        tokens, tightest = request.prompt_tokens, self._tightest_limit
+        if tokens is not None and tightest is not None and tokens > tightest:
+            return False
+        for breaker in self._breakers.values():
+            if breaker.state is not _CLOSED:
+                return False
+        skips = skips_when_all_full(
+            request.request_id,
+            start,
+            capacity,
+            self._names,
+            self._full_details,
+            tpm=self._tpm,
+            threshold=self._tpm_threshold,
+            now=self._now,
+        )
+        if skips is None:
+            return False
+        count = len(self._backends)
+        request.visited = count
+        request.full.extend(range(start, count))
+        request.full.extend(range(start))
+        actions.extend(skips)
+        # What _end_rotation would do: every backend is still full, so there is
+        # nothing to revisit, and the budget allowed this visit.
+        names = self._names
+        self._queue(request, actions, names[start:] + names[:start] if start else names)
+        return True
 
     def _admit(
         self, request: LiveRequest, index: int, actions: list[Action], *, its_turn: bool = False
@@ -913,7 +977,11 @@ class Balancer:
                     return True
         return False
 
-    def _queue(self, request: LiveRequest, actions: list[Action]) -> None:
+    def _queue(
+        self, request: LiveRequest, actions: list[Action], waiting_for: tuple[str, ...] = ()
+    ) -> None:
+        """Queue ``request`` for the backends in ``request.full`` (named by ``waiting_for``
+        when the caller has their names at hand), or fail it when the queue is full."""
         capacity = self._capacity
         limit = self._settings.max_queued
         if capacity.queued >= limit:
@@ -934,11 +1002,13 @@ class Balancer:
         due, expires = request.queue_due, request.expires_at
         if due is None or (expires is not None and expires < due):
             due = expires
-        names = self._names
+        if not waiting_for:
+            names = self._names
+            waiting_for = tuple([names[i] for i in request.full])
         actions.append(
             RequestQueued(
                 request_id=request.request_id,
-                waiting_for=tuple([names[i] for i in request.full]),
+                waiting_for=waiting_for,
                 queued=capacity.queued,
                 due=due,
             )

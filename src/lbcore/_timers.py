@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Final, TypeAlias
 
 from ._state import LiveRequest
@@ -35,6 +36,27 @@ _SLACK: Final = 64
 Entry: TypeAlias = tuple[int, int, LiveRequest]
 
 
+class Line:
+    """One FIFO line: the entries of one kind of deadline, in the order they come due."""
+
+    __slots__ = ("due_of", "entries")
+
+    def __init__(self, field: str) -> None:
+        self.entries: deque[Entry] = deque()
+        #: Reads the deadline this line stands for off a request. The balancer
+        #: clears a finished request's deadlines, so an entry holds exactly
+        #: while its request's field still equals its due time.
+        self.due_of: Callable[[LiveRequest], int | None] = attrgetter(field)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def drop_spent_front(self) -> None:
+        entries, due_of = self.entries, self.due_of
+        while entries and due_of(entries[0][2]) != entries[0][0]:
+            entries.popleft()
+
+
 class Timers:
     __slots__ = ("_armed", "_heap", "_kept", "_lines", "_live", "expiry", "first_chunk", "queue")
 
@@ -45,14 +67,14 @@ class Timers:
         self._kept = 0
         self._armed = 0
         #: The FIFO lines, one per fixed offset: pass one of them to arm_in().
-        self.expiry: deque[Entry] = deque()
-        self.first_chunk: deque[Entry] = deque()
-        self.queue: deque[Entry] = deque()
+        self.expiry = Line("expires_at")
+        self.first_chunk = Line("deadline")
+        self.queue = Line("queue_due")
         self._lines = (self.expiry, self.first_chunk, self.queue)
 
     def __len__(self) -> int:
         """Entries held, spent ones included (for the bounded-state checks)."""
-        return len(self._heap) + sum(len(line) for line in self._lines)
+        return len(self._heap) + sum(len(line.entries) for line in self._lines)
 
     # ---------------------------------------------------------------- arming
 
@@ -74,18 +96,22 @@ class Timers:
         self._armed += 1
         heapq.heappush(heap, (due, self._armed, request))
 
-    def arm_in(self, line: deque[Entry], request: LiveRequest, due: int) -> None:
+    def arm_in(self, line: Line, request: LiveRequest, due: int) -> None:
         """Index a deadline set a fixed time from now in its line (one of the attributes)."""
-        # A live request holds at most one entry of a line, so a line twice
-        # the live requests is mostly spent (a long-lived request at its front
-        # keeps them from being dropped as they come due): rebuilding it then
-        # costs O(1) per arm, amortised.
-        if len(line) >= 2 * len(self._live) + _SLACK:
-            kept = self._standing(line)
-            line.clear()
-            line.extend(kept)
+        # Requests mostly end in the order they came, so the spent entries
+        # gather at the front: dropped here, a line stays as long as the
+        # requests that hold it. One long-lived request at the front holds the
+        # rest back, so a line twice the live requests (each holds at most one
+        # entry of it) is rebuilt, at O(1) per arm amortised.
+        line.drop_spent_front()
+        entries = line.entries
+        if len(entries) >= 2 * len(self._live) + _SLACK:
+            due_of = line.due_of
+            kept = [entry for entry in entries if due_of(entry[2]) == entry[0]]
+            entries.clear()
+            entries.extend(kept)
         self._armed += 1
-        line.append((due, self._armed, request))
+        entries.append((due, self._armed, request))
 
     # --------------------------------------------------------------- reading
 
@@ -104,13 +130,11 @@ class Timers:
                 continue
             heapq.heappop(heap)
         for line in self._lines:
-            while line:
-                due, _, request = line[0]
-                if holds(due, request):
-                    if soonest is None or due < soonest:
-                        soonest = due
-                    break
-                line.popleft()
+            line.drop_spent_front()
+            if line.entries:
+                due = line.entries[0][0]
+                if soonest is None or due < soonest:
+                    soonest = due
         return soonest
 
     def take_due(self, now: int) -> list[LiveRequest]:
@@ -132,9 +156,10 @@ class Timers:
                     continue
             _note_earliest(earliest, due, request)
         for line in self._lines:
-            while line and line[0][0] <= now:
-                due, _, request = line.popleft()
-                if holds(due, request):
+            entries, due_of = line.entries, line.due_of
+            while entries and entries[0][0] <= now:
+                due, _, request = entries.popleft()
+                if due_of(request) == due:
                     _note_earliest(earliest, due, request)
         return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
 
@@ -150,7 +175,7 @@ class Timers:
             request.idle_mark,
         )
 
-    def _standing(self, entries: list[Entry] | deque[Entry]) -> list[Entry]:
+    def _standing(self, entries: list[Entry]) -> list[Entry]:
         # Most spent entries belong to requests that ended: the live check
         # drops them without a call.
         live, holds = self._live, self._holds

@@ -83,3 +83,16 @@ class TokenRate:
             return None
         rate = window[2] / (minute - first + 1)
         return rate if rate < threshold else None
+
+    def any_below(self, backends: tuple[str, ...], now: int, threshold: int) -> bool:
+        """Whether ``below_threshold`` would give a rate for any of ``backends``."""
+        minute = now // MINUTE_MS
+        windows = self._windows
+        for backend in backends:
+            window = windows.get(backend)
+            if window is None or window[0] != minute:
+                window = windows[backend] = self._sum(backend, minute)
+            first = window[1]
+            if first >= 0 and window[2] / (minute - first + 1) < threshold:
+                return True
+        return False

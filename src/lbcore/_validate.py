@@ -40,7 +40,7 @@ from ._state import (
 )
 from ._text import clean_text, truncate
 
-__all__ = ("check_event",)
+__all__ = ("check_event", "check_start", "check_time")
 
 _EVENT_TYPES: Final = frozenset(
     {
@@ -91,7 +91,7 @@ def check_event(
     if kind is Tick or kind is StatsReset or kind is FailoverIndexReset:
         return
     if kind is RequestStarted:
-        _check_start(event, live, finished)  # type: ignore[arg-type]
+        check_start(event, live, finished)  # type: ignore[arg-type]
         return
     request_id = event.request_id  # type: ignore[union-attr]
     request = live.get(request_id) if isinstance(request_id, str) else None
@@ -178,7 +178,7 @@ def _check_compressed(event: PromptCompressed) -> None:
         raise InvalidEvent("PromptCompressed.error must be a string")
 
 
-def _check_start(
+def check_start(
     event: RequestStarted, live: Mapping[str, LiveRequest], finished: Mapping[str, None]
 ) -> None:
     request_id = event.request_id

@@ -19,17 +19,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lbcore import (
+    AttemptFailed,
     AttemptSucceeded,
     Balancer,
+    BalancerConfig,
     ChunkReceived,
     Event,
+    Failure,
+    FailureKind,
     InvalidEvent,
     RequestStarted,
+    SkipBackend,
+    SkipReason,
     Step,
+    encode_line,
 )
 from lbcore._timers import Entry, Timers
 from lbcore._tpm import MINUTE_MS, WINDOW_MINUTES, TokenRate
 
+from .long_way import CountingShortPaths, VisitByVisit
 from .scenarios import config
 
 STREAMING = config("failover", "ab", timeout_ms=1_000, idle_timeout_ms=500)
@@ -200,3 +208,158 @@ def test_a_long_lived_request_at_the_front_of_a_line_does_not_let_it_grow() -> N
         balancer.handle(AttemptSucceeded(at=n, request_id=f"r{n}", attempt=1))
     assert len(balancer._timers) <= 2 * (2 * 2 + 64)
     assert balancer.next_deadline() == 10**9
+
+
+# ----------------------------------------------- a new request in a full pool
+
+
+def _both_ways(cfg: BalancerConfig, script: list[Event]) -> tuple[int, list[Step]]:
+    """Run ``script`` with and without the full-pool short path; equal steps, byte for byte.
+
+    Returns how many requests the short path queued, and the steps.
+    """
+    short, long = CountingShortPaths(cfg, record=True), VisitByVisit(cfg, record=True)
+    for event in script:
+        assert short.handle(event) == long.handle(event)
+        assert _fingerprint(short) == _fingerprint(long)
+    steps = short.take_steps()
+    assert [encode_line(s) for s in steps] == [encode_line(s) for s in long.take_steps()]
+    return short.short_paths, steps
+
+
+def _burst(at: int, first: int, count: int, **fields: object) -> list[Event]:
+    return [
+        RequestStarted(at=at, request_id=f"r{n}", **fields)  # type: ignore[arg-type]
+        for n in range(first, first + count)
+    ]
+
+
+FULL_POOL = {"max_concurrent": 1, "max_queued": 100, "deadline_ms": 10_000}
+
+
+def test_a_burst_into_a_full_pool_queues_by_the_short_path() -> None:
+    cfg = config("failover", "abc", tpm_threshold=5, **FULL_POOL)
+    script = [
+        *_burst(0, 1, 10),
+        AttemptSucceeded(at=5, request_id="r1", attempt=1, output_tokens=100),
+        *_burst(6, 11, 2),
+    ]
+    taken, steps = _both_ways(cfg, script)
+    assert taken == 7 + 2
+    # Each queued newcomer was skipped by all three, in rotation order, then queued.
+    assert [type(a).__name__ for a in steps[3].actions] == [
+        "SkipBackend",
+        "SkipBackend",
+        "SkipBackend",
+        "RequestQueued",
+    ]
+    skips = [a for a in steps[3].actions if isinstance(a, SkipBackend)]
+    assert [s.backend for s in skips] == ["a", "b", "c"]
+    assert {s.reason for s in skips} == {SkipReason.AT_CAPACITY}
+
+
+@pytest.mark.parametrize(
+    ("why", "cfg", "before", "fields"),
+    [
+        (
+            "a cooldown runs",
+            config("failover", "abc", honour_retry_after=True, **FULL_POOL),
+            [
+                RequestStarted(at=0, request_id="x"),
+                AttemptFailed(
+                    at=1,
+                    request_id="x",
+                    attempt=1,
+                    failure=Failure(
+                        kind=FailureKind.HTTP,
+                        message="slow",
+                        status=429,
+                        retry_after_ms=5_000,
+                    ),
+                ),
+            ],
+            {},
+        ),
+        (
+            "a breaker is open",
+            config(
+                "failover",
+                "abc",
+                circuit_breaker_enabled=True,
+                circuit_breaker_failure_threshold=1,
+                failover_retry_count=1,
+                **FULL_POOL,
+            ),
+            [
+                RequestStarted(at=0, request_id="x"),
+                AttemptFailed(
+                    at=1,
+                    request_id="x",
+                    attempt=1,
+                    failure=Failure(kind=FailureKind.HTTP, message="down", status=500),
+                ),
+            ],
+            {},
+        ),
+        (
+            "the prompt exceeds a window",
+            config("failover", "abc", windows={"b": 100}, **FULL_POOL),
+            [],
+            {"prompt_tokens": 150},
+        ),
+        (
+            "a token rate is below the threshold",
+            config("failover", "abc", tpm_threshold=10**6, **FULL_POOL),
+            [
+                RequestStarted(at=0, request_id="x"),
+                AttemptSucceeded(at=1, request_id="x", attempt=1, output_tokens=10),
+            ],
+            {},
+        ),
+        (
+            "the attempt budget is 0",
+            config("failover", "abc", **FULL_POOL),
+            [],
+            {"attempt_budget": 0},
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_the_short_path_steps_aside_when_more_than_capacity_decides(
+    why: str, cfg: BalancerConfig, before: list[Event], fields: dict[str, object]
+) -> None:
+    script = before + _burst(2, 1, 8, **fields)
+    taken, steps = _both_ways(cfg, script)
+    if why not in ("the attempt budget is 0", "the prompt exceeds a window"):
+        # Some newcomers met a full pool, but something else was in the way too.
+        assert any(
+            isinstance(a, SkipBackend) and a.reason == SkipReason.AT_CAPACITY
+            for step in steps
+            for a in step.actions
+        )
+    assert taken == 0
+
+
+def test_the_short_path_steps_aside_for_a_drained_backend() -> None:
+    cfg = config("weighted-round-robin", "abc", **FULL_POOL)
+    cfg = msgspec.structs.replace(
+        cfg,
+        backends=tuple(
+            msgspec.structs.replace(b, weight=0 if b.name == "b" else 1) for b in cfg.backends
+        ),
+    )
+    taken, _ = _both_ways(cfg, _burst(0, 1, 6))
+    assert taken == 0
+
+
+def test_the_short_path_is_taken_again_once_the_cooldown_ends() -> None:
+    cfg = config("failover", "abc", honour_retry_after=True, **FULL_POOL)
+    failure = Failure(kind=FailureKind.HTTP, message="slow", status=429, retry_after_ms=50)
+    script = [
+        RequestStarted(at=0, request_id="x"),
+        AttemptFailed(at=1, request_id="x", attempt=1, failure=failure),
+        *_burst(2, 1, 6),
+        *_burst(60, 7, 3),
+    ]
+    taken, _ = _both_ways(cfg, script)
+    assert taken == 3
