@@ -18,7 +18,9 @@ measured interleaved, round by round: the added latency (p50 and p90 of each
 round, through minus straight) at concurrency 1, and requests/s at 50 and 200
 concurrent streams, with every error counted. The CPU time each gateway process
 spends per request at concurrency 1 (from /proc) shows what the
-gateway costs apart from waiting.
+gateway costs apart from waiting, beside the CPU its own ``AsyncClient`` takes
+for the same request alone (in the bench's process): the difference is the
+gateway's inbound side.
 
 ``--baseline SRC`` adds a second ``lb serve`` run from another checkout's
 ``src`` (``git worktree add /work/wt-base main``, then
@@ -62,6 +64,10 @@ from _harness import (
     spread,
     stop_child,
 )
+
+from lbtransports._async import AsyncClient
+from lbtransports.gateway._config import load_config
+from lbtransports.gateway._openai_format import OpenAIFormat
 
 
 def _count(flag: str, default: int) -> int:
@@ -319,7 +325,33 @@ def load(call: Caller, route: Route, tasks: int) -> Callable[[], Awaitable[Load]
     return measure
 
 
-async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[str, list[Load]]]:
+#: The CPU table's row for the gateway's client alone (:func:`client_alone`).
+CLIENT_ALONE = "AsyncClient alone"
+
+
+async def client_alone(config: Path) -> None:
+    """What the gateway's own client costs, apart from the gateway: CPU µs per request
+    (this process's, one round per latency round) of an ``AsyncClient`` built from the
+    same group, given the request as the gateway parses it, the backend's events kept
+    as for passthrough. The gateway's process less this is its inbound side."""
+    group = load_config(config, no_auth=True).groups[0]
+    body = json.dumps({"model": "bench", "messages": MESSAGES, "stream": True}).encode()
+    async with AsyncClient(group.client, trace=group.trace) as client:
+        for _ in range(ROUNDS):
+            began = time.process_time()
+            for _ in range(PER_ROUND):
+                chat = OpenAIFormat().parse(body).chat
+                async with client.chat(chat, keep_upstream=True) as stream:
+                    async for _chunk in stream:
+                        if stream.upstream is not None:
+                            stream.upstream.take_events()
+            spent = time.process_time() - began
+            CPU_US.setdefault(CLIENT_ALONE, []).append(spent / PER_ROUND * 1e6)
+
+
+async def bench(
+    routes: list[Route], config: Path
+) -> tuple[dict[str, list[list[int]]], dict[str, list[Load]]]:
     top = max(CONCURRENCY)
     # The SDK's own connection limits (1,000 connections, 100 kept alive): what a user gets.
     clients = {
@@ -346,6 +378,7 @@ async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[s
             },
             ROUNDS,
         )
+        await client_alone(config)
         loads = await rounds_async(
             {
                 f"{c} {r.name} {n}": load(call, r, n)
@@ -376,6 +409,9 @@ def cpu_table(routes: list[Route]) -> Table:
             rounds = CPU_US.get(f"{caller} {route.name}")
             if rounds:
                 cpu.rows.append([caller, route.name, spread(rounds).show()])
+    if CLIENT_ALONE in CPU_US:
+        row = "the request alone, in the bench's process"
+        cpu.rows.append([row, CLIENT_ALONE, spread(CPU_US[CLIENT_ALONE]).show()])
     return cpu
 
 
@@ -530,7 +566,7 @@ def main() -> None:
             routes.append(stack.enter_context(baseline))
         if args.peers:
             routes.append(stack.enter_context(litellm_proxy(url, Path(scratch))))
-        timing, loads = anyio.run(bench, routes)
+        timing, loads = anyio.run(bench, routes, Path(scratch) / "gateway.toml")
     section = record(routes, timing, loads)
     if args.baseline:
         print(section.markdown())  # an A/B of a change, not the record
