@@ -810,12 +810,12 @@ class Balancer:
                 detail += f" ({request.compressed[index]} after compression)"
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
-            request.context_failures.append((backend.name, failure))
+            request.note_context_failure(backend.name, failure)
             self._advance_sticky_past(request, index)
         elif (until := self._cooldowns.ends[index]) > self._now:
             reason = SkipReason.COOLING_DOWN
             detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
-            request.failures.append((backend.name, self._cooling_failure(index, until)))
+            request.note_failure(backend.name, self._cooling_failure(index, until))
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = _AT_CAPACITY
@@ -874,7 +874,7 @@ class Balancer:
                 error = CompressionFailed(profile_name=profile, backend=name, message=message)
                 self._fail_request(request, error, actions)
                 return
-            request.context_failures.append((name, compression_failure(profile, name, event.error)))
+            request.note_context_failure(name, compression_failure(profile, name, event.error))
             self._advance_sticky_past(request, index)
             actions.append(
                 SkipBackend(
@@ -1195,7 +1195,7 @@ class Balancer:
         else:
             self._hand_back_probe(request)
         name = self._backends[request.backend_index].name
-        request.failures.append((name, failure))
+        request.note_failure(name, failure)
         request.pending_failover = (name, reason, failure)
         request.deadline = None
         self._release_slot(request)
@@ -1264,7 +1264,7 @@ class Balancer:
             return
         if not self._retry_budget.take(request, len(self._live)):
             self._record_failure(request, failure, actions)
-            request.failures.append((self._backends[request.backend_index].name, failure))
+            request.note_failure(self._backends[request.backend_index].name, failure)
             self._refuse_retry(request, actions)
             return
         if delay > 0:
