@@ -16,7 +16,16 @@ stopped by its PID. Two callers send the same 20-chunk streamed request:
 Straight to the backend, through ``lb serve`` and through LiteLLM's proxy are
 measured interleaved, round by round: the added latency (p50 and p90 of each
 round, through minus straight) at concurrency 1, and requests/s at 50 and 200
-concurrent streams, with every error counted.
+concurrent streams, with every error counted. The CPU time each gateway process
+spends per request at concurrency 1 (from /proc) shows what the
+gateway costs apart from waiting, beside the CPU its own ``AsyncClient`` takes
+for the same request alone (in the bench's process): the difference is the
+gateway's inbound side.
+
+``--baseline SRC`` adds a second ``lb serve`` run from another checkout's
+``src`` (``git worktree add /work/wt-base main``, then
+``--baseline /work/wt-base/src``), measured interleaved with this one, for an
+A/B of a change; such a run prints its tables and is not kept for the record.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from _harness import (
     Section,
     Table,
     backends_in_child,
+    cpu_seconds,
     difference,
     median_of,
     percentile,
@@ -54,6 +64,10 @@ from _harness import (
     spread,
     stop_child,
 )
+
+from lbtransports._async import AsyncClient
+from lbtransports.gateway._config import load_config
+from lbtransports.gateway._openai_format import OpenAIFormat
 
 
 def _count(flag: str, default: int) -> int:
@@ -81,6 +95,8 @@ class Route:
     base_url: str
     model: str
     key: str = KEY
+    #: The process serving the route, when the bench started it (its CPU is measured).
+    pid: int | None = None
 
 
 # -- the servers -------------------------------------------------------------------
@@ -104,7 +120,10 @@ def stopped_by_pid(
 
 
 @contextlib.contextmanager
-def lb_serve(backend_url: str, workdir: Path) -> Iterator[Route]:
+def lb_serve(
+    backend_url: str, workdir: Path, name: str = "lb serve", src: str | None = None
+) -> Iterator[Route]:
+    """``lb serve`` over the backend; from the ``src`` directory of another checkout if given."""
     config = workdir / "gateway.toml"
     config.write_text(
         '[gateway]\nhost = "127.0.0.1"\n\n'
@@ -120,13 +139,18 @@ def lb_serve(backend_url: str, workdir: Path) -> Iterator[Route]:
     )
     lb = Path(sys.executable).parent / "lb"
     command = [str(lb), "serve", "--config", str(config), "--port", "0", "--no-auth"]
-    with stopped_by_pid(command) as child:
+    env = None
+    if src is not None:
+        # Ahead of this checkout's editable install on sys.path.
+        env = {**os.environ, "PYTHONPATH": src}
+        command = [sys.executable, "-m", "lbtransports.cli", *command[1:]]
+    with stopped_by_pid(command, env=env) as child:
         assert child.stdout is not None
         line = child.stdout.readline()
         if "listening on http://" not in line:
             raise RuntimeError(f"lb serve did not start: {line!r}")
         address = line.split("listening on ", 1)[1].split()[0]
-        yield Route("lb serve", f"{address}/v1", "bench")
+        yield Route(name, f"{address}/v1", "bench", pid=child.pid)
 
 
 @contextlib.contextmanager
@@ -236,13 +260,36 @@ async def _raw_call(pool: httpcore.AsyncConnectionPool, route: Route) -> int:
 # -- measures ----------------------------------------------------------------------
 
 
-def latencies(call: Caller, route: Route) -> Callable[[], Awaitable[list[int]]]:
+def cpu_of(pid: int) -> float:
+    """CPU seconds of a process: the scheduler's nanoseconds over its threads where the
+    kernel keeps them (/proc/PID/task/*/schedstat), else its clock ticks."""
+    try:
+        return (
+            sum(
+                int(path.read_text().split()[0])
+                for path in Path(f"/proc/{pid}/task").glob("*/schedstat")
+            )
+            / 1e9
+        )
+    except (OSError, ValueError, IndexError):
+        return cpu_seconds(pid)
+
+
+#: CPU µs per request of each measured route's process, per latency round, by measure name.
+CPU_US: dict[str, list[float]] = {}
+
+
+def latencies(call: Caller, route: Route, name: str) -> Callable[[], Awaitable[list[int]]]:
     async def measure() -> list[int]:
         samples = []
+        cpu_before = cpu_of(route.pid) if route.pid is not None else 0.0
         for _ in range(PER_ROUND):
             began = time.perf_counter_ns()
             await call(route)
             samples.append(time.perf_counter_ns() - began)
+        if route.pid is not None:
+            spent = cpu_of(route.pid) - cpu_before
+            CPU_US.setdefault(name, []).append(spent / PER_ROUND * 1e6)
         return samples
 
     return measure
@@ -278,7 +325,33 @@ def load(call: Caller, route: Route, tasks: int) -> Callable[[], Awaitable[Load]
     return measure
 
 
-async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[str, list[Load]]]:
+#: The CPU table's row for the gateway's client alone (:func:`client_alone`).
+CLIENT_ALONE = "AsyncClient alone"
+
+
+async def client_alone(config: Path) -> None:
+    """What the gateway's own client costs, apart from the gateway: CPU µs per request
+    (this process's, one round per latency round) of an ``AsyncClient`` built from the
+    same group, given the request as the gateway parses it, the backend's events kept
+    as for passthrough. The gateway's process less this is its inbound side."""
+    group = load_config(config, no_auth=True).groups[0]
+    body = json.dumps({"model": "bench", "messages": MESSAGES, "stream": True}).encode()
+    async with AsyncClient(group.client, trace=group.trace) as client:
+        for _ in range(ROUNDS):
+            began = time.process_time()
+            for _ in range(PER_ROUND):
+                chat = OpenAIFormat().parse(body).chat
+                async with client.chat(chat, keep_upstream=True) as stream:
+                    async for _chunk in stream:
+                        if stream.upstream is not None:
+                            stream.upstream.take_events()
+            spent = time.process_time() - began
+            CPU_US.setdefault(CLIENT_ALONE, []).append(spent / PER_ROUND * 1e6)
+
+
+async def bench(
+    routes: list[Route], config: Path
+) -> tuple[dict[str, list[list[int]]], dict[str, list[Load]]]:
     top = max(CONCURRENCY)
     # The SDK's own connection limits (1,000 connections, 100 kept alive): what a user gets.
     clients = {
@@ -298,9 +371,14 @@ async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[s
                 for _ in range(3):
                     assert await caller(route) == CHUNKS, route
         timing = await rounds_async(
-            {f"{c} {r.name}": latencies(call, r) for c, call in callers.items() for r in routes},
+            {
+                f"{c} {r.name}": latencies(call, r, f"{c} {r.name}")
+                for c, call in callers.items()
+                for r in routes
+            },
             ROUNDS,
         )
+        await client_alone(config)
         loads = await rounds_async(
             {
                 f"{c} {r.name} {n}": load(call, r, n)
@@ -316,6 +394,62 @@ async def bench(routes: list[Route]) -> tuple[dict[str, list[list[int]]], dict[s
 
 
 # -- the record --------------------------------------------------------------------
+
+BASELINE = "lb serve (baseline)"
+_SLUGS = {"lb serve": "lb", "LiteLLM proxy": "litellm", BASELINE: "lb_baseline"}
+
+
+def cpu_table(routes: list[Route]) -> Table:
+    cpu = Table(
+        "CPU per request of the gateway's process at concurrency 1, µs",
+        ["caller", "route", "CPU per request"],
+    )
+    for caller in ("SDK", "raw httpcore"):
+        for route in routes:
+            rounds = CPU_US.get(f"{caller} {route.name}")
+            if rounds:
+                cpu.rows.append([caller, route.name, spread(rounds).show()])
+    if CLIENT_ALONE in CPU_US:
+        row = "the request alone, in the bench's process"
+        cpu.rows.append([row, CLIENT_ALONE, spread(CPU_US[CLIENT_ALONE]).show()])
+    return cpu
+
+
+def versus_baseline(
+    timing: dict[str, list[list[int]]], loads: dict[str, list[Load]], straight: Route
+) -> Table:
+    """This checkout's gateway over the baseline's, ratios taken round by round."""
+    top = max(CONCURRENCY)
+    table = Table(
+        "`lb serve` here against the baseline checkout's, same run (ratio per round)",
+        [
+            "caller",
+            "added p50, here / baseline",
+            "CPU per request, here / baseline",
+            f"requests/s at {top}, here / baseline",
+        ],
+    )
+    for caller in ("SDK", "raw httpcore"):
+        base = [median_of(run) for run in timing[f"{caller} {straight.name}"]]
+        added = {
+            name: [
+                median_of(run) - b for run, b in zip(timing[f"{caller} {name}"], base, strict=True)
+            ]
+            for name in ("lb serve", BASELINE)
+        }
+        rps = {
+            name: [m.per_second for m in loads[f"{caller} {name} {top}"]]
+            for name in ("lb serve", BASELINE)
+        }
+        table.rows.append(
+            [
+                caller,
+                ratio(added["lb serve"], added[BASELINE]).show(2, "x"),
+                ratio(CPU_US[f"{caller} lb serve"], CPU_US[f"{caller} {BASELINE}"]).show(2, "x"),
+                ratio(rps["lb serve"], rps[BASELINE]).show(2, "x"),
+            ]
+        )
+    return table
 
 
 def record(
@@ -354,7 +488,7 @@ def record(
             else:
                 plus50, plus90 = difference(p50, base_p50), difference(p90, base_p90)
                 row += [plus50.show(), plus90.show()]
-                slug = "lb" if route.name == "lb serve" else "litellm"
+                slug = _SLUGS[route.name]
                 section.figure(f"gateway.{slug}.{caller.split()[0]}.added_p50_us", plus50)
             added.rows.append(row)
             cells = []
@@ -365,7 +499,7 @@ def record(
                     spread([m.per_second for m in measured]).show()
                     + (f", **{errors} errors**" if errors else "")
                 )
-                slug = {"lb serve": "lb", "LiteLLM proxy": "litellm"}.get(route.name, "straight")
+                slug = _SLUGS.get(route.name, "straight")
                 section.figure(
                     f"gateway.{slug}.{caller.split()[0]}.rps.{n}",
                     spread([m.per_second for m in measured]),
@@ -399,13 +533,18 @@ def record(
         section.tables.append(versus)
     else:
         section.method += " LiteLLM's proxy: run `make bench-peers`."
-    section.tables[:0] = [added, rps]
+    section.tables[:0] = [added, rps, cpu_table(routes)]
+    if any(route.name == BASELINE for route in routes):
+        section.tables.insert(3, versus_baseline(timing, loads, straight))
     return section
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", action="store_true", help="add LiteLLM's proxy")
+    parser.add_argument(
+        "--baseline", metavar="SRC", help="add `lb serve` run from another checkout's src (A/B)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, not for the record")
     parser.add_argument("--rounds", type=int, help=f"latency rounds (default {ROUNDS})")
     parser.add_argument(
@@ -422,10 +561,17 @@ def main() -> None:
         url = served.urls["backend"]
         routes = [Route("straight", url, "bench-model")]
         routes.append(stack.enter_context(lb_serve(url, Path(scratch))))
+        if args.baseline:
+            baseline = lb_serve(url, Path(scratch), BASELINE, src=args.baseline)
+            routes.append(stack.enter_context(baseline))
         if args.peers:
             routes.append(stack.enter_context(litellm_proxy(url, Path(scratch))))
-        timing, loads = anyio.run(bench, routes)
-    publish(record(routes, timing, loads), began)
+        timing, loads = anyio.run(bench, routes, Path(scratch) / "gateway.toml")
+    section = record(routes, timing, loads)
+    if args.baseline:
+        print(section.markdown())  # an A/B of a change, not the record
+        return
+    publish(section, began)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Rules that keep it honest:
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from typing import Final
 
@@ -68,6 +67,7 @@ from ._events import (
     TimeoutPhase,
 )
 from ._failure import Failure, FailureKind
+from ._full_rotation import skips_when_all_full
 from ._metrics import MetricsCounter, ModelInfo, Stats
 from ._outcomes import (
     AllBackendsUnhealthy,
@@ -88,9 +88,10 @@ from ._shared import PEER_EVENTS, Sharing
 from ._state import LiveRequest, Phase, Sending
 from ._strategies import FastestFirst, picker_for
 from ._text import truncate
+from ._timers import Timers
 from ._tpm import TokenRate
 from ._trace import TRACE_FORMAT, Step, TraceHeader
-from ._validate import check_event
+from ._validate import check_event, check_start, check_time
 
 #: The phases in which a request's current attempt is under way at its backend.
 _ATTEMPT_PHASES: Final = frozenset({Phase.CONNECTING, Phase.STREAMING})
@@ -100,6 +101,7 @@ _CONNECTING: Final = Phase.CONNECTING
 _STREAMING: Final = Phase.STREAMING
 _STARTED: Final = Sending.STARTED
 _AT_CAPACITY: Final = SkipReason.AT_CAPACITY
+_CLOSED: Final = BreakerState.CLOSED
 
 # Everything in __all__ is re-exported by lbcore.
 __all__ = ("Balancer", "UnsupportedServerTool")
@@ -111,8 +113,6 @@ ALL_UNHEALTHY_MESSAGE: Final = (
 BUDGET_EXHAUSTED_MESSAGE: Final = "Transport attempt budget exhausted"
 #: How many finished request ids are remembered to report reuse and late events clearly.
 FINISHED_MEMORY: Final = 4096
-#: Spent deadline entries tolerated before the heap is rebuilt (see _arm).
-_TIMER_SLACK: Final = 64
 _PHASE_VERBS: Final = {TimeoutPhase.CONNECT: "connecting", TimeoutPhase.READ: "reading"}
 
 
@@ -148,14 +148,8 @@ class Balancer:
         self._sticky_owner = 0
         self._claims = 0
         self._live: dict[str, LiveRequest] = {}
-        # Every deadline ever armed, soonest first. Entries whose request ended or
-        # whose deadline moved are dropped when they reach the top, so finding
-        # the next deadline costs O(log n), not a scan of every live request.
-        # The middle number only keeps tuples from ever comparing two requests.
-        self._timers: list[tuple[int, int, LiveRequest]] = []
-        self._armed = 0
-        #: Entries the heap kept at its last rebuild (see _arm).
-        self._timers_kept = 0
+        #: Where each live request's deadlines stand, soonest first (see _timers).
+        self._timers = Timers(self._live)
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._breakers: dict[str, Breaker] = {}
         self._metrics: dict[str, MetricsCounter] = {}
@@ -170,6 +164,10 @@ class Balancer:
         # The limit a prompt must fit on each backend, worked out once: the
         # config is frozen, and the shared limit is a scan of every backend.
         self._context_limits = tuple(config.target_context_limit(b) for b in self._backends)
+        #: A prompt of at most this many tokens fits every backend (None: no limit anywhere).
+        self._tightest_limit = min(
+            (limit for limit in self._context_limits if limit is not None), default=None
+        )
         self._capacity = Capacity(self._backends, self._settings)
         # Strategy hooks: where a rotation starts, which backends it leaves out
         # (weight 0 drains), and the latency estimates' samples.
@@ -267,7 +265,11 @@ class Balancer:
                         self._journal.append(Step(seq=self._seq, event=event, actions=()))
                     return []
         sharing = self._sharing
-        if kind in PEER_EVENTS:
+        if kind is RequestStarted:
+            # The other common event: its checks, without check_event's dispatch.
+            check_time("RequestStarted", event.at, self._now)
+            check_start(event, self._live, self._finished)  # type: ignore[arg-type]
+        elif kind in PEER_EVENTS:
             if sharing is None:
                 raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
             sharing.check(event, self._now)  # type: ignore[arg-type]
@@ -317,74 +319,7 @@ class Balancer:
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
-        timers = self._timers
-        while timers:
-            due, _, request = timers[0]
-            if self._armed_now(due, request):
-                if not self._idle_lags(due, request):
-                    return due
-                heapq.heappop(timers)
-                self._rearm_idle(request)
-                continue
-            # Forgetting a spent entry changes nothing any event could observe.
-            heapq.heappop(timers)
-        return None
-
-    @staticmethod
-    def _idle_lags(due: int, request: LiveRequest) -> bool:
-        """Whether the entry is the idle deadline's, left behind by chunks that moved it on."""
-        idle = request.idle_due
-        return due == request.idle_mark and idle is not None and idle > due
-
-    def _rearm_idle(self, request: LiveRequest) -> int:
-        """Move the idle deadline's heap entry (already taken off) to where chunks moved it."""
-        due = request.idle_due
-        assert due is not None
-        request.idle_mark = due
-        self._armed += 1
-        heapq.heappush(self._timers, (due, self._armed, request))
-        return due
-
-    def _armed_now(self, due: int, request: LiveRequest) -> bool:
-        """Whether a heap entry still stands for a deadline the request holds."""
-        return self._live.get(request.request_id) is request and due in (
-            request.deadline,
-            request.retry_due,
-            request.queue_due,
-            request.expires_at,
-            request.idle_mark,
-        )
-
-    def _arm(self, request: LiveRequest, due: int | None) -> None:
-        if due is None:
-            return
-        timers = self._timers
-        # A transport that drives the core by Tick, or run()/replay(), never
-        # calls next_deadline(), so spent entries would pile up without end.
-        # The heap is rebuilt once it is twice what live requests can hold
-        # and twice what the last rebuild kept: the second rule matters when
-        # every live request holds two deadlines (queued: its queue timeout
-        # and its total deadline), where the first alone would rebuild the
-        # whole heap every few arms. Together they keep the heap O(requests
-        # in flight) at an amortised O(1) per arm, whatever the driving style.
-        # Which entries exist never changes a decision.
-        size = len(timers)
-        if (
-            size >= 2 * len(self._live) + _TIMER_SLACK
-            and size >= 2 * self._timers_kept + _TIMER_SLACK
-        ):
-            # Most spent entries belong to requests that ended: the live check
-            # first drops them without a call.
-            live, armed_now = self._live, self._armed_now
-            timers[:] = [
-                entry
-                for entry in timers
-                if live.get(entry[2].request_id) is entry[2] and armed_now(entry[0], entry[2])
-            ]
-            heapq.heapify(timers)
-            self._timers_kept = len(timers)
-        self._armed += 1
-        heapq.heappush(timers, (due, self._armed, request))
+        return self._timers.next_due()
 
     def reset_stats(self) -> list[Action]:
         """Shorthand for ``handle(StatsReset(at=self.now))``."""
@@ -551,6 +486,8 @@ class Balancer:
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
+        # The timers' lines read these to tell a spent entry (see _timers).
+        request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
         self._finished[request.request_id] = None
         if len(self._finished) > FINISHED_MEMORY:
@@ -637,7 +574,7 @@ class Balancer:
         total = self._deadline_ms
         if total is not None:
             request.expires_at = self._now + total
-            self._arm(request, request.expires_at)
+            self._timers.arm_in(self._timers.expiry, request, request.expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -701,7 +638,8 @@ class Balancer:
             return
         picker = self._picker
         request.next_index = self._sticky_index if picker is None else picker.pick()
-        self._advance(request, actions)
+        if not self._skip_a_full_pool(request, actions):
+            self._advance(request, actions)
 
     def _any_can_attempt(self) -> bool:
         """Whether some backend still in rotation has a breaker that lets a request through."""
@@ -731,7 +669,7 @@ class Balancer:
             request.deadline = None
         else:
             request.deadline = now + timeout
-            self._arm(request, request.deadline)
+            self._timers.arm_in(self._timers.first_chunk, request, request.deadline)
         counter = self._metrics.get(backend.name)
         if counter is None:
             counter = self._metrics[backend.name] = MetricsCounter()
@@ -770,6 +708,57 @@ class Balancer:
             if request.phase is Phase.COMPRESSING:
                 return
         self._end_rotation(request, actions)
+
+    def _skip_a_full_pool(self, request: LiveRequest, actions: list[Action]) -> bool:
+        """Queue a new request at once when only capacity stands in its way everywhere.
+
+        The whole rotation's visits in one loop (``_full_rotation``), when
+        nothing but the token rate and capacity could skip a backend: no
+        breaker other than closed, no cooldown running, no backend drained,
+        a prompt that fits every backend and an attempt budget that allows a
+        visit. Otherwise, or when some backend has room, False: the visits
+        run one by one in ``_advance``.
+        """
+        capacity, start = self._capacity, request.next_index
+        # The first backend decides most requests: a free slot there means no burst.
+        if not capacity.waiting[start]:
+            limit = capacity.limits[start]
+            if limit is None or capacity.in_flight[start] < limit:
+                return False
+        if (
+            self._drained is not None
+            or self._cooldowns.latest > self._now
+            or (request.budget is not None and request.used >= request.budget)
+        ):
+            return False
+        tokens, tightest = request.prompt_tokens, self._tightest_limit
+        if tokens is not None and tightest is not None and tokens > tightest:
+            return False
+        for breaker in self._breakers.values():
+            if breaker.state is not _CLOSED:
+                return False
+        skips = skips_when_all_full(
+            request.request_id,
+            start,
+            capacity,
+            self._names,
+            self._full_details,
+            tpm=self._tpm,
+            threshold=self._tpm_threshold,
+            now=self._now,
+        )
+        if skips is None:
+            return False
+        count = len(self._backends)
+        request.visited = count
+        request.full.extend(range(start, count))
+        request.full.extend(range(start))
+        actions.extend(skips)
+        # What _end_rotation would do: every backend is still full, so there is
+        # nothing to revisit, and the budget allowed this visit.
+        names = self._names
+        self._queue(request, actions, names[start:] + names[:start] if start else names)
+        return True
 
     def _admit(
         self, request: LiveRequest, index: int, actions: list[Action], *, its_turn: bool = False
@@ -821,12 +810,12 @@ class Balancer:
                 detail += f" ({request.compressed[index]} after compression)"
             message = context_limit_message(self._config.profile_name, backend.name, tokens, limit)
             failure = Failure(kind=FailureKind.CONTEXT_LIMIT, message=message)
-            request.context_failures.append((backend.name, failure))
+            request.note_context_failure(backend.name, failure)
             self._advance_sticky_past(request, index)
         elif (until := self._cooldowns.ends[index]) > self._now:
             reason = SkipReason.COOLING_DOWN
             detail = f"asked for a pause (Retry-After) until {until}, {until - self._now}ms more"
-            request.failures.append((backend.name, self._cooling_failure(index, until)))
+            request.note_failure(backend.name, self._cooling_failure(index, until))
         elif not (self._capacity.has_room(index) if its_turn else self._capacity.open(index)):
             # Not a failure: the request may wait for this backend (§18).
             reason = _AT_CAPACITY
@@ -885,7 +874,7 @@ class Balancer:
                 error = CompressionFailed(profile_name=profile, backend=name, message=message)
                 self._fail_request(request, error, actions)
                 return
-            request.context_failures.append((name, compression_failure(profile, name, event.error)))
+            request.note_context_failure(name, compression_failure(profile, name, event.error))
             self._advance_sticky_past(request, index)
             actions.append(
                 SkipBackend(
@@ -988,7 +977,11 @@ class Balancer:
                     return True
         return False
 
-    def _queue(self, request: LiveRequest, actions: list[Action]) -> None:
+    def _queue(
+        self, request: LiveRequest, actions: list[Action], waiting_for: tuple[str, ...] = ()
+    ) -> None:
+        """Queue ``request`` for the backends in ``request.full`` (named by ``waiting_for``
+        when the caller has their names at hand), or fail it when the queue is full."""
         capacity = self._capacity
         limit = self._settings.max_queued
         if capacity.queued >= limit:
@@ -1001,16 +994,21 @@ class Balancer:
         capacity.enqueue(request)
         request.queued_at = self._now
         timeout = self._settings.queue_timeout_ms
-        request.queue_due = self._now + timeout if timeout is not None else None
-        self._arm(request, request.queue_due)
+        if timeout is None:
+            request.queue_due = None
+        else:
+            request.queue_due = self._now + timeout
+            self._timers.arm_in(self._timers.queue, request, request.queue_due)
         due, expires = request.queue_due, request.expires_at
         if due is None or (expires is not None and expires < due):
             due = expires
-        names = self._names
+        if not waiting_for:
+            names = self._names
+            waiting_for = tuple([names[i] for i in request.full])
         actions.append(
             RequestQueued(
                 request_id=request.request_id,
-                waiting_for=tuple([names[i] for i in request.full]),
+                waiting_for=waiting_for,
                 queued=capacity.queued,
                 due=due,
             )
@@ -1076,7 +1074,7 @@ class Balancer:
         if not self._failover or timeout is None:
             return
         request.deadline = self._now + timeout
-        self._arm(request, request.deadline)
+        self._timers.arm_in(self._timers.first_chunk, request, request.deadline)
         actions.append(
             FirstChunkDue(
                 request_id=request.request_id, attempt=request.attempt, due=request.deadline
@@ -1110,7 +1108,7 @@ class Balancer:
             # One heap entry per stream, not per chunk: it is moved on lazily.
             if request.idle_mark is None:
                 request.idle_mark = request.idle_due
-                self._arm(request, request.idle_due)
+                self._timers.arm(request, request.idle_due)
 
     def _succeed(
         self, request: LiveRequest, event: AttemptSucceeded, actions: list[Action]
@@ -1197,7 +1195,7 @@ class Balancer:
         else:
             self._hand_back_probe(request)
         name = self._backends[request.backend_index].name
-        request.failures.append((name, failure))
+        request.note_failure(name, failure)
         request.pending_failover = (name, reason, failure)
         request.deadline = None
         self._release_slot(request)
@@ -1266,7 +1264,7 @@ class Balancer:
             return
         if not self._retry_budget.take(request, len(self._live)):
             self._record_failure(request, failure, actions)
-            request.failures.append((self._backends[request.backend_index].name, failure))
+            request.note_failure(self._backends[request.backend_index].name, failure)
             self._refuse_retry(request, actions)
             return
         if delay > 0:
@@ -1279,7 +1277,7 @@ class Balancer:
 
     def _schedule_retry(self, request: LiveRequest, delay: int, actions: list[Action]) -> None:
         request.retry_due = self._now + delay
-        self._arm(request, request.retry_due)
+        self._timers.arm(request, request.retry_due)
         name = self._backends[request.backend_index].name
         actions.append(
             RetryScheduled(request_id=request.request_id, backend=name, due=request.retry_due)
@@ -1330,31 +1328,9 @@ class Balancer:
 
     # ------------------------------------------------------------------ clock
 
-    def _due_now(self) -> list[LiveRequest]:
-        """The requests with a timer due, by due time then arrival, taken off the heap.
-
-        Only due entries are looked at, so a tick costs O(due log n), not a
-        scan of every live (or queued) request.
-        """
-        now, timers = self._now, self._timers
-        earliest: dict[str, tuple[int, int, LiveRequest]] = {}
-        while timers and timers[0][0] <= now:
-            due, _, request = heapq.heappop(timers)
-            if not self._armed_now(due, request):
-                continue
-            if self._idle_lags(due, request):
-                # Chunks moved the idle deadline on since this entry was armed.
-                due = self._rearm_idle(request)
-                if due > now:
-                    continue
-            known = earliest.get(request.request_id)
-            if known is None or due < known[0]:
-                earliest[request.request_id] = (due, request.order, request)
-        return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]
-
     def _tick(self, actions: list[Action]) -> None:
         now = self._now
-        for request in self._due_now():
+        for request in self._timers.take_due(now):
             # What an earlier request did on this tick may have changed this one.
             if self._live.get(request.request_id) is not request:
                 continue

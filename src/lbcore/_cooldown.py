@@ -16,7 +16,7 @@ __all__ = ("Cooldowns",)
 
 
 class Cooldowns:
-    __slots__ = ("_cause", "ends")
+    __slots__ = ("_cause", "ends", "latest")
 
     def __init__(self, count: int) -> None:
         #: Per backend index: when its cooldown ends (0 when it never had one);
@@ -25,6 +25,9 @@ class Cooldowns:
         self.ends = [0] * count
         #: Per backend index: the failure that asked for the pause.
         self._cause: list[Failure | None] = [None] * count
+        #: The latest end of any cooldown: none runs once now reaches it, so a
+        #: routing decision can know that without looking at every backend.
+        self.latest = 0
 
     def note(self, index: int, failure: Failure, now: int, cap_ms: int) -> int | None:
         """Start or lengthen ``index``'s cooldown for ``failure``; the new end, or None."""
@@ -36,6 +39,7 @@ class Cooldowns:
             return None
         self.ends[index] = until
         self._cause[index] = failure
+        self.latest = max(self.latest, until)
         return until
 
     def until(self, index: int, now: int) -> int | None:
@@ -52,4 +56,5 @@ class Cooldowns:
             return False
         self.ends[index] = until
         self._cause[index] = cause
+        self.latest = max(self.latest, until)
         return True

@@ -31,17 +31,13 @@ from ._peer_records import (
     TokensUsed,
 )
 from ._tpm import TokenRate
-from ._validate import check_time
+from ._validate import check_time, is_count
 
 __all__ = ("PEER_EVENTS", "Sharing")
 
 PEER_EVENTS: Final = frozenset({PeerReport, ProbeClaimed, ProbeRefused})
 _FACTS: Final = frozenset({FailureSeen, BreakerOpened, BreakerClosed, TokensUsed, CooledDown})
 _LENGTHS: Final = ("age_ms", "recovery_left_ms", "left_ms", "tokens")
-
-
-def _is_count(value: object) -> bool:
-    return type(value) is int and value >= 0
 
 
 class Sharing:
@@ -128,8 +124,8 @@ class Sharing:
             return
         if not isinstance(event.origin, str) or not event.origin:
             raise InvalidEvent("PeerReport.origin must be a non-empty string")
-        if not _is_count(event.seq):
-            raise InvalidEvent("PeerReport.seq must be a non-negative integer")
+        if not is_count(event.seq):
+            raise InvalidEvent("PeerReport.seq must be a non-negative integer of at most 2**53 - 1")
         if not isinstance(event.facts, tuple):
             raise InvalidEvent("PeerReport.facts must be a tuple of facts")
         for fact in event.facts:
@@ -138,8 +134,10 @@ class Sharing:
                 raise InvalidEvent(f"not a shared-state fact: {name}")
             self._check_backend(name, fact.backend)
             for field in _LENGTHS:
-                if hasattr(fact, field) and not _is_count(getattr(fact, field)):
-                    raise InvalidEvent(f"{name}.{field} must be a non-negative integer")
+                if hasattr(fact, field) and not is_count(getattr(fact, field)):
+                    raise InvalidEvent(
+                        f"{name}.{field} must be a non-negative integer of at most 2**53 - 1"
+                    )
             if type(fact) is CooledDown and not isinstance(fact.failure, Failure):
                 raise InvalidEvent("CooledDown.failure must be a Failure")
 

@@ -191,8 +191,9 @@ class LiveRequest:
         self.visited = 0
         self.next_index = 0
         #: Final failures per backend: ordinary ones, then context-limit rejections.
-        self.failures: list[tuple[str, Failure]] = []
-        self.context_failures: list[tuple[str, Failure]] = []
+        #: Most requests have none: an empty tuple until the first (note_failure).
+        self.failures: list[tuple[str, Failure]] | tuple[()] = ()
+        self.context_failures: list[tuple[str, Failure]] | tuple[()] = ()
         #: The last backend left after a failure, announced when the next attempt starts.
         self.pending_failover: tuple[str, FailoverReason, Failure] | None = None
         #: When the request started, for its total deadline.
@@ -217,3 +218,15 @@ class LiveRequest:
         #: Backend index -> the re-estimate of the prompt shrunk for it; while
         #: COMPRESSING, the backend waited for is under the key -1 (its index as value).
         self.compressed: dict[int, int] | None = None
+
+    def note_failure(self, backend: str, failure: Failure) -> None:
+        failures = self.failures
+        if isinstance(failures, tuple):
+            failures = self.failures = []
+        failures.append((backend, failure))
+
+    def note_context_failure(self, backend: str, failure: Failure) -> None:
+        failures = self.context_failures
+        if isinstance(failures, tuple):
+            failures = self.context_failures = []
+        failures.append((backend, failure))

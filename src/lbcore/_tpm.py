@@ -16,7 +16,7 @@ WINDOW_MINUTES: Final = 5
 
 
 class TokenRate:
-    __slots__ = ("_buckets", "_pruned_at", "_windows")
+    __slots__ = ("_buckets", "_calm", "_pruned_at", "_windows")
 
     def __init__(self) -> None:
         # minute -> backend -> tokens
@@ -28,19 +28,26 @@ class TokenRate:
         self._windows: dict[str, list[int]] = {}
         #: The minute of the last add: buckets too old for it are gone already.
         self._pruned_at = -1
+        #: (minute, threshold, backends) for which any_below() found no backend
+        #: slow. Within a minute a rate only grows, so it stays true until an
+        #: add gives a backend without a rate its first tokens (see add).
+        self._calm: tuple[int, int, tuple[str, ...]] | None = None
 
     def add(self, backend: str, tokens: int, now: int) -> None:
         minute = now // MINUTE_MS
         bucket = self._buckets.setdefault(minute, {})
         bucket[backend] = bucket.get(backend, 0) + tokens
         window = self._windows.get(backend)
-        if window is not None:
-            if window[0] == minute and tokens > 0:
-                if window[1] < 0:
-                    window[1] = minute
-                window[2] += tokens
-            else:
-                del self._windows[backend]
+        if window is None:
+            self._calm = None
+        elif window[0] == minute and tokens > 0:
+            if window[1] < 0:
+                window[1] = minute
+                self._calm = None  # a first rate this minute: it may be below the threshold
+            window[2] += tokens
+        else:
+            del self._windows[backend]
+            self._calm = None
         if minute == self._pruned_at:
             return
         self._pruned_at = minute
@@ -83,3 +90,20 @@ class TokenRate:
             return None
         rate = window[2] / (minute - first + 1)
         return rate if rate < threshold else None
+
+    def any_below(self, backends: tuple[str, ...], now: int, threshold: int) -> bool:
+        """Whether ``below_threshold`` would give a rate for any of ``backends``."""
+        minute = now // MINUTE_MS
+        calm = self._calm
+        if calm is not None and calm[0] == minute and calm[1] == threshold and calm[2] is backends:
+            return False
+        windows = self._windows
+        for backend in backends:
+            window = windows.get(backend)
+            if window is None or window[0] != minute:
+                window = windows[backend] = self._sum(backend, minute)
+            first = window[1]
+            if first >= 0 and window[2] / (minute - first + 1) < threshold:
+                return True
+        self._calm = (minute, threshold, backends)
+        return False

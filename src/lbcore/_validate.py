@@ -40,7 +40,7 @@ from ._state import (
 )
 from ._text import clean_text, truncate
 
-__all__ = ("check_event",)
+__all__ = ("MAX_COUNT", "check_event", "check_start", "check_time", "is_count")
 
 _EVENT_TYPES: Final = frozenset(
     {
@@ -69,8 +69,15 @@ def _show_id(request_id: object) -> str:
     return repr(clean_text(str(request_id), 64))
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+#: The largest count an event may carry: the largest integer a JSON number (a
+#: trace line, a peer's report) holds exactly. spec/wire.md refuses larger ones
+#: from backends; another frontend must not poison stats() with 10**400 either.
+MAX_COUNT: Final = 2**53 - 1
+
+
+def is_count(value: object) -> bool:
+    """A non-negative int (not a bool) of at most MAX_COUNT."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def check_event(
@@ -91,7 +98,7 @@ def check_event(
     if kind is Tick or kind is StatsReset or kind is FailoverIndexReset:
         return
     if kind is RequestStarted:
-        _check_start(event, live, finished)  # type: ignore[arg-type]
+        check_start(event, live, finished)  # type: ignore[arg-type]
         return
     request_id = event.request_id  # type: ignore[union-attr]
     request = live.get(request_id) if isinstance(request_id, str) else None
@@ -132,10 +139,14 @@ def check_event(
     if kind is AttemptSucceeded:
         tokens_in, tokens_out = event.input_tokens, event.output_tokens  # type: ignore[union-attr]
         # Plain ints first: the common case needs no call.
-        if not ((type(tokens_in) is int and tokens_in >= 0) or _is_count(tokens_in)) or not (
-            (type(tokens_out) is int and tokens_out >= 0) or _is_count(tokens_out)
+        if not (
+            (type(tokens_in) is int and 0 <= tokens_in <= MAX_COUNT) or is_count(tokens_in)
+        ) or not (
+            (type(tokens_out) is int and 0 <= tokens_out <= MAX_COUNT) or is_count(tokens_out)
         ):
-            raise InvalidEvent("AttemptSucceeded token counts must be non-negative integers")
+            raise InvalidEvent(
+                "AttemptSucceeded token counts must be non-negative integers of at most 2**53 - 1"
+            )
     elif kind is AttemptFailed:
         failure = event.failure  # type: ignore[union-attr]
         if not isinstance(failure, Failure):
@@ -172,13 +183,15 @@ def _check_compressed(event: PromptCompressed) -> None:
     tokens, error = event.prompt_tokens, event.error
     if (tokens is None) == (error is None):
         raise InvalidEvent("PromptCompressed needs exactly one of prompt_tokens and error")
-    if tokens is not None and not _is_count(tokens):
-        raise InvalidEvent("PromptCompressed.prompt_tokens must be a non-negative integer")
+    if tokens is not None and not is_count(tokens):
+        raise InvalidEvent(
+            "PromptCompressed.prompt_tokens must be a non-negative integer of at most 2**53 - 1"
+        )
     if error is not None and not isinstance(error, str):
         raise InvalidEvent("PromptCompressed.error must be a string")
 
 
-def _check_start(
+def check_start(
     event: RequestStarted, live: Mapping[str, LiveRequest], finished: Mapping[str, None]
 ) -> None:
     request_id = event.request_id
@@ -186,12 +199,19 @@ def _check_start(
         raise InvalidEvent("RequestStarted.request_id must be a non-empty string")
     if request_id in live or request_id in finished:
         raise InvalidEvent(f"duplicate request id {_show_id(request_id)}")
-    for field, value in (
-        ("prompt_tokens", event.prompt_tokens),
-        ("attempt_budget", event.attempt_budget),
+    # Plain ints first: the common case needs no call.
+    tokens, budget = event.prompt_tokens, event.attempt_budget
+    if tokens is not None and not (
+        (type(tokens) is int and 0 <= tokens <= MAX_COUNT) or is_count(tokens)
     ):
-        if value is not None and not ((type(value) is int and value >= 0) or _is_count(value)):
-            raise InvalidEvent(f"RequestStarted.{field} must be a non-negative integer")
+        raise InvalidEvent(_START_COUNT.format("prompt_tokens"))
+    if budget is not None and not (
+        (type(budget) is int and 0 <= budget <= MAX_COUNT) or is_count(budget)
+    ):
+        raise InvalidEvent(_START_COUNT.format("attempt_budget"))
+
+
+_START_COUNT: Final = "RequestStarted.{} must be a non-negative integer of at most 2**53 - 1"
 
 
 def check_time(kind: str, at: object, now: int) -> None:

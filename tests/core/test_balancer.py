@@ -289,6 +289,26 @@ MISUSE: list[tuple[str, Event, str]] = [
         "decided by the core",
     ),
     ("bad tokens", AttemptSucceeded(at=10, request_id="live", attempt=1, input_tokens=-1), "token"),
+    (
+        "huge tokens",
+        AttemptSucceeded(at=10, request_id="live", attempt=1, input_tokens=10**400),
+        r"at most 2\*\*53 - 1",
+    ),
+    (
+        "tokens past 2**53 - 1",
+        AttemptSucceeded(at=10, request_id="live", attempt=1, output_tokens=2**53),
+        r"token counts must be non-negative integers of at most 2\*\*53 - 1",
+    ),
+    (
+        "huge prompt",
+        RequestStarted(at=10, request_id="x", prompt_tokens=2**53),
+        r"prompt_tokens must be a non-negative integer of at most 2\*\*53 - 1",
+    ),
+    (
+        "huge budget",
+        RequestStarted(at=10, request_id="x", attempt_budget=10**400),
+        "attempt_budget must be a non-negative integer of at most",
+    ),
     ("bad budget", RequestStarted(at=10, request_id="x", attempt_budget=-2), "attempt_budget"),
     ("empty id", RequestStarted(at=10, request_id=""), "non-empty"),
     ("bool attempt", ChunkReceived(at=10, request_id="live", attempt=True), "wrong type: bool"),
@@ -311,6 +331,21 @@ def test_misuse_raises_and_changes_nothing(label: str, event: Event, message: st
     assert len(lb.take_steps()) == len(setup)  # the refused event left no step behind
     follow_up = fail(20, "live", 1, 503)
     assert lb.handle(follow_up) == twin.handle(follow_up)
+
+
+def test_token_counts_up_to_2_53_minus_1_are_taken_and_stats_stay_readable() -> None:
+    lb = Balancer(config("failover", "ab"))
+    most = 2**53 - 1
+    feed(
+        lb,
+        [
+            start(0, "r1", prompt_tokens=most),
+            AttemptSucceeded(at=1, request_id="r1", attempt=1, input_tokens=most, output_tokens=1),
+        ],
+    )
+    stats = lb.stats()
+    assert stats.backend_metrics["a"].tokens == most + 1
+    assert msgspec.json.decode(msgspec.json.encode(stats))["total_requests"] == 1
 
 
 def test_an_event_for_a_request_waiting_to_retry_is_refused() -> None:
