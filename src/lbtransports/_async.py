@@ -148,13 +148,14 @@ class AsyncClient(ClientBase):
         guard_httpcore_logs()
         self._max_connections = max_connections
         self._pool_timeout_s = pool_timeout_ms / 1000
-        self._pools: dict[str, list[_PoolShard]] = {}
+        self._pools: dict[str, _BackendPools] = {}
         # Loaded once for all of this client's pools (a bundle takes milliseconds to read).
         self._tls = tls_context(config.ca_file)
         # Our own count of connections in use, in front of httpcore's pool:
         # a wait here is visible to the core (AttemptHeld), and httpcore's
         # pool, whose bookkeeping grows with every queued request, never queues.
-        self._slots: dict[str, anyio.Semaphore] = {}
+        # Per backend: its slots, and how many there are.
+        self._slots: dict[str, tuple[anyio.Semaphore, int]] = {}
         #: Attempts between preparing their send and letting go of its connection.
         self._running = 0
 
@@ -211,7 +212,7 @@ class AsyncClient(ClientBase):
         self._close_trace()
 
     async def _close_pools(self) -> None:
-        shards, self._pools = [s for each in self._pools.values() for s in each], {}
+        shards, self._pools = [s for each in self._pools.values() for s in each.shards], {}
         with anyio.CancelScope(shield=True):
             for shard in shards:
                 await shard.pool.aclose()
@@ -510,10 +511,12 @@ class AsyncClient(ClientBase):
         core hears the attempt is held, and its first-chunk deadline stops.
         False, already reported to the core, if the attempt is over instead.
         """
-        size = self._connections_for(attempt.backend, self._max_connections, closing=True)
-        slots = self._slots.get(attempt.backend)
-        if slots is None:
-            slots = self._slots[attempt.backend] = anyio.Semaphore(size)
+        known = self._slots.get(attempt.backend)
+        if known is None:
+            # Once per backend: finding its limit walks the config's backends.
+            size = self._connections_for(attempt.backend, self._max_connections, closing=True)
+            known = self._slots[attempt.backend] = (anyio.Semaphore(size), size)
+        slots, size = known
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
@@ -549,18 +552,41 @@ class AsyncClient(ClientBase):
         room is taken, so sequential requests keep reusing the same connection.
         """
         self._check_open()
-        shards = self._pools.get(backend)
-        if shards is None:
+        pools = self._pools.get(backend)
+        if pools is None:
             # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
-            shards = self._pools[backend] = [
-                _PoolShard(min(POOL_SHARD, size - start), self._tls)
-                for start in range(0, size, POOL_SHARD)
-            ]
-        shard = next(s for s in shards if s.busy < s.size)
+            pools = self._pools[backend] = _BackendPools(size, self._tls)
+        shard = pools.with_room()
         shard.busy += 1
         stack.callback(shard.leave)
         return shard.pool
+
+
+class _BackendPools:
+    """A backend's pools, each made the first time every earlier one is full.
+
+    Made up front, a backend allowed 100 connections would cost 13 pools to
+    make and to close, for a client that may send it one request.
+    """
+
+    __slots__ = ("shards", "size", "tls")
+
+    def __init__(self, size: int, tls: ssl.SSLContext | None) -> None:
+        #: Connections allowed to the backend in all.
+        self.size = size
+        self.tls = tls
+        self.shards: list[_PoolShard] = []
+
+    def with_room(self) -> _PoolShard:
+        for shard in self.shards:
+            if shard.busy < shard.size:
+                return shard
+        made = len(self.shards) * POOL_SHARD
+        # The caller holds one of at most ``size`` slots, so there is room left.
+        shard = _PoolShard(min(POOL_SHARD, self.size - made), self.tls)
+        self.shards.append(shard)
+        return shard
 
 
 class _PoolShard:

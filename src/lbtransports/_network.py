@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import ssl
-from collections.abc import Iterator
 
 from lbcore import Failure, FailureKind
 
@@ -26,21 +25,27 @@ __all__ = (
 _MAX_DEPTH = 12
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and everything it wraps: causes, contexts, and exceptions in its args."""
-    seen: set[int] = set()
-    pending = [error]
-    while pending and len(seen) < _MAX_DEPTH:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        wrapped += [arg for arg in current.args if isinstance(arg, BaseException)]
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error`` and everything it wraps: causes, contexts, and exceptions in its
+    args, breadth first, each once, at most :data:`_MAX_DEPTH` of them."""
+    found = [error]
+    seen = {id(error)}
+    index = 0
+    while index < len(found) < _MAX_DEPTH:
+        current = found[index]
+        index += 1
         # anyio reports a failed connect as an OSError caused by a group of them.
-        wrapped += list(getattr(current, "exceptions", ()))
-        pending += [inner for inner in wrapped if isinstance(inner, BaseException)]
+        for inner in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            *current.args,
+            *getattr(current, "exceptions", ()),
+        ):
+            if isinstance(inner, BaseException) and id(inner) not in seen:
+                seen.add(id(inner))
+                found.append(inner)
+    return found[:_MAX_DEPTH]
 
 
 def forget_tracebacks(error: BaseException) -> None:

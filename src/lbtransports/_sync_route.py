@@ -23,11 +23,14 @@ from .wire import HttpRequest
 
 __all__ = ("Route",)
 
+#: URLs kept prepared per backend; more is a caller building odd URLs.
+_URLS_KEPT = 16
+
 
 class Route:
     """One backend's pooled connections, and how a request goes out over them."""
 
-    __slots__ = ("_adapter", "_session", "_verify")
+    __slots__ = ("_adapter", "_session", "_urls", "_verify")
 
     def __init__(self, pool_size: int, *, trust_env: bool, ca_file: str | None) -> None:
         # The core owns retries: urllib3 must never retry underneath it.
@@ -37,6 +40,8 @@ class Route:
         #: What certificates are checked against: the config's CA file, or the defaults.
         self._verify: str | bool = ca_file if ca_file is not None else True
         self._session = _session(self._adapter, ca_file) if trust_env else None
+        #: Each URL as requests prepares it (IDNA, quoting): a backend has one or two.
+        self._urls: dict[str, str] = {}
 
     def send(self, http: HttpRequest, timeout: tuple[float, float]) -> requests.Response:
         """Send ``http`` and return its response once the head came (the body streams)."""
@@ -53,11 +58,29 @@ class Route:
         # The session's header merge: its own headers, then the request's over them.
         headers = requests.structures.CaseInsensitiveDict(CLIENT_HEADERS)
         headers.update(http.headers)
+        # PreparedRequest.prepare, less what can never apply here: no cookie
+        # jar, no hooks, and the URL prepared once. Headers are still checked.
         prepared = requests.PreparedRequest()
-        prepared.prepare(method=http.method, url=http.url, headers=headers, data=http.body)
+        prepared.prepare_method(http.method)
+        prepared.url = self._prepared_url(http.url)
+        prepared.prepare_headers(headers)
+        prepared.prepare_body(http.body, None)
+        if "@" in prepared.url:
+            prepared.prepare_auth(None, prepared.url)  # user:password in the base URL
         return self._adapter.send(
             prepared, stream=True, timeout=timeout, verify=self._verify, cert=None, proxies={}
         )
+
+    def _prepared_url(self, url: str) -> str:
+        prepared = self._urls.get(url)
+        if prepared is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            scratch = requests.PreparedRequest()
+            scratch.prepare_url(url, None)
+            assert scratch.url is not None
+            prepared = self._urls[url] = scratch.url
+        return prepared
 
     def close(self) -> None:
         """Close every connection pooled here (idle ones; a streaming one when it ends).

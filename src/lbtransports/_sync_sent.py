@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import queue
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,12 +123,31 @@ class _SentHTTPSConnection(_SentHTTPConnection, urllib3.connection.HTTPSConnecti
     pass
 
 
+class _IdleConnections(queue.LifoQueue[Any]):
+    """A pool's idle connections, without urllib3's placeholders.
+
+    urllib3 fills a new pool's queue with one None per slot, and puts a None
+    back for a connection it dropped, so that a blocking pool has something to
+    wait on. These pools never block (the client sizes them and the core
+    bounds what is in flight), and to a pool that does not block an empty
+    queue means what a None means: open a new connection. Without them a pool
+    is made and closed in O(1), not O(pool size): 100 placeholders put and
+    drained cost about 0.3 ms for every backend a client first reaches.
+    """
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:
+            super().put(item, block, timeout)
+
+
 class _SentHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
     ConnectionCls = _SentHTTPConnection
+    QueueCls = _IdleConnections
 
 
 class _SentHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _SentHTTPSConnection
+    QueueCls = _IdleConnections
 
 
 class SentAdapter(requests.adapters.HTTPAdapter):
