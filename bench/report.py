@@ -171,16 +171,22 @@ def judged(goal: Goal, figures: dict[str, dict[str, float]]) -> list[str]:
     if figure is None:
         return [goal.text, target, "not measured", "-"]
     value = figure["median"]
-    shown = f"{value:.2f}{goal.unit}" if goal.unit == "x" else f"{value:.0f}{goal.unit}"
+    met = value <= goal.target if goal.sense == "<=" else value >= goal.target
+    # A miss too small for two decimals shows more, so it never reads "0.90x, missed".
+    places = 2
+    while not met and places < 5 and round(value, places) == goal.target:
+        places += 1
+    shown = f"{value:.{places}f}{goal.unit}" if goal.unit == "x" else f"{value:.0f}{goal.unit}"
     if figure["low"] != figure["high"]:
         low, high = figure["low"], figure["high"]
         shown += f" ({low:.2f}-{high:.2f})" if goal.unit == "x" else f" ({low:.0f}-{high:.0f})"
-    met = value <= goal.target if goal.sense == "<=" else value >= goal.target
     if met:
         return [goal.text, target, shown, "met"]
     gap = value - goal.target
     if goal.unit == "x":
-        by = f"missed by {abs(gap):.2f}x ({abs(gap) / goal.target:.0%} of the target)"
+        share = abs(gap) / goal.target
+        of_target = f"{share:.0%}" if share >= 0.01 else "under 1%"
+        by = f"missed by {abs(gap):.{places}f}x ({of_target} of the target)"
     else:
         by = f"missed by {abs(gap):.0f}{goal.unit}"
     return [goal.text, target, shown, f"**{by}**"]

@@ -53,6 +53,9 @@ def test_goal_verdicts_say_met_missed_by_how_much_or_not_measured() -> None:
     verdict = judged(goal, {"f": {"median": 1.43, "low": 1.3, "high": 1.9}})
     assert verdict[2] == "1.43x (1.30-1.90)"
     assert verdict[3] == "**missed by 0.33x (30% of the target)**"
+    floor = Goal("throughput at least 0.9x", "f", ">=", 0.9)
+    tiny = judged(floor, {"f": {"median": 0.8996, "low": 0.84, "high": 0.98}})
+    assert tiny[2:] == ["0.8996x (0.84-0.98)", "**missed by 0.0004x (under 1% of the target)**"]
     floor = Goal("at least 0.9x", "g", ">=", 0.9)
     assert judged(floor, {"g": {"median": 0.45, "low": 0.45, "high": 0.45}})[3].startswith(
         "**missed by 0.45x"
