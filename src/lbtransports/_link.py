@@ -282,6 +282,10 @@ class CoreLink:
         thread: then the cancel waits for the next guarded call, like
         :meth:`abandon`.
         """
+        if run.finished:
+            # Set once, under the guard, never unset: an ended request needs no
+            # guarded section (every request's stream calls this as it closes).
+            return
         if self._owner == threading.get_ident() and self._guard.locked():
             self._abandoned.append(run)
             return
