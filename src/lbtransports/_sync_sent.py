@@ -95,6 +95,10 @@ class _SentHTTPConnection(urllib3.connection.HTTPConnection):
     def request(self, *args: Any, **kwargs: Any) -> None:
         _starting(self)
         try:
+            if self.sock is None:
+                # Connect before the head is built, as urllib3 already does for
+                # HTTPS: a refused connection fails without formatting headers.
+                self.connect()
             super().request(*args, **kwargs)
         except BaseException:
             self.__dict__.pop("response_class", None)  # no response will need it
