@@ -20,6 +20,9 @@ from pathlib import Path
 from _harness import BENCH_DIR, RESULTS_DIR, Section, Table, load_sections
 
 OUT = BENCH_DIR / "RESULTS.md"
+#: Why a goal is missed, by its figure, written by whoever measured it: shown
+#: under the goals table for each goal the record says is missed.
+MISSES = BENCH_DIR / "misses.md"
 LIBRARIES = ("lbcore", "msgspec", "requests", "urllib3", "httpcore", "h11", "anyio", "openai")
 
 
@@ -192,6 +195,30 @@ def judged(goal: Goal, figures: dict[str, dict[str, float]]) -> list[str]:
     return [goal.text, target, shown, f"**{by}**"]
 
 
+def read_misses(path: Path) -> dict[str, str]:
+    """``path``'s explanations: a ``## figure`` heading, then its paragraph."""
+    if not path.exists():
+        return {}
+    found: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            current = found.setdefault(line[3:].strip(), [])
+        elif current is not None and line.strip():
+            current.append(line.strip())
+    return {figure: " ".join(lines) for figure, lines in found.items() if lines}
+
+
+def why_missed(missed: list[Goal], explained: dict[str, str]) -> list[str]:
+    """A paragraph per missed goal that has an explanation, under the goals table."""
+    rows = [
+        f"- {goal.text}: {explained[goal.figure]}" for goal in missed if goal.figure in explained
+    ]
+    if not rows:
+        return []
+    return ["**Why the missed goals are missed** (from `bench/misses.md`)", "", *rows, ""]
+
+
 def libraries(sections: list[Section]) -> str:
     found = []
     for name in LIBRARIES:
@@ -276,6 +303,7 @@ def write(sections: list[Section]) -> str:
             "profile section lists the clients' own code by time per request."
         ),
     )
+    missed = [goal for goal in GOALS if judged(goal, figures)[3].startswith("**")]
     head = [
         "# Benchmark results",
         "",
@@ -294,6 +322,7 @@ def write(sections: list[Section]) -> str:
         "",
         goals.markdown(),
         "",
+        *why_missed(missed, read_misses(MISSES)),
     ]
     return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections)
 

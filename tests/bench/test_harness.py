@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from _harness import Section, Spread, Table, difference, ratio, rotated, rounds, spread
-from report import GOALS, Goal, judged
+from report import GOALS, MISSES, Goal, judged, read_misses, why_missed
 
 
 def test_spread_is_median_min_max() -> None:
@@ -71,3 +71,20 @@ def test_every_goal_names_a_figure_some_bench_records() -> None:
     for goal in GOALS:
         stem = goal.figure.split(".")[0]
         assert f'"{stem}.' in sources or f'f"{stem}.' in sources, goal.figure
+
+
+def test_a_missed_goal_shows_why_from_the_misses_file(tmp_path: Path) -> None:
+    notes = tmp_path / "misses.md"
+    notes.write_text("# Why\n\n## f\nThe decoder\ndominates.\n\n## other\nUnused.\n")
+    explained = read_misses(notes)
+    assert explained == {"f": "The decoder dominates.", "other": "Unused."}
+    goal = Goal("stream within 1.10x", "f", "<=", 1.10)
+    lines = why_missed([goal], explained)
+    assert lines[2] == "- stream within 1.10x: The decoder dominates."
+    assert why_missed([Goal("unexplained", "g", "<=", 1.0)], explained) == []
+    assert read_misses(tmp_path / "absent.md") == {}
+
+
+def test_every_explained_miss_names_a_goal() -> None:
+    figures = {goal.figure for goal in GOALS}
+    assert set(read_misses(MISSES)) <= figures
