@@ -41,7 +41,7 @@ from ._reader import Failed, Succeeded
 from ._run import Attempt, Compress, Finished, Queued, RequestRun, Wait
 from ._stream import StreamView, completion_of
 from ._timer import UPLOAD_PIECE
-from ._tls import tls_context
+from ._tls import default_tls, tls_context
 from ._tracefile import TraceTarget
 from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, reported, trouble_of
 from ._upstream import Upstream
@@ -432,7 +432,7 @@ class AsyncClient(ClientBase):
         assert http is not None
         if not await self._take_slot(stack, run, attempt):
             return None
-        pool = self._pool(stack, attempt.backend)
+        pool = self._pool(stack, attempt.backend, secure=http.url.startswith("https:"))
         # A wait for a slot is the client's own: the idle timer (and the connect
         # bound taken from it) starts once the attempt can go out.
         link.resumed(attempt)
@@ -541,7 +541,9 @@ class AsyncClient(ClientBase):
             # Closed while this attempt ran: the last one out closes the pools.
             await self._close_pools()
 
-    def _pool(self, stack: contextlib.AsyncExitStack, backend: str) -> httpcore.AsyncConnectionPool:
+    def _pool(
+        self, stack: contextlib.AsyncExitStack, backend: str, *, secure: bool
+    ) -> httpcore.AsyncConnectionPool:
         """A pool with a connection free for this attempt, held until ``stack`` closes.
 
         A backend's connections are spread over pools of :data:`POOL_SHARD`:
@@ -556,7 +558,10 @@ class AsyncClient(ClientBase):
         if pools is None:
             # Our slots (_take_slot) never let more than this many in at once.
             size = self._connections_for(backend, self._max_connections, closing=True)
-            pools = self._pools[backend] = _BackendPools(size, self._tls)
+            tls = self._tls
+            if tls is None and secure:
+                tls = default_tls()  # made at the first https backend, not per connection
+            pools = self._pools[backend] = _BackendPools(size, tls)
         shard = pools.with_room()
         shard.busy += 1
         stack.callback(shard.leave)

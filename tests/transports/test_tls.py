@@ -24,6 +24,7 @@ from lbtransports import (
     FailoverError,
     LoadBalancerError,
 )
+from lbtransports._tls import default_tls
 from lbtransports.testing import LocalBackends, Stream
 from lbtransports.wire import ChatRequest, UserMessage
 
@@ -160,3 +161,36 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_config_error(value: object, messag
     with pytest.raises(ConfigError) as caught:
         ClientConfig.from_mapping(mapping)
     assert str(caught.value).startswith(message)
+
+
+def test_without_ca_file_the_default_store_is_loaded_once_for_every_connection(
+    backends: LocalBackends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default store includes the system's, which SSL_CERT_FILE names: pointing it
+    # at the test authority shows that store is the one used, as httpcore's own is.
+    monkeypatch.setenv("SSL_CERT_FILE", CA)
+    default_tls.cache_clear()
+    try:
+        config = _config(backends)
+
+        async def main() -> list[str]:
+            with anyio.fail_after(10):
+                async with AsyncClient(config) as client:
+
+                    async def one(texts: list[str]) -> None:
+                        texts.append((await client.complete(REQUEST)).text)
+
+                    texts: list[str] = []
+                    async with anyio.create_task_group() as group:
+                        for _ in range(3):
+                            group.start_soon(one, texts)
+                    # Three connections at once, one context loaded for all of them.
+                    shards = client._pools["a"].shards
+                    assert {id(s.pool._ssl_context) for s in shards} == {id(default_tls())}
+                    return texts
+
+        texts = anyio.run(main)
+        assert texts == ["a-0 a-1 a-2 "] * 3
+        assert backends["a"].connections_total == 3
+    finally:
+        default_tls.cache_clear()
