@@ -9,10 +9,13 @@ answer or waits for nothing:
   a tab, ``HTTP/1.10`` or a status of ``2_00`` (Python's int()) passed, which
   h11 refuses;
 - a ``Transfer-Encoding`` other than ``chunked`` (``gzip, chunked``), a
-  ``Content-Length`` it cannot read (``12, 12``, ``-1``), or a header line it
-  cannot parse (``Content-Type : x``, which puts every later header in the body)
-  all leave the body without framing: read until the server closes, so a
-  kept-alive connection held the attempt until its idle timeout.
+  ``Content-Length`` it cannot read (``12, 12``, ``-1``), a header line it
+  cannot parse (``Content-Type : x``, which puts every later header in the body),
+  a bare CR in a line (its email parser ends the line there, and takes what
+  follows a line it then reads as empty for a body), or a name that is not a
+  token (``Con}ent-Length``, kept as an unknown header) all leave the body
+  without framing: read until the server closes, so a kept-alive connection
+  held the attempt until its idle timeout.
 
 :class:`StrictResponse` skips interim answers and refuses such a head at once
 (an ``http.client.HTTPException``, which urllib3 reports as a lost
@@ -22,6 +25,8 @@ lengths as one length, as h11 does (spec/transports.md section 3).
 
 from __future__ import annotations
 
+import email.errors
+import email.message
 import http.client
 import re
 from typing import Final
@@ -37,6 +42,16 @@ _MAX_LINE: Final = 65536
 #: break of an obsolete folded line (which h11 accepts), taken out before looking.
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FOLD: Final = re.compile(r"\r?\n[ \t]")
+#: What the email parser under http.client says of the (empty) body it thinks a
+#: multipart type announces: nothing wrong with the head itself.
+_BODY_DEFECTS: Final = (
+    email.errors.StartBoundaryNotFoundDefect,
+    email.errors.CloseBoundaryNotFoundDefect,
+    email.errors.MultipartInvariantViolationDefect,
+    email.errors.NoBoundaryInMultipartDefect,
+)
+#: A header name as h11 takes it: an RFC 9110 token.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class MalformedHead(http.client.HTTPException):
@@ -75,6 +90,16 @@ class StrictResponse(http.client.HTTPResponse):
             raise MalformedHead(problem)
 
 
+def _leftover(message: email.message.Message) -> bool:
+    """Whether the parser kept anything after the head's lines (under a
+    ``message/rfc822`` type, as the headers of a message inside it)."""
+    payload = message.get_payload()
+    if isinstance(payload, str):
+        return bool(payload)
+    parts = [part for part in payload if isinstance(part, email.message.Message)]
+    return len(parts) != len(payload) or any(part.keys() or _leftover(part) for part in parts)
+
+
 def _head_problem(response: StrictResponse) -> str:
     """What is wrong with ``response``'s head, as h11 would refuse it; "" if nothing.
 
@@ -83,8 +108,14 @@ def _head_problem(response: StrictResponse) -> str:
     message = response.msg
     if response.status == 101:
         return "the server switched protocols, which was never asked for"
-    if message.defects:
+    # The email parser behind http.client ends a line at a bare CR too, and keeps
+    # whatever follows a line it read as empty as a body nobody reads.
+    if _leftover(message) or any(
+        not isinstance(defect, _BODY_DEFECTS) for defect in message.defects
+    ):
         return "a response header line is malformed"
+    if not all(_TOKEN.fullmatch(name) for name in message.keys()):  # noqa: SIM118
+        return "a response header name is not a token"
     for value in message.values():
         if _CONTROL.search(_FOLD.sub(" ", value)):
             return "a response header holds a control character"

@@ -118,6 +118,14 @@ WHOLE_AND_REUSED = {
     ),
     "SSE in one-byte HTTP chunks": sse(EVENTS, piece=1),
     "upper-case hex, a space after a chunk size": _sized_chunk(b"%X " % len(BODY)),
+    # The email parser under http.client finds fault with the body these types
+    # announce, or parses one: the head itself is sound, and the events are SSE.
+    "a multipart media type over SSE": whole(
+        b"Content-Type: multipart/mixed\r\nTransfer-Encoding: chunked\r\n", chunked(EVENTS)
+    ),
+    "a message/rfc822 media type over SSE": whole(
+        b"Content-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n", chunked(EVENTS)
+    ),
     "a second answer after the terminator, in the same body": sse(EVENTS + EVENTS),
 }
 
@@ -174,6 +182,14 @@ REFUSED_FRAMING = {
         b"%x\r\n%s0\r\n\r\n" % (len(BODY), BODY)
     ),
     "a status below 100": sized(status=b"099 Odd"),
+    # http.client's header parser ends a line at a bare CR, and takes what follows an
+    # empty-looking line for a body it never uses: both passed unseen.
+    "a bare CR inside a header line": sized(extra=b"X-Odd: a\rb\r\n"),
+    "a bare CR ending the head's framing header": whole(
+        JSON + b"Transfer-Encoding: chunked\r\r\n", chunked(BODY)
+    ),
+    "a header line without a colon": sized(extra=b"no colon here\r\n"),
+    "a header name that is not a token": sized().replace(b"Content-Length", b"Con}ent-Length"),
 }
 
 #: (answer, kind, what the message says, whether the connection is reused; None
