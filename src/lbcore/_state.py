@@ -150,14 +150,18 @@ class LiveRequest:
         "sending",
         "sending_since",
         "slot",
-        "started_at",
         "ticket",
         "used",
         "visited",
     )
 
     def __init__(
-        self, request_id: str, order: int, prompt_tokens: int | None, budget: int | None
+        self,
+        request_id: str,
+        order: int,
+        prompt_tokens: int | None,
+        budget: int | None,
+        expires_at: int | None,
     ) -> None:
         self.request_id = request_id
         #: Arrival order, used to break ties between timers deterministically.
@@ -196,10 +200,8 @@ class LiveRequest:
         self.context_failures: list[tuple[str, Failure]] | tuple[()] = ()
         #: The last backend left after a failure, announced when the next attempt starts.
         self.pending_failover: tuple[str, FailoverReason, Failure] | None = None
-        #: When the request started, for its total deadline.
-        self.started_at = 0
         #: The total deadline (``deadline_ms``), and the idle deadline while streaming.
-        self.expires_at: int | None = None
+        self.expires_at = expires_at
         self.idle_due: int | None = None
         #: The due time of the one timer-heap entry standing for the idle deadline:
         #: chunks move ``idle_due`` on, and the entry catches up only when it
