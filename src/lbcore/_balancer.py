@@ -499,6 +499,11 @@ class Balancer:
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
+        timers = self._timers
+        if request.expires_at is not None:
+            timers.forget_front(timers.expiry, request)
+        if request.queue_due is not None:
+            timers.forget_front(timers.queue, request)
         # The timers' lines read these to tell a spent entry (see _timers).
         request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
@@ -1027,7 +1032,9 @@ class Balancer:
 
     def _unqueue(self, request: LiveRequest) -> None:
         self._capacity.leave(request)
-        request.queue_due = None
+        if request.queue_due is not None:
+            self._timers.forget_front(self._timers.queue, request)
+            request.queue_due = None
 
     def _dispatch_freed(self, actions: list[Action]) -> None:
         """Hand each slot freed during this event to the oldest request waiting for it."""
@@ -1109,7 +1116,9 @@ class Balancer:
         request.chunks += 1
         if request.phase is _CONNECTING:
             request.phase = _STREAMING
-            request.deadline = None
+            if request.deadline is not None:
+                self._timers.forget_front(self._timers.first_chunk, request)
+                request.deadline = None
             if self._latency is not None:
                 # From the send when the transport reported one, else from the start (§25).
                 self._latency.observe(request.backend_index, self._now - request.sending_since)

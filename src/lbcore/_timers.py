@@ -116,6 +116,19 @@ class Timers:
             entries.extend(kept)
         entries.append((due, request))
 
+    def forget_front(self, line: Line, request: LiveRequest) -> None:
+        """``request`` stops holding ``line``'s deadline: take its entry now if it is first.
+
+        Requests mostly stop holding a deadline in the order they armed it, so
+        the entry just spent is most often the line's first: taken here, the
+        next arm_in() finds a front that holds at one check, rather than a
+        check, a pop and a check again (a newcomer queued in a burst arms two
+        lines). Any other spent entry waits for drop_spent_front, as before.
+        """
+        entries = line.entries
+        if entries and entries[0][1] is request:
+            entries.popleft()
+
     # --------------------------------------------------------------- reading
 
     def next_due(self) -> int | None:
