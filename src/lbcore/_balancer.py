@@ -627,7 +627,7 @@ class Balancer:
             return
         if not self._capacity.open(index):
             # Round-robin's turn is fixed: the request waits for that backend only.
-            request.full.append(index)
+            request.note_full(index)
             self._queue(request, actions)
             return
         self._dispatch_round_robin(request, index, actions)
@@ -768,7 +768,7 @@ class Balancer:
         if skips is None:
             return False
         request.visited = len(order)
-        request.full.extend(order)
+        request.full = [*order]  # a newcomer's: it met no full backend before
         actions.extend(skips)
         # What _end_rotation would do: every backend is still full, so there is
         # nothing to revisit, and the budget allowed this visit.
@@ -835,7 +835,7 @@ class Balancer:
             # Not a failure: the request may wait for this backend (§18).
             reason = _AT_CAPACITY
             detail = self._full_details[index]
-            request.full.append(index)
+            request.note_full(index)
         else:
             return True
         if probe and breaker is not None:
@@ -986,7 +986,7 @@ class Balancer:
         """
         for index in tuple(request.full):
             if self._capacity.open(index):
-                request.full.remove(index)
+                request.full.remove(index)  # type: ignore[union-attr]  # not empty: a list
                 if self._admit(request, index, actions):
                     self._move_to(request, index, actions)
                     return True

@@ -107,7 +107,7 @@ class Capacity:
         while line:
             ticket, request = line.popleft()
             if _holds(ticket, request):
-                request.full.remove(index)
+                request.full.remove(index)  # type: ignore[union-attr]  # queued: a list
                 self.waiting[index] -= 1
                 if len(line) > 2 * self.waiting[index] + _QUEUE_SLACK:
                     self._compact(index)

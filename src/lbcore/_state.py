@@ -209,8 +209,10 @@ class LiveRequest:
         self.idle_mark: int | None = None
         #: The backend index whose concurrency slot this request holds, or -1.
         self.slot = -1
-        #: Backends skipped only because they were full: the request may wait for them.
-        self.full: list[int] = []
+        #: Backends skipped only because they were full: the request may wait for
+        #: them. Most requests never meet a full backend: an empty tuple until the
+        #: first (note_full), as the failures are; a queued request's is a list.
+        self.full: list[int] | tuple[()] = ()
         #: Identifies the request's current stay in the queue (0 while not queued).
         self.ticket = 0
         self.queued_at = 0
@@ -220,6 +222,12 @@ class LiveRequest:
         #: Backend index -> the re-estimate of the prompt shrunk for it; while
         #: COMPRESSING, the backend waited for is under the key -1 (its index as value).
         self.compressed: dict[int, int] | None = None
+
+    def note_full(self, index: int) -> None:
+        full = self.full
+        if isinstance(full, tuple):
+            full = self.full = []
+        full.append(index)
 
     def note_failure(self, backend: str, failure: Failure) -> None:
         failures = self.failures
