@@ -279,7 +279,42 @@ class Balancer:
             self._now = at
             self._start(event, actions)  # type: ignore[arg-type]
         else:
-            self._apply(kind, event, sharing, actions)
+            if kind in PEER_EVENTS:
+                if sharing is None:
+                    raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
+                sharing.check(event, self._now)  # type: ignore[arg-type]
+            else:
+                check_event(kind, event, self._now, self._live, self._finished)
+            self._now = event.at
+            # Dispatch on the exact type: events are final, and `is` keeps the
+            # per-chunk path cheap.
+            if kind is ChunkReceived:
+                self._chunk(self._live[event.request_id])  # type: ignore[union-attr]
+            elif kind is AttemptSucceeded:
+                self._succeed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+            elif kind is AttemptFailed:
+                self._fail(self._live[event.request_id], event.failure, actions)  # type: ignore[union-attr]
+            elif kind is AttemptTimedOut:
+                failure = self._transport_timeout(event)  # type: ignore[arg-type]
+                self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
+            elif kind is AttemptSent:
+                self._sent(self._live[event.request_id], actions)  # type: ignore[union-attr]
+            elif kind is AttemptHeld:
+                self._held(self._live[event.request_id])  # type: ignore[union-attr]
+            elif kind is SlotTimedOut:
+                self._slot_timed_out(self._live[event.request_id], event.limit, actions)  # type: ignore[union-attr]
+            elif kind is RequestCancelled:
+                self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
+            elif kind is Tick:
+                self._tick(actions)
+            elif kind is PromptCompressed:
+                self._compressed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+            elif kind is FailoverIndexReset:
+                self._sticky_index = 0
+            elif kind is StatsReset:
+                self._reset_stats()
+            else:
+                sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
         if self._freed:
             self._dispatch_freed(actions)
         if sharing is not None and sharing.outbox:
@@ -288,47 +323,6 @@ class Balancer:
         if self._journal is not None:
             self._journal.append(Step(seq=self._seq, event=event, actions=tuple(actions)))
         return actions
-
-    def _apply(
-        self, kind: type, event: Event, sharing: Sharing | None, actions: list[Action]
-    ) -> None:
-        """Check and apply any event but RequestStarted (see handle)."""
-        if kind in PEER_EVENTS:
-            if sharing is None:
-                raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
-            sharing.check(event, self._now)  # type: ignore[arg-type]
-        else:
-            check_event(kind, event, self._now, self._live, self._finished)
-        self._now = event.at
-        # Dispatch on the exact type: events are final, and `is` keeps the
-        # per-chunk path cheap.
-        if kind is ChunkReceived:
-            self._chunk(self._live[event.request_id])  # type: ignore[union-attr]
-        elif kind is AttemptSucceeded:
-            self._succeed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
-        elif kind is AttemptFailed:
-            self._fail(self._live[event.request_id], event.failure, actions)  # type: ignore[union-attr]
-        elif kind is AttemptTimedOut:
-            failure = self._transport_timeout(event)  # type: ignore[arg-type]
-            self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
-        elif kind is AttemptSent:
-            self._sent(self._live[event.request_id], actions)  # type: ignore[union-attr]
-        elif kind is AttemptHeld:
-            self._held(self._live[event.request_id])  # type: ignore[union-attr]
-        elif kind is SlotTimedOut:
-            self._slot_timed_out(self._live[event.request_id], event.limit, actions)  # type: ignore[union-attr]
-        elif kind is RequestCancelled:
-            self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
-        elif kind is Tick:
-            self._tick(actions)
-        elif kind is PromptCompressed:
-            self._compressed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
-        elif kind is FailoverIndexReset:
-            self._sticky_index = 0
-        elif kind is StatsReset:
-            self._reset_stats()
-        else:
-            sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
 
     def next_deadline(self) -> int | None:
         """When the core next needs a :class:`Tick`, or None if no timer runs."""
@@ -499,11 +493,13 @@ class Balancer:
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
-        timers = self._timers
         if request.expires_at is not None:
-            timers.forget_front(timers.expiry, request)
+            # Timers.forget_front, inline: every request with a total deadline ends here.
+            entries = self._timers.expiry.entries
+            if entries and entries[0][1] is request:
+                entries.popleft()
         if request.queue_due is not None:
-            timers.forget_front(timers.queue, request)
+            self._timers.forget_front(self._timers.queue, request)
         # The timers' lines read these to tell a spent entry (see _timers).
         request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
@@ -1117,7 +1113,10 @@ class Balancer:
         if request.phase is _CONNECTING:
             request.phase = _STREAMING
             if request.deadline is not None:
-                self._timers.forget_front(self._timers.first_chunk, request)
+                # Timers.forget_front, inline: every stream's first chunk comes here.
+                entries = self._timers.first_chunk.entries
+                if entries and entries[0][1] is request:
+                    entries.popleft()
                 request.deadline = None
             if self._latency is not None:
                 # From the send when the transport reported one, else from the start (§25).
