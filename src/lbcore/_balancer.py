@@ -67,7 +67,7 @@ from ._events import (
     TimeoutPhase,
 )
 from ._failure import Failure, FailureKind
-from ._full_rotation import skips_when_all_full
+from ._full_rotation import Rotation, skips_when_all_full
 from ._metrics import MetricsCounter, ModelInfo, Stats
 from ._outcomes import (
     AllBackendsUnhealthy,
@@ -207,6 +207,9 @@ class Balancer:
             f"all {limit} slots are taken" for limit in self._capacity.limits
         )
         self._first_chunk_ms = self._settings.timeout_ms if self._failover else None
+        self._rotation = Rotation(self._names, self._full_details)
+        self._max_queued = self._settings.max_queued
+        self._queue_timeout_ms = self._settings.queue_timeout_ms
 
     # ------------------------------------------------------------------ public
 
@@ -265,49 +268,53 @@ class Balancer:
                         self._journal.append(Step(seq=self._seq, event=event, actions=()))
                     return []
         sharing = self._sharing
-        if kind is RequestStarted:
-            # The other common event: its checks, without check_event's dispatch.
-            check_time("RequestStarted", event.at, self._now)
-            check_start(event, self._live, self._finished)  # type: ignore[arg-type]
-        elif kind in PEER_EVENTS:
-            if sharing is None:
-                raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
-            sharing.check(event, self._now)  # type: ignore[arg-type]
-        else:
-            check_event(kind, event, self._now, self._live, self._finished)
         actions: list[Action] = []
-        self._now = event.at
-        # Dispatch on the exact type: events are final, and `is` keeps the
-        # per-chunk path cheap.
-        if kind is ChunkReceived:
-            self._chunk(self._live[event.request_id])  # type: ignore[union-attr]
-        elif kind is RequestStarted:
+        if kind is RequestStarted:
+            # The other common event: its checks without check_event's
+            # dispatch, and its handler without the chain below.
+            at = event.at
+            if type(at) is not int or at < self._now:
+                check_time("RequestStarted", at, self._now)  # raises
+            check_start(event, self._live, self._finished)  # type: ignore[arg-type]
+            self._now = at
             self._start(event, actions)  # type: ignore[arg-type]
-        elif kind is AttemptSucceeded:
-            self._succeed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
-        elif kind is AttemptFailed:
-            self._fail(self._live[event.request_id], event.failure, actions)  # type: ignore[union-attr]
-        elif kind is AttemptTimedOut:
-            failure = self._transport_timeout(event)  # type: ignore[arg-type]
-            self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
-        elif kind is AttemptSent:
-            self._sent(self._live[event.request_id], actions)  # type: ignore[union-attr]
-        elif kind is AttemptHeld:
-            self._held(self._live[event.request_id])  # type: ignore[union-attr]
-        elif kind is SlotTimedOut:
-            self._slot_timed_out(self._live[event.request_id], event.limit, actions)  # type: ignore[union-attr]
-        elif kind is RequestCancelled:
-            self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
-        elif kind is Tick:
-            self._tick(actions)
-        elif kind is PromptCompressed:
-            self._compressed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
-        elif kind is FailoverIndexReset:
-            self._sticky_index = 0
-        elif kind is StatsReset:
-            self._reset_stats()
         else:
-            sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
+            if kind in PEER_EVENTS:
+                if sharing is None:
+                    raise InvalidEvent(f"{kind.__name__} needs settings.peer_sharing")
+                sharing.check(event, self._now)  # type: ignore[arg-type]
+            else:
+                check_event(kind, event, self._now, self._live, self._finished)
+            self._now = event.at
+            # Dispatch on the exact type: events are final, and `is` keeps the
+            # per-chunk path cheap.
+            if kind is ChunkReceived:
+                self._chunk(self._live[event.request_id])  # type: ignore[union-attr]
+            elif kind is AttemptSucceeded:
+                self._succeed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+            elif kind is AttemptFailed:
+                self._fail(self._live[event.request_id], event.failure, actions)  # type: ignore[union-attr]
+            elif kind is AttemptTimedOut:
+                failure = self._transport_timeout(event)  # type: ignore[arg-type]
+                self._fail(self._live[event.request_id], failure, actions)  # type: ignore[union-attr]
+            elif kind is AttemptSent:
+                self._sent(self._live[event.request_id], actions)  # type: ignore[union-attr]
+            elif kind is AttemptHeld:
+                self._held(self._live[event.request_id])  # type: ignore[union-attr]
+            elif kind is SlotTimedOut:
+                self._slot_timed_out(self._live[event.request_id], event.limit, actions)  # type: ignore[union-attr]
+            elif kind is RequestCancelled:
+                self._cancel(self._live[event.request_id], actions)  # type: ignore[union-attr]
+            elif kind is Tick:
+                self._tick(actions)
+            elif kind is PromptCompressed:
+                self._compressed(self._live[event.request_id], event, actions)  # type: ignore[union-attr,arg-type]
+            elif kind is FailoverIndexReset:
+                self._sticky_index = 0
+            elif kind is StatsReset:
+                self._reset_stats()
+            else:
+                sharing.apply(event, self._now, actions)  # type: ignore[union-attr,arg-type]
         if self._freed:
             self._dispatch_freed(actions)
         if sharing is not None and sharing.outbox:
@@ -486,6 +493,13 @@ class Balancer:
         if request.ticket:
             self._capacity.leave(request)
         self._release_slot(request)
+        if request.expires_at is not None:
+            # Timers.forget_front, inline: every request with a total deadline ends here.
+            entries = self._timers.expiry.entries
+            if entries and entries[0][1] is request:
+                entries.popleft()
+        if request.queue_due is not None:
+            self._timers.forget_front(self._timers.queue, request)
         # The timers' lines read these to tell a spent entry (see _timers).
         request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
@@ -566,15 +580,14 @@ class Balancer:
 
     def _start(self, event: RequestStarted, actions: list[Action]) -> None:
         self._arrivals += 1
-        request = LiveRequest(
-            event.request_id, self._arrivals, event.prompt_tokens, event.attempt_budget
-        )
-        self._live[request.request_id] = request
-        request.started_at = self._now
         total = self._deadline_ms
-        if total is not None:
-            request.expires_at = self._now + total
-            self._timers.arm_in(self._timers.expiry, request, request.expires_at)
+        expires_at = None if total is None else self._now + total
+        request_id = event.request_id
+        request = self._live[request_id] = LiveRequest(
+            request_id, self._arrivals, event.prompt_tokens, event.attempt_budget, expires_at
+        )
+        if expires_at is not None:
+            self._timers.arm_in(self._timers.expiry, request, expires_at)
         if self._failover:
             self._start_failover(request, actions)
         else:
@@ -610,7 +623,7 @@ class Balancer:
             return
         if not self._capacity.open(index):
             # Round-robin's turn is fixed: the request waits for that backend only.
-            request.full.append(index)
+            request.note_full(index)
             self._queue(request, actions)
             return
         self._dispatch_round_robin(request, index, actions)
@@ -626,16 +639,17 @@ class Balancer:
         self._launch(request, index, actions)
 
     def _start_failover(self, request: LiveRequest, actions: list[Action]) -> None:
-        self._claims += 1
-        request.owner = self._sticky_owner = self._claims
-        if self._sharing is not None and self._breakers:
-            self._sharing.claims(self._now, actions)
+        claim = self._claims = self._claims + 1
+        request.owner = self._sticky_owner = claim
         # No breaker exists until a backend fails (or a peer reports one open).
-        if self._breakers_on and self._breakers and not self._any_can_attempt():
-            self._fail_request(
-                request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
-            )
-            return
+        if self._breakers:
+            if self._sharing is not None:
+                self._sharing.claims(self._now, actions)
+            if self._breakers_on and not self._any_can_attempt():
+                self._fail_request(
+                    request, AllBackendsUnhealthy(message=ALL_UNHEALTHY_MESSAGE), actions
+                )
+                return
         picker = self._picker
         request.next_index = self._sticky_index if picker is None else picker.pick()
         if not self._skip_a_full_pool(request, actions):
@@ -737,27 +751,24 @@ class Balancer:
         for breaker in self._breakers.values():
             if breaker.state is not _CLOSED:
                 return False
+        order, names, visits = self._rotation.starting_at(start)
         skips = skips_when_all_full(
             request.request_id,
-            start,
+            visits,
             capacity,
             self._names,
-            self._full_details,
             tpm=self._tpm,
             threshold=self._tpm_threshold,
             now=self._now,
         )
         if skips is None:
             return False
-        count = len(self._backends)
-        request.visited = count
-        request.full.extend(range(start, count))
-        request.full.extend(range(start))
+        request.visited = len(order)
+        request.full = [*order]  # a newcomer's: it met no full backend before
         actions.extend(skips)
         # What _end_rotation would do: every backend is still full, so there is
         # nothing to revisit, and the budget allowed this visit.
-        names = self._names
-        self._queue(request, actions, names[start:] + names[:start] if start else names)
+        self._queue(request, actions, names)
         return True
 
     def _admit(
@@ -820,7 +831,7 @@ class Balancer:
             # Not a failure: the request may wait for this backend (§18).
             reason = _AT_CAPACITY
             detail = self._full_details[index]
-            request.full.append(index)
+            request.note_full(index)
         else:
             return True
         if probe and breaker is not None:
@@ -971,7 +982,7 @@ class Balancer:
         """
         for index in tuple(request.full):
             if self._capacity.open(index):
-                request.full.remove(index)
+                request.full.remove(index)  # type: ignore[union-attr]  # not empty: a list
                 if self._admit(request, index, actions):
                     self._move_to(request, index, actions)
                     return True
@@ -983,7 +994,7 @@ class Balancer:
         """Queue ``request`` for the backends in ``request.full`` (named by ``waiting_for``
         when the caller has their names at hand), or fail it when the queue is full."""
         capacity = self._capacity
-        limit = self._settings.max_queued
+        limit = self._max_queued
         if capacity.queued >= limit:
             message = f"Every usable backend is full and {limit} requests already wait"
             failures = tuple(BackendFailure(backend=n, failure=f) for n, f in request.failures)
@@ -992,16 +1003,17 @@ class Balancer:
             )
             return
         capacity.enqueue(request)
-        request.queued_at = self._now
-        timeout = self._settings.queue_timeout_ms
+        now = request.queued_at = self._now
+        timeout = self._queue_timeout_ms
+        expires = request.expires_at
         if timeout is None:
             request.queue_due = None
-        else:
-            request.queue_due = self._now + timeout
-            self._timers.arm_in(self._timers.queue, request, request.queue_due)
-        due, expires = request.queue_due, request.expires_at
-        if due is None or (expires is not None and expires < due):
             due = expires
+        else:
+            due = request.queue_due = now + timeout
+            self._timers.arm_in(self._timers.queue, request, due)
+            if expires is not None and expires < due:
+                due = expires
         if not waiting_for:
             names = self._names
             waiting_for = tuple([names[i] for i in request.full])
@@ -1016,7 +1028,9 @@ class Balancer:
 
     def _unqueue(self, request: LiveRequest) -> None:
         self._capacity.leave(request)
-        request.queue_due = None
+        if request.queue_due is not None:
+            self._timers.forget_front(self._timers.queue, request)
+            request.queue_due = None
 
     def _dispatch_freed(self, actions: list[Action]) -> None:
         """Hand each slot freed during this event to the oldest request waiting for it."""
@@ -1098,7 +1112,12 @@ class Balancer:
         request.chunks += 1
         if request.phase is _CONNECTING:
             request.phase = _STREAMING
-            request.deadline = None
+            if request.deadline is not None:
+                # Timers.forget_front, inline: every stream's first chunk comes here.
+                entries = self._timers.first_chunk.entries
+                if entries and entries[0][1] is request:
+                    entries.popleft()
+                request.deadline = None
             if self._latency is not None:
                 # From the send when the transport reported one, else from the start (§25).
                 self._latency.observe(request.backend_index, self._now - request.sending_since)

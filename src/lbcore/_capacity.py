@@ -76,25 +76,27 @@ class Capacity:
 
     def enqueue(self, request: LiveRequest) -> None:
         """Queue ``request`` for every backend in ``request.full``."""
-        self._tickets += 1
-        request.ticket = self._tickets
+        ticket = self._tickets = self._tickets + 1
+        request.ticket = ticket
         request.phase = _QUEUED
         self.queued += 1
-        entry = (request.ticket, request)
+        entry = (ticket, request)
         waiting, lines = self.waiting, self._lines
+        # A line is never crowded by an entry that holds (see _compact), so
+        # nothing is checked here: this runs for each backend of each request queued.
         for index in request.full:
+            lines[index].append(entry)
             waiting[index] += 1
-            line = lines[index]
-            line.append(entry)
-            if len(line) > 2 * waiting[index] + _QUEUE_SLACK:
-                self._compact(index)
 
     def leave(self, request: LiveRequest) -> None:
         """The request stops waiting: its entries become spent."""
         self.queued -= 1
         request.ticket = 0
+        waiting, lines = self.waiting, self._lines
         for index in request.full:
-            self.waiting[index] -= 1
+            waiting[index] -= 1
+            if len(lines[index]) > 2 * waiting[index] + _QUEUE_SLACK:
+                self._compact(index)
 
     def next_waiter(self, index: int) -> LiveRequest | None:
         """Take the oldest request still waiting for ``index`` out of its line.
@@ -105,8 +107,10 @@ class Capacity:
         while line:
             ticket, request = line.popleft()
             if _holds(ticket, request):
-                request.full.remove(index)
+                request.full.remove(index)  # type: ignore[union-attr]  # queued: a list
                 self.waiting[index] -= 1
+                if len(line) > 2 * self.waiting[index] + _QUEUE_SLACK:
+                    self._compact(index)
                 return request
         return None
 
@@ -114,8 +118,10 @@ class Capacity:
         # Entries of requests dispatched through another backend stay behind in
         # this line until they reach its front; a backend that stays full would
         # gather them without end. Rebuilding once spent entries outnumber the
-        # live ones (enqueue checks, inline) keeps each line O(waiting) at an
-        # amortised O(1) per entry.
+        # live ones keeps each line O(waiting) at an amortised O(1) per entry.
+        # Only a fall in the line's waiters can make it crowded (an entry that
+        # holds adds one to both sides of the rule), so leave() and
+        # next_waiter() check, inline, and enqueue() need not.
         self._lines[index] = deque(entry for entry in self._lines[index] if _holds(*entry))
 
     def line_lengths(self) -> list[int]:

@@ -13,48 +13,79 @@ the same order, or None to take the long way.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeAlias
 
 from ._actions import SkipBackend, SkipReason
 from ._capacity import Capacity
 from ._tpm import TokenRate
 
-__all__ = ("skips_when_all_full",)
+__all__ = ("Rotation", "skips_when_all_full")
 
 # A module constant: much faster to read than the enum class's attribute.
 _AT_CAPACITY: Final = SkipReason.AT_CAPACITY
 
+#: (first backend, indexes in visiting order, their names, (name, detail) pairs).
+_Order: TypeAlias = tuple[int, tuple[int, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
+
+
+class Rotation:
+    """The order a rotation from a given first backend visits them all, and their names.
+
+    A burst's newcomers mostly start at the same backend (failover's sticky
+    index), so the last order asked for is kept: one tuple of each, not one
+    per start (that would be quadratic in the backends).
+    """
+
+    __slots__ = ("_details", "_last", "_names")
+
+    def __init__(self, names: tuple[str, ...], details: tuple[str, ...]) -> None:
+        self._names = names
+        #: Per backend index: the detail of its at-capacity skip.
+        self._details = details
+        self._last: _Order = (-1, (), (), ())
+
+    def starting_at(
+        self, start: int
+    ) -> tuple[tuple[int, ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """The backend indexes in visiting order, their names, and (name, detail) pairs."""
+        last = self._last
+        if last[0] != start:
+            count = len(self._names)
+            order = (*range(start, count), *range(start))
+            names = tuple([self._names[i] for i in order])
+            visits = tuple([(self._names[i], self._details[i]) for i in order])
+            last = self._last = (start, order, names, visits)
+        return last[1], last[2], last[3]
+
 
 def skips_when_all_full(
     request_id: str,
-    start: int,
+    visits: tuple[tuple[str, str], ...],
     capacity: Capacity,
     names: tuple[str, ...],
-    details: tuple[str, ...],
     *,
     tpm: TokenRate,
     threshold: int | None,
     now: int,
 ) -> list[SkipBackend] | None:
-    """The at-capacity skips of a rotation from ``start`` over every backend, in order.
+    """The at-capacity skips of a rotation over every backend, in the order of ``visits``.
 
     None when some backend has room for a request that is not waiting
     (``Capacity.open``), or some token rate is a reason to skip a backend:
-    either way the visit-by-visit path decides.
+    either way the visit-by-visit path decides. ``names``: every backend's, in
+    config order (the token rates are asked by it, the same tuple every time).
     """
-    waiting, in_flight, limits = capacity.waiting, capacity.in_flight, capacity.limits
-    for index, limit in enumerate(limits):
-        if not waiting[index] and (limit is None or in_flight[index] < limit):
-            return None
+    waiting = capacity.waiting
+    # A backend someone waits for is open to nobody new: when every one has a
+    # waiter (a burst), one C-level pass says so.
+    if not all(waiting):
+        in_flight = capacity.in_flight
+        for index, limit in enumerate(capacity.limits):
+            if not waiting[index] and (limit is None or in_flight[index] < limit):
+                return None
     if threshold is not None and tpm.any_below(names, now, threshold):
         return None
-    count = len(names)
     return [
-        SkipBackend(
-            request_id=request_id,
-            backend=names[index],
-            reason=_AT_CAPACITY,
-            detail=details[index],
-        )
-        for index in (*range(start, count), *range(start))
+        SkipBackend(request_id=request_id, backend=name, reason=_AT_CAPACITY, detail=detail)
+        for name, detail in visits
     ]

@@ -150,14 +150,18 @@ class LiveRequest:
         "sending",
         "sending_since",
         "slot",
-        "started_at",
         "ticket",
         "used",
         "visited",
     )
 
     def __init__(
-        self, request_id: str, order: int, prompt_tokens: int | None, budget: int | None
+        self,
+        request_id: str,
+        order: int,
+        prompt_tokens: int | None,
+        budget: int | None,
+        expires_at: int | None,
     ) -> None:
         self.request_id = request_id
         #: Arrival order, used to break ties between timers deterministically.
@@ -196,10 +200,8 @@ class LiveRequest:
         self.context_failures: list[tuple[str, Failure]] | tuple[()] = ()
         #: The last backend left after a failure, announced when the next attempt starts.
         self.pending_failover: tuple[str, FailoverReason, Failure] | None = None
-        #: When the request started, for its total deadline.
-        self.started_at = 0
         #: The total deadline (``deadline_ms``), and the idle deadline while streaming.
-        self.expires_at: int | None = None
+        self.expires_at = expires_at
         self.idle_due: int | None = None
         #: The due time of the one timer-heap entry standing for the idle deadline:
         #: chunks move ``idle_due`` on, and the entry catches up only when it
@@ -207,8 +209,10 @@ class LiveRequest:
         self.idle_mark: int | None = None
         #: The backend index whose concurrency slot this request holds, or -1.
         self.slot = -1
-        #: Backends skipped only because they were full: the request may wait for them.
-        self.full: list[int] = []
+        #: Backends skipped only because they were full: the request may wait for
+        #: them. Most requests never meet a full backend: an empty tuple until the
+        #: first (note_full), as the failures are; a queued request's is a list.
+        self.full: list[int] | tuple[()] = ()
         #: Identifies the request's current stay in the queue (0 while not queued).
         self.ticket = 0
         self.queued_at = 0
@@ -218,6 +222,12 @@ class LiveRequest:
         #: Backend index -> the re-estimate of the prompt shrunk for it; while
         #: COMPRESSING, the backend waited for is under the key -1 (its index as value).
         self.compressed: dict[int, int] | None = None
+
+    def note_full(self, index: int) -> None:
+        full = self.full
+        if isinstance(full, tuple):
+            full = self.full = []
+        full.append(index)
 
     def note_failure(self, backend: str, failure: Failure) -> None:
         failures = self.failures

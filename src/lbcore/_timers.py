@@ -2,8 +2,9 @@
 
 A request's deadlines live on its :class:`LiveRequest` (``expires_at``,
 ``deadline``, ``queue_due``, ``retry_due``, the idle deadline); this index only
-says when to look. Its entries are ``(due, armed, request)``: ``armed`` counts
-arms, so two entries never compare their requests. An entry is *spent* when its
+says when to look. The heap's entries are ``(due, armed, request)``: ``armed``
+counts arms, so two entries never compare their requests; a line's are ``(due,
+request)``, never compared (its order is its arming order). An entry is *spent* when its
 request ended or no longer holds that due time; spent entries are never looked
 at for a decision, only dropped, so which ones exist changes nothing.
 
@@ -34,6 +35,8 @@ __all__ = ("Timers",)
 _SLACK: Final = 64
 
 Entry: TypeAlias = tuple[int, int, LiveRequest]
+#: A line's entry: no arm count, since a line is never sorted.
+LineEntry: TypeAlias = tuple[int, LiveRequest]
 
 
 class Line:
@@ -42,7 +45,7 @@ class Line:
     __slots__ = ("due_of", "entries")
 
     def __init__(self, field: str) -> None:
-        self.entries: deque[Entry] = deque()
+        self.entries: deque[LineEntry] = deque()
         #: Reads the deadline this line stands for off a request. The balancer
         #: clears a finished request's deadlines, so an entry holds exactly
         #: while its request's field still equals its due time.
@@ -53,7 +56,7 @@ class Line:
 
     def drop_spent_front(self) -> None:
         entries, due_of = self.entries, self.due_of
-        while entries and due_of(entries[0][2]) != entries[0][0]:
+        while entries and due_of(entries[0][1]) != entries[0][0]:
             entries.popleft()
 
 
@@ -103,15 +106,28 @@ class Timers:
         # requests that hold it. One long-lived request at the front holds the
         # rest back, so a line twice the live requests (each holds at most one
         # entry of it) is rebuilt, at O(1) per arm amortised.
-        line.drop_spent_front()
-        entries = line.entries
+        entries, due_of = line.entries, line.due_of
+        # drop_spent_front(), inline: this runs twice for each request queued.
+        while entries and due_of(entries[0][1]) != entries[0][0]:
+            entries.popleft()
         if len(entries) >= 2 * len(self._live) + _SLACK:
-            due_of = line.due_of
-            kept = [entry for entry in entries if due_of(entry[2]) == entry[0]]
+            kept = [entry for entry in entries if due_of(entry[1]) == entry[0]]
             entries.clear()
             entries.extend(kept)
-        self._armed += 1
-        entries.append((due, self._armed, request))
+        entries.append((due, request))
+
+    def forget_front(self, line: Line, request: LiveRequest) -> None:
+        """``request`` stops holding ``line``'s deadline: take its entry now if it is first.
+
+        Requests mostly stop holding a deadline in the order they armed it, so
+        the entry just spent is most often the line's first: taken here, the
+        next arm_in() finds a front that holds at one check, rather than a
+        check, a pop and a check again (a newcomer queued in a burst arms two
+        lines). Any other spent entry waits for drop_spent_front, as before.
+        """
+        entries = line.entries
+        if entries and entries[0][1] is request:
+            entries.popleft()
 
     # --------------------------------------------------------------- reading
 
@@ -158,7 +174,7 @@ class Timers:
         for line in self._lines:
             entries, due_of = line.entries, line.due_of
             while entries and entries[0][0] <= now:
-                due, _, request = entries.popleft()
+                due, request = entries.popleft()
                 if due_of(request) == due:
                     _note_earliest(earliest, due, request)
         return [entry[2] for entry in sorted(earliest.values(), key=lambda e: (e[0], e[1]))]

@@ -7,6 +7,10 @@
 * The timers' heap and lines are rebuilt at an amortised O(1) per armed
   deadline, also while every live request holds two deadlines (queued), and a
   long-lived request at the front of a line does not let spent entries pile up.
+* A new request meeting a full pool is queued in one loop: the same steps as
+  visit by visit, from whatever backend its rotation starts at; and the
+  capacity lines of backends that never free stay O(waiting), rebuilt when
+  their waiters fall rather than when entries join.
 """
 
 from __future__ import annotations
@@ -373,3 +377,50 @@ def test_the_short_path_is_taken_again_once_the_cooldown_ends() -> None:
     ]
     taken, _ = _both_ways(cfg, script)
     assert taken == 3
+
+
+def test_the_lines_of_backends_that_never_free_stay_bounded() -> None:
+    # b and c stay full for good; every request waits for all three and is
+    # served by a, which leaves its entries in b's and c's lines spent. Those
+    # lines are rebuilt when their waiters fall (Capacity.leave), not when
+    # entries join them, and must stay O(waiting) all the same.
+    balancer = Balancer(config("failover", "abc", max_concurrent=1, max_queued=1_000))
+    for name in ("a", "b", "c"):
+        balancer.handle(RequestStarted(at=0, request_id=f"holds-{name}"))
+    waiters = 100
+    for n in range(waiters):
+        balancer.handle(RequestStarted(at=0, request_id=f"w{n}"))
+    on_a = "holds-a"
+    for n in range(3_000):
+        balancer.handle(RequestStarted(at=n, request_id=f"late{n}"))
+        actions = balancer.handle(AttemptSucceeded(at=n, request_id=on_a, attempt=1))
+        (started,) = [a for a in actions if type(a).__name__ == "StartAttempt"]
+        on_a = started.request_id  # type: ignore[union-attr]
+        capacity = balancer._capacity
+        assert capacity.queued == waiters
+        for length, waiting in zip(capacity.line_lengths(), capacity.waiting, strict=True):
+            assert length <= 2 * waiting + 64 + 1, (n, capacity.line_lengths(), capacity.waiting)
+
+
+@pytest.mark.parametrize("strategy", ["weighted-round-robin", "least-busy", "latency"])
+def test_the_short_path_follows_rotations_from_every_first_backend(strategy: str) -> None:
+    # These strategies start each rotation where their pick says, so newcomers
+    # in a full pool start at different backends: the order kept for the last
+    # start (_full_rotation.Rotation) must be rebuilt whenever the start moves.
+    cfg = config(strategy, "abcd", **FULL_POOL)
+    script = [
+        *_burst(0, 1, 12),
+        AttemptSucceeded(at=3, request_id="r2", attempt=1, output_tokens=5),
+        *_burst(4, 13, 6),
+        AttemptSucceeded(at=5, request_id="r1", attempt=1, output_tokens=5),
+        *_burst(6, 19, 6),
+    ]
+    taken, steps = _both_ways(cfg, script)
+    assert taken > 0
+    firsts = {
+        next(a.backend for a in step.actions if isinstance(a, SkipBackend))
+        for step in steps
+        if any(isinstance(a, SkipBackend) for a in step.actions)
+    }
+    if strategy == "weighted-round-robin":
+        assert len(firsts) > 1, firsts
