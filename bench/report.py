@@ -176,10 +176,10 @@ def judged(goal: Goal, figures: dict[str, dict[str, float]]) -> list[str]:
     value = figure["median"]
     met = value <= goal.target if goal.sense == "<=" else value >= goal.target
     # A miss too small for two decimals shows more, so it never reads "0.90x, missed".
-    places = 2
+    places = 2 if goal.unit == "x" else 0
     while not met and places < 5 and round(value, places) == goal.target:
         places += 1
-    shown = f"{value:.{places}f}{goal.unit}" if goal.unit == "x" else f"{value:.0f}{goal.unit}"
+    shown = f"{value:.{places}f}{goal.unit}"
     if figure["low"] != figure["high"]:
         low, high = figure["low"], figure["high"]
         shown += f" ({low:.2f}-{high:.2f})" if goal.unit == "x" else f" ({low:.0f}-{high:.0f})"
@@ -191,7 +191,7 @@ def judged(goal: Goal, figures: dict[str, dict[str, float]]) -> list[str]:
         of_target = f"{share:.0%}" if share >= 0.01 else "under 1%"
         by = f"missed by {abs(gap):.{places}f}x ({of_target} of the target)"
     else:
-        by = f"missed by {abs(gap):.0f}{goal.unit}"
+        by = f"missed by {abs(gap):.{places}f}{goal.unit}"
     return [goal.text, target, shown, f"**{by}**"]
 
 

@@ -56,6 +56,9 @@ def test_goal_verdicts_say_met_missed_by_how_much_or_not_measured() -> None:
     floor = Goal("throughput at least 0.9x", "f", ">=", 0.9)
     tiny = judged(floor, {"f": {"median": 0.8996, "low": 0.84, "high": 0.98}})
     assert tiny[2:] == ["0.8996x (0.84-0.98)", "**missed by 0.0004x (under 1% of the target)**"]
+    ceiling = Goal("a decision under 5 µs", "f", "<=", 5, " µs")
+    close = judged(ceiling, {"f": {"median": 5.2, "low": 5.0, "high": 8.0}})
+    assert close[2:] == ["5.2 µs (5-8)", "**missed by 0.2 µs**"]
     floor = Goal("at least 0.9x", "g", ">=", 0.9)
     assert judged(floor, {"g": {"median": 0.45, "low": 0.45, "high": 0.45}})[3].startswith(
         "**missed by 0.45x"
