@@ -101,15 +101,15 @@ class Timers:
 
     def arm_in(self, line: Line, request: LiveRequest, due: int) -> None:
         """Index a deadline set a fixed time from now in its line (one of the attributes)."""
-        # Requests mostly end in the order they came, so the spent entries
-        # gather at the front: dropped here, a line stays as long as the
-        # requests that hold it. One long-lived request at the front holds the
-        # rest back, so a line twice the live requests (each holds at most one
-        # entry of it) is rebuilt, at O(1) per arm amortised.
+        # Requests mostly stop holding a deadline in the order they armed it,
+        # and then take their entry off the front (forget_front), so a line
+        # stays about as long as the requests that hold it without looking at
+        # its front here: that would read the oldest waiting request, long
+        # out of the cache once thousands wait. Entries spent out of order
+        # stay until next_due() drops them at the front, or until the line is
+        # twice the live requests (each holds at most one entry of it) and is
+        # rebuilt, at O(1) per arm amortised.
         entries, due_of = line.entries, line.due_of
-        # drop_spent_front(), inline: this runs twice for each request queued.
-        while entries and due_of(entries[0][1]) != entries[0][0]:
-            entries.popleft()
         if len(entries) >= 2 * len(self._live) + _SLACK:
             kept = [entry for entry in entries if due_of(entry[1]) == entry[0]]
             entries.clear()
@@ -120,10 +120,9 @@ class Timers:
         """``request`` stops holding ``line``'s deadline: take its entry now if it is first.
 
         Requests mostly stop holding a deadline in the order they armed it, so
-        the entry just spent is most often the line's first: taken here, the
-        next arm_in() finds a front that holds at one check, rather than a
-        check, a pop and a check again (a newcomer queued in a burst arms two
-        lines). Any other spent entry waits for drop_spent_front, as before.
+        the entry just spent is most often the line's first: taken here, it
+        does not wait for next_due() or a rebuild, and arm_in() need not look
+        at the front at all. Any other spent entry waits for those.
         """
         entries = line.entries
         if entries and entries[0][1] is request:
