@@ -267,8 +267,10 @@ def loaded(sections: list[Section]) -> str:
     if worst > cores * 0.75:
         return (
             f"**Measured under load**: the 1-minute load average reached {worst:.1f} on "
-            f"{cores} cores while the benches ran (other work shared the machine). Absolute "
-            "times are inflated by it; the ratios, taken within each round, are what to read."
+            f"{cores} cores while the benches ran. The benches' own processes count in it (the "
+            "measured client, the backend process and `lb serve` can each keep a core busy), "
+            "so this does not by itself mean other work shared the machine; absolute times "
+            "may be inflated, and the ratios, taken within each round, are what to read."
         )
     return f"The machine was otherwise quiet (1-minute load average at most {worst:.1f})."
 
