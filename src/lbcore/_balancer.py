@@ -494,12 +494,9 @@ class Balancer:
             self._capacity.leave(request)
         self._release_slot(request)
         if request.expires_at is not None:
-            # Timers.forget_front, inline: every request with a total deadline ends here.
-            entries = self._timers.expiry.entries
-            if entries and entries[0][1] is request:
-                entries.popleft()
+            self._timers.expiry.forget_front(request)
         if request.queue_due is not None:
-            self._timers.forget_front(self._timers.queue, request)
+            self._timers.queue.forget_front(request)
         # The timers' lines read these to tell a spent entry (see _timers).
         request.expires_at = request.deadline = request.queue_due = None
         del self._live[request.request_id]
@@ -1029,7 +1026,7 @@ class Balancer:
     def _unqueue(self, request: LiveRequest) -> None:
         self._capacity.leave(request)
         if request.queue_due is not None:
-            self._timers.forget_front(self._timers.queue, request)
+            self._timers.queue.forget_front(request)
             request.queue_due = None
 
     def _dispatch_freed(self, actions: list[Action]) -> None:
@@ -1113,10 +1110,7 @@ class Balancer:
         if request.phase is _CONNECTING:
             request.phase = _STREAMING
             if request.deadline is not None:
-                # Timers.forget_front, inline: every stream's first chunk comes here.
-                entries = self._timers.first_chunk.entries
-                if entries and entries[0][1] is request:
-                    entries.popleft()
+                self._timers.first_chunk.forget_front(request)
                 request.deadline = None
             if self._latency is not None:
                 # From the send when the transport reported one, else from the start (§25).

@@ -54,6 +54,18 @@ class Line:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def forget_front(self, request: LiveRequest) -> None:
+        """``request`` stops holding this line's deadline: take its entry now if it is first.
+
+        Requests mostly stop holding a deadline in the order they armed it, so
+        the entry just spent is most often the line's first: taken here, it
+        does not wait for next_due() or a rebuild, and arm_in() need not look
+        at the front at all. Any other spent entry waits for those.
+        """
+        entries = self.entries
+        if entries and entries[0][1] is request:
+            entries.popleft()
+
     def drop_spent_front(self) -> None:
         entries, due_of = self.entries, self.due_of
         while entries and due_of(entries[0][1]) != entries[0][0]:
@@ -102,7 +114,7 @@ class Timers:
     def arm_in(self, line: Line, request: LiveRequest, due: int) -> None:
         """Index a deadline set a fixed time from now in its line (one of the attributes)."""
         # Requests mostly stop holding a deadline in the order they armed it,
-        # and then take their entry off the front (forget_front), so a line
+        # and then take their entry off the front (Line.forget_front), so a line
         # stays about as long as the requests that hold it without looking at
         # its front here: that would read the oldest waiting request, long
         # out of the cache once thousands wait. Entries spent out of order
@@ -115,18 +127,6 @@ class Timers:
             entries.clear()
             entries.extend(kept)
         entries.append((due, request))
-
-    def forget_front(self, line: Line, request: LiveRequest) -> None:
-        """``request`` stops holding ``line``'s deadline: take its entry now if it is first.
-
-        Requests mostly stop holding a deadline in the order they armed it, so
-        the entry just spent is most often the line's first: taken here, it
-        does not wait for next_due() or a rebuild, and arm_in() need not look
-        at the front at all. Any other spent entry waits for those.
-        """
-        entries = line.entries
-        if entries and entries[0][1] is request:
-            entries.popleft()
 
     # --------------------------------------------------------------- reading
 
