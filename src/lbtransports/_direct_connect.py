@@ -23,7 +23,7 @@ import httpcore
 import sniffio
 from httpcore._backends.anyio import AnyIOStream
 
-__all__ = ("connect_ip", "direct_address")
+__all__ = ("connect_ip", "connect_ip_stream", "direct_address")
 
 
 def direct_address(host: str, local_address: str | None) -> socket.AddressFamily | None:
@@ -47,6 +47,17 @@ async def connect_ip(
     socket_options: Iterable[Any] | None,
 ) -> httpcore.AsyncNetworkStream:
     """A connection to ``host:port``; ConnectError or ConnectTimeout as httpcore raises them."""
+    return AnyIOStream(await connect_ip_stream(family, host, port, timeout, socket_options))
+
+
+async def connect_ip_stream(
+    family: socket.AddressFamily,
+    host: str,
+    port: int,
+    timeout: float | None,
+    socket_options: Iterable[Any] | None = None,
+) -> anyio.abc.SocketStream:
+    """:func:`connect_ip`'s connection as anyio's own stream (for :mod:`._h1`)."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         try:
@@ -69,4 +80,4 @@ async def connect_ip(
     except BaseException:
         sock.close()
         raise
-    return AnyIOStream(stream)
+    return stream
