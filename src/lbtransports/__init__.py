@@ -59,13 +59,14 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from ._async import AsyncChatStream, AsyncClient
+    from ._async import AsyncChatStream, AsyncClient, PlainHttp
     from ._sync import ChatStream, Client
 
 #: Names that need the HTTP libraries, and the module that defines each.
 _CLIENTS = {
     "AsyncChatStream": "._async",
     "AsyncClient": "._async",
+    "PlainHttp": "._async",
     "ChatStream": "._sync",
     "Client": "._sync",
 }
@@ -110,6 +111,7 @@ __all__ = (
     "LocalSaturationError",
     "Observation",
     "ObserverWarning",
+    "PlainHttp",
     "ProfileWarning",
     "Provider",
     "QueueFullError",

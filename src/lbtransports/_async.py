@@ -48,7 +48,7 @@ from ._troubles import HTTPCORE_ERRORS, HTTPCORE_TROUBLES, Trouble, report, repo
 from ._upstream import Upstream
 from .wire import ChatRequest, Chunk, HttpRequest, Usage
 
-__all__ = ("AsyncChatStream", "AsyncClient")
+__all__ = ("AsyncChatStream", "AsyncClient", "PlainHttp")
 
 #: httpcore's trace events that mean the request has left: the body's end, or, when
 #: httpcore swallowed a failed write to read the server's answer anyway, the wait
@@ -56,6 +56,8 @@ __all__ = ("AsyncChatStream", "AsyncClient")
 _SENT_EVENTS: Final = frozenset(
     {"http11.send_request_body.complete", "http11.receive_response_headers.started"}
 )
+#: What serves an AsyncClient's http:// backends: httpcore's pools, or its own h11 layer.
+PlainHttp = Literal["httpcore", "h11"]
 #: How long a request may wait for a connection slot to its backend.
 DEFAULT_POOL_TIMEOUT_MS: Final = 30_000
 #: After the terminator, how long and how many reads the body's own end may take
@@ -120,7 +122,7 @@ class AsyncClient(ClientBase):
         pool_timeout_ms: int = DEFAULT_POOL_TIMEOUT_MS,
         compress: CompressHook | None = None,
         observers: Iterable[Observer] | Observers = (),
-        plain_http: Literal["httpcore", "h11"] = "httpcore",
+        plain_http: PlainHttp = "httpcore",
     ) -> None:
         """
         Args:

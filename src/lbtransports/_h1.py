@@ -20,7 +20,7 @@ has become readable (closed, or bytes nobody asked for) is never reused.
 from __future__ import annotations
 
 import contextlib
-import socket
+import select
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -72,23 +72,25 @@ def origin_of(url: str) -> Origin:
 
 
 class _Connection:
-    __slots__ = ("socket", "state", "stream")
+    __slots__ = ("fileno", "state", "stream")
 
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
         self.stream = stream
         self.state = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_INCOMPLETE)
-        self.socket: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        # asyncio gives a wrapper without recv(); its descriptor is what is polled.
+        self.fileno: int = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
 
     def stale(self) -> bool:
         """Whether the idle connection has something to read: the server closed it,
-        or sent bytes no request asked for. Either way it is not to be reused."""
-        try:
-            self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
+        or sent bytes no request asked for. Either way it is not to be reused.
+
+        Asked of the socket, as httpcore does: an idle stream's transport does
+        not read (anyio pauses reading between receives)."""
+        if self.fileno < 0:
             return True
-        return True
+        poller = select.poll()
+        poller.register(self.fileno, select.POLLIN)
+        return bool(poller.poll(0))
 
     async def aclose(self) -> None:
         with (

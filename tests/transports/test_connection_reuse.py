@@ -25,7 +25,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbcore import FailureKind
-from lbtransports import AsyncClient, Client, ClientConfig, FailoverError, LoadBalancerError
+from lbtransports import (
+    AsyncClient,
+    Client,
+    ClientConfig,
+    FailoverError,
+    LoadBalancerError,
+    PlainHttp,
+)
 from lbtransports._sync_body import ChunkedFraming, FramingError
 
 from .harness import REQUEST
@@ -203,8 +210,13 @@ def config(url: str, **settings: int) -> ClientConfig:
     )
 
 
-def run_requests(mode: str, cfg: ClientConfig, count: int) -> list[str | LoadBalancerError]:
-    """Send ``count`` requests one after another on one client: each answer's text, or its error."""
+def run_requests(
+    mode: str, cfg: ClientConfig, count: int, plain_http: PlainHttp | None = None
+) -> list[str | LoadBalancerError]:
+    """Send ``count`` requests one after another on one client: each answer's text, or its error.
+
+    ``plain_http`` chooses the async client's HTTP/1.1 layer (default: the suite's).
+    """
     outcomes: list[str | LoadBalancerError] = []
     if mode == "sync":
         with Client(cfg) as client:
@@ -216,7 +228,8 @@ def run_requests(mode: str, cfg: ClientConfig, count: int) -> list[str | LoadBal
         return outcomes
 
     async def main() -> None:
-        async with AsyncClient(cfg) as client:
+        layer = {} if plain_http is None else {"plain_http": plain_http}
+        async with AsyncClient(cfg, **layer) as client:
             for _ in range(count):
                 try:
                     outcomes.append((await client.complete(REQUEST)).text)

@@ -6,6 +6,9 @@ cutting off), then a raw socket backend sends exactly those bytes to the
 blocking client and to the async client. Whatever the bytes, both must end
 without crashing or hanging, agree on whether the answer succeeded and on its
 text, and serve the next request (from the same connection or a new one).
+A second property holds the async client's two HTTP/1.1 layers (httpcore's
+pools, and its own h11 layer that the gateway uses) to exactly the same
+outcomes, failure messages and connection reuse included.
 
 The two clients share no parser: ``Client`` reads through http.client with our
 own checks (``_sync_head.py``, ``_sync_body.py``), ``AsyncClient`` through
@@ -73,3 +76,25 @@ def test_both_clients_read_any_answer_alike(data: bytes) -> None:
     # Whatever the first answer did to its connection, the next request is served.
     assert sync_outcomes[1] in ("reused", "fresh"), (data, sync_outcomes[1])
     assert async_outcomes[1] in ("reused", "fresh"), (data, async_outcomes[1])
+
+
+def _exactly(outcome: object) -> object:
+    """An outcome as both async HTTP layers must give it: an error's type and message."""
+    if isinstance(outcome, LoadBalancerError):
+        return type(outcome).__name__, str(outcome)
+    return outcome
+
+
+@settings(
+    max_examples=24,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=broken_answers())
+def test_the_async_clients_two_http_layers_read_any_answer_exactly_alike(data: bytes) -> None:
+    # httpcore's pools and the client's own h11 layer (_h1.py, the gateway's) share
+    # h11 but nothing above it: the same failure, message and reuse for any bytes.
+    through_httpcore, _ = _run("asyncio", data, plain_http="httpcore")
+    through_h11, _ = _run("asyncio", data, plain_http="h11")
+    assert [_exactly(o) for o in through_h11] == [_exactly(o) for o in through_httpcore], data

@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from lbcore import FailureKind, Stats
-from lbtransports import AsyncClient, BackendError, Client
+from lbtransports import AsyncClient, BackendError, Client, PlainHttp
 
 from .harness import REQUEST
 from .test_connection_reuse import RawConnection, answer, config, raw_backend, run_requests
@@ -300,9 +300,11 @@ def _reply_on(responses: bytes, *, bytewise: bool = False):  # type: ignore[no-u
     return handler
 
 
-def _run(mode: str, responses: bytes, *, bytewise: bool = False) -> tuple[list[object], list[int]]:
+def _run(
+    mode: str, responses: bytes, *, bytewise: bool = False, plain_http: PlainHttp | None = None
+) -> tuple[list[object], list[int]]:
     with raw_backend(_reply_on(responses, bytewise=bytewise)) as backend:
-        outcomes = run_requests(mode, config(backend.url), 2)
+        outcomes = run_requests(mode, config(backend.url), 2, plain_http)
     return list(outcomes), backend.requests
 
 
