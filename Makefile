@@ -52,7 +52,7 @@ pytest: $(STAMP) redis-server
 	$(BIN)/pytest -q
 	# Once more for the async client's own HTTP/1.1 layer (_h1.py, the gateway's):
 	# every async transport test, raw-socket answers and faults included.
-	$(BIN)/pytest -q --plain-http=h11 -k "not sync" tests/transports
+	$(BIN)/pytest -q --plain-http=h11 -k "async or not sync" tests/transports
 
 test: lint typecheck pytest
 

@@ -31,6 +31,7 @@ import h11
 import httpcore
 
 from ._direct_connect import connect_ip_stream, direct_address
+from ._h1_chunks import ChunkedBody, FramingBroken
 from ._timer import UPLOAD_PIECE
 
 __all__ = ("H1Exchange", "H1Pool", "Origin", "origin_of")
@@ -76,7 +77,7 @@ class _Connection:
 
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
         self.stream = stream
-        self.state = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_INCOMPLETE)
+        self.state = _new_state()
         # asyncio gives a wrapper without recv(); its descriptor is what is polled.
         self.fileno: int = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
 
@@ -99,6 +100,20 @@ class _Connection:
             contextlib.suppress(*_READ_ERRORS),
         ):
             await self.stream.aclose()
+
+
+def _new_state() -> h11.Connection:
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_INCOMPLETE)
+
+
+def _keeps_alive(head: h11.Response) -> bool:
+    """Whether the server lets the connection serve another request (h11's rule)."""
+    if head.http_version < b"1.1":
+        return False
+    for name, value in head.headers:
+        if name == b"connection" and b"close" in (v.strip() for v in value.lower().split(b",")):
+            return False
+    return True
 
 
 class H1Pool:
@@ -126,10 +141,13 @@ class H1Pool:
             await conn.aclose()
         return H1Exchange(self, await _connect(origin, connect_timeout)), True
 
-    def give_back(self, conn: _Connection) -> bool:
+    def give_back(self, conn: _Connection, *, fresh: bool) -> bool:
         if self.closed:
             return False
-        conn.state.start_next_cycle()
+        if fresh:
+            conn.state = _new_state()
+        else:
+            conn.state.start_next_cycle()
         self._idle.append(conn)
         return True
 
@@ -157,7 +175,19 @@ async def _connect(origin: Origin, timeout: float) -> _Connection:
 class H1Exchange:
     """One request and its answer on one connection of an :class:`H1Pool`."""
 
-    __slots__ = ("_conn", "_ended", "_error", "_pool", "headers", "keep", "status")
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_ended",
+        "_eof",
+        "_error",
+        "_keep_alive",
+        "_pool",
+        "_write_failed",
+        "headers",
+        "keep",
+        "status",
+    )
 
     def __init__(self, pool: H1Pool, conn: _Connection) -> None:
         self._pool = pool
@@ -170,6 +200,11 @@ class H1Exchange:
         self._error: httpcore.RemoteProtocolError | None = None
         #: Set by the client once the answer ended cleanly and may be pooled.
         self.keep = False
+        #: A chunked body, undone in bulk once h11 has read the head.
+        self._chunks: ChunkedBody | None = None
+        self._eof = False
+        self._keep_alive = True
+        self._write_failed = False
 
     # -- sending
 
@@ -209,7 +244,9 @@ class H1Exchange:
                 if pieces:
                     taken()
         except _READ_ERRORS:
-            pass  # read the answer anyway; reading fails if there is none
+            # Read the answer anyway; reading fails if there is none. The
+            # connection is not reused whatever the answer says.
+            self._write_failed = True
 
     # -- reading
 
@@ -229,6 +266,14 @@ class H1Exchange:
                     (name.decode("latin-1"), value.decode("latin-1"))
                     for name, value in event.headers
                 )
+                if event.status_code not in (204, 304) and any(
+                    name == b"transfer-encoding" for name, _ in event.headers
+                ):
+                    # h11 has checked the coding is exactly "chunked": the body
+                    # is undone in bulk from here, h11 only having read the head.
+                    rest, self._eof = state.trailing_data
+                    self._chunks = ChunkedBody(rest, MAX_INCOMPLETE)
+                    self._keep_alive = _keeps_alive(event)
                 return
             if kind is h11.InformationalResponse:
                 continue
@@ -238,6 +283,8 @@ class H1Exchange:
         """The body bytes one network read brings (all of its HTTP chunks); b"" at the end."""
         if self._error is not None:
             raise self._error
+        if self._chunks is not None:
+            return await self._read_chunks(self._chunks)
         state = self._conn.state
         while not self._ended:
             pieces: list[bytes | bytearray] = []
@@ -266,8 +313,29 @@ class H1Exchange:
                 state.receive_data(await self._receive())
         return b""
 
+    async def _read_chunks(self, chunks: ChunkedBody) -> bytes:
+        while True:
+            try:
+                data = chunks.take()
+                if data or chunks.ended:
+                    return data
+                if self._eof:
+                    chunks.closed()
+            except FramingBroken as error:
+                raise httpcore.RemoteProtocolError(str(error)) from None
+            data = await self._receive()
+            if data:
+                chunks.feed(data)
+            else:
+                self._eof = True
+
     def reusable(self) -> bool:
         """Both sides done, no byte after the answer, no close announced or seen."""
+        if self._write_failed:
+            return False
+        chunks = self._chunks
+        if chunks is not None:
+            return chunks.ended and not chunks.left_over and not self._eof and self._keep_alive
         state = self._conn.state
         left_over, closed = state.trailing_data
         return (
@@ -284,7 +352,10 @@ class H1Exchange:
 
     async def release(self) -> None:
         """Pool the connection if :attr:`keep` says so and it may be; else close it."""
-        if self.keep and self.reusable() and self._pool.give_back(self._conn):
+        # h11 saw only the head of a chunked answer: the next request gets a new
+        # state machine; otherwise h11's own is made ready for it.
+        fresh = self._chunks is not None
+        if self.keep and self.reusable() and self._pool.give_back(self._conn, fresh=fresh):
             return
         await self._conn.aclose()
 
