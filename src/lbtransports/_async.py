@@ -159,7 +159,6 @@ class AsyncClient(ClientBase):
             )
         super().__init__(config, trace, compress=compress, observers=observers)
         guard_httpcore_logs()
-        self._plain_http = plain_http
         self._own_http1 = plain_http == "h11"
         self._h1_pools: dict[str, H1Pool] = {}
         self._max_connections = max_connections
@@ -285,7 +284,7 @@ class AsyncClient(ClientBase):
             pool_timeout_ms=int(self._pool_timeout_s * 1000),
             compress=self._compress_hook,
             observers=self._observers,
-            plain_http=self._plain_http,
+            plain_http="h11" if self._own_http1 else "httpcore",
         )
 
     async def _nested_attempt(

@@ -26,9 +26,12 @@ __all__ = (
 _MAX_DEPTH = 12
 
 
-def _causes(error: BaseException) -> list[BaseException]:
+def causes(error: BaseException) -> list[BaseException]:
     """``error`` and everything it wraps: causes, contexts, and exceptions in its
-    args, breadth first, each once, at most :data:`_MAX_DEPTH` of them."""
+    args, breadth first, each once, at most :data:`_MAX_DEPTH` of them.
+
+    A caller asking several questions of one error walks it once and passes the
+    list on (``found``): each walk costs a few µs, on every failed attempt."""
     found = [error]
     seen = {id(error)}
     index = 0
@@ -49,12 +52,6 @@ def _causes(error: BaseException) -> list[BaseException]:
     return found[:_MAX_DEPTH]
 
 
-def causes(error: BaseException) -> list[BaseException]:
-    """What :func:`_causes` finds, for a caller asking several questions of one
-    error: each walk of a chain costs a few µs, on every failed attempt."""
-    return _causes(error)
-
-
 def forget_tracebacks(error: BaseException, found: list[BaseException] | None = None) -> None:
     """Drop the tracebacks of a handled ``error`` and of what it wraps
     (``found``: its :func:`causes`, when the caller has them already).
@@ -63,13 +60,13 @@ def forget_tracebacks(error: BaseException, found: list[BaseException] | None = 
     connection, the attempt), often in a reference cycle only the garbage
     collector frees; a failure classified and reported needs none of it.
     """
-    for cause in _causes(error) if found is None else found:
+    for cause in causes(error) if found is None else found:
         cause.__traceback__ = None
 
 
 def os_error_code(error: BaseException) -> str | None:
     """The first operating-system error name found in ``error``'s chain."""
-    for cause in _causes(error):
+    for cause in causes(error):
         if isinstance(cause, ssl.SSLError):
             continue  # an OSError whose errno is OpenSSL's (1 would read EPERM)
         number = getattr(cause, "errno", None)
@@ -81,13 +78,13 @@ def os_error_code(error: BaseException) -> str | None:
 def timed_out(error: BaseException, found: list[BaseException] | None = None) -> bool:
     """Whether a socket timeout is what ``error`` wraps (urllib3 reports one that
     ends a blocked send as a broken connection); ``found``: its :func:`causes`."""
-    chain = _causes(error) if found is None else found
+    chain = causes(error) if found is None else found
     return any(isinstance(cause, TimeoutError) for cause in chain)
 
 
 def tls_failed(error: BaseException) -> bool:
     """Whether ``error`` comes from TLS (a failed handshake, an unverifiable certificate)."""
-    return any(isinstance(cause, ssl.SSLError) for cause in _causes(error))
+    return any(isinstance(cause, ssl.SSLError) for cause in causes(error))
 
 
 def connect_failure(error: BaseException) -> Failure:

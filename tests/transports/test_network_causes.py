@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 
-from lbtransports._network import _MAX_DEPTH, _causes, forget_tracebacks, os_error_code
+from lbtransports._network import _MAX_DEPTH, causes, forget_tracebacks, os_error_code
 
 
 class _WithReason(Exception):
@@ -14,27 +14,27 @@ class _WithReason(Exception):
         self.reason = reason
 
 
-def test_causes_are_searched_breadth_first_each_once() -> None:
+def testcauses_are_searched_breadth_first_each_once() -> None:
     refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
     inner = OSError("inner")
     inner.__cause__ = refused
     outer = _WithReason("outer", inner)
     outer.__context__ = refused  # reached twice, listed once
-    assert _causes(outer) == [outer, refused, inner]
+    assert causes(outer) == [outer, refused, inner]
     assert os_error_code(outer) == "ECONNREFUSED"
 
 
 def test_a_cycle_ends() -> None:
     first, second = ValueError("first"), ValueError("second")
     first.__cause__, second.__cause__ = second, first
-    assert _causes(first) == [first, second]
+    assert causes(first) == [first, second]
 
 
 def test_exceptions_in_args_and_groups_are_found() -> None:
     refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
     group = ExceptionGroup("connect", [OSError("unreachable"), refused])
     wrapper = OSError("failed", group)
-    assert _causes(wrapper)[-1] is refused
+    assert causes(wrapper)[-1] is refused
     assert os_error_code(wrapper) == "ECONNREFUSED"
 
 
@@ -42,7 +42,7 @@ def test_the_search_is_bounded() -> None:
     chain = [ValueError(str(number)) for number in range(3 * _MAX_DEPTH)]
     for outer, inner in itertools.pairwise(chain):
         outer.__cause__ = inner
-    assert _causes(chain[0]) == chain[:_MAX_DEPTH]
+    assert causes(chain[0]) == chain[:_MAX_DEPTH]
 
 
 def test_forgotten_tracebacks() -> None:
@@ -54,4 +54,4 @@ def test_forgotten_tracebacks() -> None:
     except RuntimeError as error:
         caught = error
     forget_tracebacks(caught)
-    assert all(cause.__traceback__ is None for cause in _causes(caught))
+    assert all(cause.__traceback__ is None for cause in causes(caught))
